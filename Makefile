@@ -1,0 +1,42 @@
+# Every workflow of the project. `make demo` and `make test` are the two README commands.
+# Each target creates or reuses .venv, installing exactly the versions pinned in constraints.txt.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: venv demo test test-fast bench lock image image-test compile clean help
+
+help:  ## list the workflows
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)  ## create or update the virtual environment (.venv)
+
+demo: $(STAMP)  ## the main job: the whole pipeline, locally, on the embedded synthetic data
+	$(VENV)/bin/deepface demo
+
+test: $(STAMP)  ## the whole test suite (what CI runs)
+	$(PY) -m pytest -n 2 --dist loadfile
+
+test-fast: $(STAMP)  ## tests not marked slow
+	$(PY) -m pytest -m "not slow and not soak"
+
+bench: $(STAMP)  ## every benchmark in benchmarks/ (minutes; prints ratios side by side)
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+lock:  ## re-resolve and pin every dependency into constraints.txt (needs the package registry)
+	rm -rf /tmp/deepface-lock && $(PYTHON) -m venv /tmp/deepface-lock
+	/tmp/deepface-lock/bin/pip install --quiet -e '.[dev]'
+	( sed -n '1,2p' constraints.txt; /tmp/deepface-lock/bin/pip freeze --exclude-editable ) > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:  ## remove build outputs (keeps .venv)
+	rm -rf build dist *.egg-info out runs local_outputs

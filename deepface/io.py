@@ -1,0 +1,91 @@
+"""Small file helpers shared by every stage: atomic writes, hashing, JSON.
+
+Outputs are written to a temporary name beside the target and renamed into place, so an interrupted
+stage never leaves a file that looks complete. Paths may be local or ``gs://`` (through tf.io.gfile,
+imported lazily: objects in GCS appear atomically when their upload finishes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    """True for URIs that need tf.io.gfile (gs://, s3://, ...)."""
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def local_path(path: str | os.PathLike) -> Path:
+    """A local Path for a plain path or a file:// URI."""
+    text = str(path)
+    return Path(text[len("file://"):] if text.startswith("file://") else text)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open ``path`` for writing under a temporary name; rename into place only on success."""
+    if is_remote(path):
+        import tensorflow as tf  # lazy: only remote writes need it
+
+        with tf.io.gfile.GFile(str(path), mode) as handle:
+            yield handle
+        return
+    target = local_path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def dumps_json(obj: Any) -> str:
+    """Canonical JSON (sorted keys, fixed indent, trailing newline): same object, same bytes."""
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, dumps_json(obj))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    if is_remote(path):
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(str(path), "r") as handle:
+            return json.load(handle)
+    with open(local_path(path), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def md5_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    return hash_file(path, "md5", chunk_size)
+
+
+def hash_file(path: str | os.PathLike, algorithm: str = "sha256", chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.new(algorithm)
+    with open(local_path(path), "rb") as handle:
+        for block in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
