@@ -1,0 +1,34 @@
+"""Shared fixtures: a small synthetic dataset in the real VGGFace2 / LFW layouts, made once per session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+# Parameters of the shared dataset; tests may read them to know the expected counts.
+SYNTH_PARAMS = dict(
+    train_identities=8,
+    test_identities=6,
+    lfw_identities=12,
+    images_per_identity=10,
+    image_size=64,
+    lfw_image_size=96,
+    seed=0,
+    workers=1,
+)
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Directory holding vggface2_train.tar.gz, vggface2_test.tar.gz, train_list.txt, test_list.txt,
+    lfw.tgz, pairs.txt and MD5SUMS of a small synthetic dataset (seed 0). Treat it as read-only."""
+    from deepface.synth import make_synthetic_dataset
+
+    out_dir = tmp_path_factory.mktemp("synth")
+    make_synthetic_dataset(out_dir, **SYNTH_PARAMS)
+    return out_dir
