@@ -1,0 +1,363 @@
+"""Verification pairs: read LFW ``pairs.txt`` files, find their images, and generate such files from
+held-out identities.
+
+The format (LFW, Huang et al. 2007). A header line, then one pair per line, fields split by tabs or spaces:
+
+- View 2 (``pairs.txt``): header ``"<sets>\\t<n>"`` (``10\\t300``); then ``sets`` blocks of ``2 n`` lines,
+  each holding ``n`` matched pairs ``name  i  j`` and ``n`` mismatched pairs ``name1  i  name2  j``
+  (LFW writes the matched ones first). Each block is one fold of the 10-fold protocol.
+- View 1 (``pairsDevTrain.txt``, ``pairsDevTest.txt``): header ``"<n>"``; ``n`` matched then ``n``
+  mismatched lines, all in one set.
+
+How a pair names an image. Image ``i`` of identity ``name`` is looked up in an :class:`ImageCollection`
+(a tar archive, read in place, or a directory), where an identity is the folder holding its images:
+
+- if every image file of the folder is called ``<name>_<digits>.<ext>`` (the LFW layout
+  ``lfw/<name>/<name>_0001.jpg``), ``i`` is that number;
+- otherwise (VGGFace2 ``test/n000001/0001_01.jpg``), ``i`` is the 1-based position of the file in the
+  folder's files sorted by name.
+
+So a file written by :func:`generate_pairs` for VGGFace2 needs no side table, and the evaluation writes
+the file names it resolved for every pair into ``scores.csv``, so a changed archive cannot go unnoticed.
+
+Generated pairs (:func:`generate_pairs`): identities are shuffled with the seed and dealt round-robin into
+``folds`` folds, so no identity appears in two folds; each fold gets exactly ``pairs_per_fold`` matched
+pairs (identity drawn uniformly, then two distinct images) and as many mismatched pairs (two distinct
+identities of the fold, one image each), without repeats. The same images and seed give the same file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import tarfile
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from deepface import io
+from deepface.errors import DeepFaceError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    """One verification pair: image ``number1`` of ``name1`` against image ``number2`` of ``name2``."""
+
+    name1: str
+    number1: int
+    name2: str
+    number2: int
+    fold: int
+
+    @property
+    def same(self) -> bool:
+        """True for a matched pair (both images of one identity)."""
+        return self.name1 == self.name2
+
+    def line(self) -> str:
+        """The pair as a line of pairs.txt (LFW format, tab separated)."""
+        if self.same:
+            return f"{self.name1}\t{self.number1}\t{self.number2}"
+        return f"{self.name1}\t{self.number1}\t{self.name2}\t{self.number2}"
+
+
+# ------------------------------------------------------------------------------------------- parsing
+
+
+def parse_pairs(text: str, source: str = "pairs.txt") -> list[Pair]:
+    """Parse the text of an LFW View 1 or View 2 pairs file.
+
+    Args:
+        text: the file's contents.
+        source: the file's name, for error messages.
+
+    Returns:
+        The pairs in file order; ``fold`` is the 0-based set (always 0 for View 1).
+
+    Raises:
+        DeepFaceError: naming the line of a malformed header or pair, a set without exactly ``n`` matched
+            and ``n`` mismatched pairs, or a pair count that differs from the header's.
+    """
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise DeepFaceError(f"{source}: empty pairs file; expected an LFW header such as '10\\t300'.")
+    header = lines[0].split()
+    if len(header) not in (1, 2) or not all(field.isdigit() and int(field) > 0 for field in header):
+        raise DeepFaceError(
+            f"{source}:1: bad header {lines[0]!r}; expected '<sets>\\t<pairs per set>' (View 2, e.g. "
+            "'10\\t300') or '<pairs>' (View 1)."
+        )
+    sets, per_set = (1, int(header[0])) if len(header) == 1 else (int(header[0]), int(header[1]))
+    expected = 2 * per_set * sets
+    if len(lines) - 1 != expected:
+        raise DeepFaceError(
+            f"{source}: the header promises {sets} set(s) of {per_set} matched + {per_set} mismatched "
+            f"pairs ({expected} lines) but {len(lines) - 1} lines follow it; the file is truncated or "
+            "not an LFW pairs file."
+        )
+    pairs = [_parse_pair_line(line, number, index // (2 * per_set), source)
+             for index, (number, line) in enumerate(enumerate(lines[1:], start=2))]
+    for fold in range(sets):
+        matched = sum(pair.same for pair in pairs[fold * 2 * per_set:(fold + 1) * 2 * per_set])
+        if matched != per_set:
+            first_line = 2 + fold * 2 * per_set
+            raise DeepFaceError(
+                f"{source}:{first_line}-{first_line + 2 * per_set - 1}: set {fold + 1} holds {matched} "
+                f"matched pairs; the header says each set holds {per_set} matched and {per_set} mismatched."
+            )
+    return pairs
+
+
+def _parse_pair_line(line: str, line_number: int, fold: int, source: str) -> Pair:
+    fields = line.split()
+    where = f"{source}:{line_number}"
+    if len(fields) == 3:
+        name1, number1, number2 = fields
+        name2 = name1
+    elif len(fields) == 4:
+        name1, number1, name2, number2 = fields
+        if name1 == name2:
+            raise DeepFaceError(f"{where}: mismatched pair names one identity twice: {line!r}.")
+    else:
+        raise DeepFaceError(
+            f"{where}: expected 'name i j' (matched) or 'name1 i name2 j' (mismatched), got {line!r}."
+        )
+    for number in (number1, number2):
+        if not (number.isdigit() and int(number) > 0):
+            raise DeepFaceError(f"{where}: image number {number!r} is not a positive integer in {line!r}.")
+    return Pair(name1, int(number1), name2, int(number2), fold)
+
+
+def read_pairs(path: str | os.PathLike) -> list[Pair]:
+    """Read an LFW pairs file (View 1 or View 2); see :func:`parse_pairs`."""
+    try:
+        text = io.local_path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DeepFaceError(f"pairs file {path} does not exist; pass the path of LFW pairs.txt.") from None
+    return parse_pairs(text, source=str(path))
+
+
+def format_pairs(pairs: list[Pair]) -> str:
+    """The text of a View 2 pairs file for ``pairs``: per fold, the matched then the mismatched pairs.
+
+    Raises:
+        ValueError: if the folds differ in size or do not hold as many matched as mismatched pairs.
+    """
+    folds = sorted({pair.fold for pair in pairs})
+    per_fold = [[pair for pair in pairs if pair.fold == fold] for fold in folds]
+    sizes = {len(block) for block in per_fold}
+    if folds != list(range(len(folds))) or len(sizes) != 1 or any(
+        2 * sum(pair.same for pair in block) != len(block) for block in per_fold
+    ):
+        raise ValueError("every fold must hold the same number of matched and mismatched pairs")
+    per_set = sizes.pop() // 2
+    lines = [f"{len(folds)}\t{per_set}"]
+    for block in per_fold:
+        lines += [pair.line() for pair in block if pair.same]
+        lines += [pair.line() for pair in block if not pair.same]
+    return "\n".join(lines) + "\n"
+
+
+# -------------------------------------------------------------------------------------------- images
+
+
+class ImageCollection:
+    """The images of a tar archive (read in place, never extracted) or of a directory, by identity.
+
+    ``identities[name][number]`` is the path of an image inside the archive or directory (``/``
+    separated); numbers follow the rule in the module docstring.
+    """
+
+    def __init__(self, source: str | os.PathLike):
+        self.source = io.local_path(source)
+        if self.source.is_dir():
+            self.is_archive = False
+            paths = sorted(
+                path.relative_to(self.source).as_posix()
+                for path in self.source.rglob("*")
+                if path.is_file()
+            )
+        elif self.source.is_file() and self.source.name.lower().endswith(TAR_SUFFIXES):
+            self.is_archive = True
+            paths = sorted(member.name for member in self._tar_members())
+        else:
+            raise DeepFaceError(
+                f"images {source}: not a directory or a tar archive ({', '.join(TAR_SUFFIXES)}); "
+                "pass the LFW tarball (lfw.tgz), the VGGFace2 test tarball or an extracted folder."
+            )
+        self.identities = _number_images(p for p in paths if _is_image(p))
+        if not self.identities:
+            raise DeepFaceError(f"images {source}: holds no image files ({', '.join(IMAGE_SUFFIXES)}).")
+        logger.info("%s: %d images of %d identities", source,
+                    sum(map(len, self.identities.values())), len(self.identities))
+
+    def path(self, name: str, number: int) -> str | None:
+        """The path of image ``number`` of ``name``, or None if there is none."""
+        return self.identities.get(name, {}).get(number)
+
+    def read(self, paths: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+        """Yield ``(path, encoded bytes)`` for each of ``paths``, in storage order (one pass)."""
+        wanted = set(paths)
+        if not self.is_archive:
+            for path in sorted(wanted):
+                yield path, (self.source / path).read_bytes()
+            return
+        with tarfile.open(self.source, "r:*") as archive:
+            for member in archive:
+                if member.isfile() and member.name in wanted:
+                    yield member.name, archive.extractfile(member).read()
+
+    def _tar_members(self) -> list[tarfile.TarInfo]:
+        try:
+            with tarfile.open(self.source, "r:*") as archive:
+                return [member for member in archive if member.isfile()]
+        except (tarfile.TarError, OSError, EOFError) as error:
+            raise DeepFaceError(f"images {self.source}: unreadable tar archive ({error}).") from None
+
+
+def _is_image(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return "/" in path and not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _number_images(paths: Iterable[str]) -> dict[str, dict[int, str]]:
+    """Group sorted image paths by their folder's name and number them (see the module docstring)."""
+    folders: dict[str, list[str]] = {}
+    parents: dict[str, str] = {}
+    for path in paths:
+        parent, _, _ = path.rpartition("/")
+        name = parent.rsplit("/", 1)[-1]
+        if parents.setdefault(name, parent) != parent:
+            raise DeepFaceError(
+                f"identity {name!r} has images in two folders, {parents[name]}/ and {parent}/; "
+                "point the images option at one split only."
+            )
+        folders.setdefault(name, []).append(path)
+    numbered = {}
+    for name, files in sorted(folders.items()):
+        pattern = re.compile(rf"{re.escape(name)}_(\d+)\.[A-Za-z]+")
+        matches = [pattern.fullmatch(file.rsplit("/", 1)[-1]) for file in files]
+        numbers = [int(match.group(1)) for match in matches] if all(matches) else []
+        if not numbers or len(set(numbers)) != len(numbers):
+            numbers = list(range(1, len(files) + 1))
+        numbered[name] = dict(zip(numbers, files))
+    return numbered
+
+
+# -------------------------------------------------------------------------------------------- generation
+
+
+def generate_pairs(
+    images: ImageCollection, *, folds: int = 10, pairs_per_fold: int = 300, seed: int = 0
+) -> list[Pair]:
+    """Draw LFW-style pairs from the identities of ``images`` (see the module docstring).
+
+    Returns:
+        ``folds * 2 * pairs_per_fold`` pairs, fold by fold, matched pairs first in each fold.
+
+    Raises:
+        DeepFaceError: if a fold cannot hold ``pairs_per_fold`` distinct matched or mismatched pairs.
+    """
+    if folds < 1 or pairs_per_fold < 1:
+        raise DeepFaceError(f"folds ({folds}) and pairs per fold ({pairs_per_fold}) must be positive.")
+    rng = np.random.default_rng(seed)
+    names = sorted(images.identities)
+    if len(names) < 2 * folds:
+        raise DeepFaceError(
+            f"images {images.source}: {len(names)} identities cannot fill {folds} folds of at least 2 "
+            "disjoint identities each; use fewer folds or more identities."
+        )
+    shuffled = [names[i] for i in rng.permutation(len(names))]
+    pairs = []
+    for fold in range(folds):
+        members = {name: sorted(images.identities[name]) for name in shuffled[fold::folds]}
+        pairs += _draw_matched(members, pairs_per_fold, fold, rng)
+        pairs += _draw_mismatched(members, pairs_per_fold, fold, rng)
+    return pairs
+
+
+def _draw_matched(members: dict[str, list[int]], count: int, fold: int, rng) -> list[Pair]:
+    eligible = [name for name, numbers in members.items() if len(numbers) >= 2]
+    available = sum(len(members[name]) * (len(members[name]) - 1) // 2 for name in eligible)
+
+    def draw() -> Pair:
+        name = eligible[rng.integers(len(eligible))]
+        first, second = sorted(rng.choice(members[name], size=2, replace=False).tolist())
+        return Pair(name, first, name, second, fold)
+
+    return _draw_distinct(draw, count, available, f"fold {fold + 1}: matched")
+
+
+def _draw_mismatched(members: dict[str, list[int]], count: int, fold: int, rng) -> list[Pair]:
+    names = list(members)
+    sizes = np.array([len(members[name]) for name in names])
+    available = int((sizes.sum() ** 2 - (sizes ** 2).sum()) // 2)
+
+    def draw() -> Pair:
+        first, second = sorted(rng.choice(len(names), size=2, replace=False).tolist())
+        return Pair(names[first], int(rng.choice(members[names[first]])),
+                    names[second], int(rng.choice(members[names[second]])), fold)
+
+    return _draw_distinct(draw, count, available, f"fold {fold + 1}: mismatched")
+
+
+def _draw_distinct(draw, count: int, available: int, what: str) -> list[Pair]:
+    """Call ``draw`` until it has given ``count`` distinct pairs (in first-drawn order)."""
+    if available < count:
+        raise DeepFaceError(
+            f"{what}: only {available} distinct pairs exist among this fold's identities, {count} "
+            "requested; lower pairs per fold or use fewer folds."
+        )
+    drawn: dict[Pair, None] = {}
+    for _ in range(100 * count + 10_000):
+        drawn.setdefault(draw(), None)
+        if len(drawn) == count:
+            return list(drawn)
+    raise DeepFaceError(f"{what}: could not draw {count} distinct pairs; lower pairs per fold.")
+
+
+def write_pairs(pairs: list[Pair], path: str | os.PathLike) -> None:
+    """Write ``pairs`` as a View 2 pairs file (atomically)."""
+    io.write_text(path, format_pairs(pairs))
+
+
+def resolve_pairs(
+    pairs: list[Pair], images: ImageCollection, *, allow_missing: bool = False
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """The image paths of each pair.
+
+    Returns:
+        ``(paths, problems)``: ``paths[k]`` is the ``(left, right)`` paths of ``pairs[k]``, or
+        ``(None, None)`` where an image is missing; ``problems`` describes each missing image.
+
+    Raises:
+        DeepFaceError: if an image is missing and ``allow_missing`` is False.
+    """
+    paths, problems = [], []
+    for pair in pairs:
+        left, right = images.path(pair.name1, pair.number1), images.path(pair.name2, pair.number2)
+        for path, name, number in ((left, pair.name1, pair.number1), (right, pair.name2, pair.number2)):
+            if path is None:
+                problems.append(f"image {number} of {name} is not in {images.source}")
+        paths.append((left, right) if left and right else (None, None))
+    if problems and not allow_missing:
+        raise DeepFaceError(
+            f"{len(problems)} pair image(s) missing, e.g. {problems[0]}; pass the images the pairs file "
+            "was made for, or allow missing pairs to skip (and count) them."
+        )
+    return paths, problems
+
+
+__all__ = [
+    "ImageCollection", "Pair", "format_pairs", "generate_pairs", "parse_pairs", "read_pairs",
+    "resolve_pairs", "write_pairs",
+]

@@ -1,0 +1,193 @@
+"""deepface.pairs: the LFW pairs.txt parser, image lookup in archives/folders, and the pairs generator."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from deepface.errors import DeepFaceError
+from deepface.pairs import (
+    ImageCollection,
+    Pair,
+    format_pairs,
+    generate_pairs,
+    parse_pairs,
+    read_pairs,
+    resolve_pairs,
+    write_pairs,
+)
+
+# The first lines of the real LFW View 2 pairs.txt, cut to 2 sets of 2 pairs (same spelling and tabs).
+VIEW2 = (
+    "2\t2\n"
+    "Abel_Pacheco\t1\t4\n"
+    "Akhmed_Zakayev\t1\t3\n"
+    "AJ_Cook\t1\tMarsha_Thomason\t1\n"
+    "Aaron_Sorkin\t2\tFrank_Solich\t5\n"
+    "Amber_Tamblyn\t1\t2\n"
+    "Anders_Fogh_Rasmussen\t1\t3\n"
+    "Abdel_Madi_Shabneh\t1\tDean_Barker\t1\n"
+    "Abdel_Madi_Shabneh\t1\tGiancarlo_Fisichella\t1\n"
+)
+
+
+def test_parses_view2_sets_as_folds():
+    pairs = parse_pairs(VIEW2)
+    assert len(pairs) == 8
+    assert pairs[0] == Pair("Abel_Pacheco", 1, "Abel_Pacheco", 4, fold=0)
+    assert pairs[3] == Pair("Aaron_Sorkin", 2, "Frank_Solich", 5, fold=0)
+    assert [pair.fold for pair in pairs] == [0] * 4 + [1] * 4
+    assert [pair.same for pair in pairs] == [True, True, False, False] * 2
+
+
+def test_parses_view1_header_and_space_separated_fields():
+    text = "2\nAbel_Pacheco 1 4\nAkhmed_Zakayev  1  3\nAJ_Cook 1 Marsha_Thomason 1\nA_B 2\tC_D 5\n\n"
+    pairs = parse_pairs(text)
+    assert [pair.fold for pair in pairs] == [0, 0, 0, 0]
+    assert pairs[1] == Pair("Akhmed_Zakayev", 1, "Akhmed_Zakayev", 3, 0)
+    assert pairs[3] == Pair("A_B", 2, "C_D", 5, 0)
+
+
+def test_format_round_trips_the_canonical_text(tmp_path):
+    assert format_pairs(parse_pairs(VIEW2)) == VIEW2
+    write_pairs(parse_pairs(VIEW2), tmp_path / "pairs.txt")
+    assert read_pairs(tmp_path / "pairs.txt") == parse_pairs(VIEW2)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty pairs file"),
+        ("ten\t300\nA\t1\t2\n", r"pairs.txt:1: bad header"),
+        ("1\t1\nA\t1\t2\nB\t1\n", r"pairs.txt:3: expected 'name i j'"),
+        ("1\t1\nA\t1\t2\nB\t1\tC\t1\t2\n", r"pairs.txt:3: expected 'name i j'"),
+        ("1\t1\nA\t1\t0\nB\t1\tC\t1\n", r"pairs.txt:2: image number '0'"),
+        ("1\t1\nA\t1\tx\nB\t1\tC\t1\n", r"pairs.txt:2: image number 'x'"),
+        ("1\t1\nA\t1\t2\nB\t1\tB\t3\n", r"pairs.txt:3: mismatched pair names one identity twice"),
+        ("2\t1\nA\t1\t2\nB\t1\tC\t1\n", "promises 2 set.* but 2 lines follow"),
+        ("1\t1\nA\t1\t2\nB\t1\tC\t1\nD\t1\t2\n", "promises 1 set.* but 3 lines follow"),
+        ("2\t1\nA\t1\t2\nB\t1\tC\t1\nD\t1\t2\nE\t3\t4\n", r"pairs.txt:4-5: set 2 holds 2 matched"),
+    ],
+)
+def test_malformed_files_are_errors_naming_the_line(text, message):
+    with pytest.raises(DeepFaceError, match=message):
+        parse_pairs(text, source="pairs.txt")
+
+
+def test_missing_pairs_file_is_a_clear_error(tmp_path):
+    with pytest.raises(DeepFaceError, match="does not exist"):
+        read_pairs(tmp_path / "nope.txt")
+
+
+def _write_tar(path: Path, names: list[str]) -> Path:
+    """A tar.gz whose members ``names`` each hold their own name as bytes."""
+    with tarfile.open(path, "w:gz") as archive:
+        for name in names:
+            data = name.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _write_tree(root: Path, names: list[str]) -> Path:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(name.encode())
+    return root
+
+
+LFW_FILES = ["lfw/Ann_Lee/Ann_Lee_0001.jpg", "lfw/Ann_Lee/Ann_Lee_0003.jpg", "lfw/Bo/Bo_0001.jpg"]
+VGG_FILES = ["test/n000009/0002_01.jpg", "test/n000009/0001_02.jpg", "test/n000009/0001_01.jpg",
+             "test/n000010/0005_01.jpg", "test/n000010/._0001_01.jpg"]
+
+
+@pytest.mark.parametrize("layout", ["tar", "dir"])
+def test_lfw_names_are_looked_up_by_their_number(tmp_path, layout):
+    source = (_write_tar(tmp_path / "lfw.tgz", LFW_FILES) if layout == "tar"
+              else _write_tree(tmp_path / "lfw_dir", LFW_FILES))
+    images = ImageCollection(source)
+    assert images.path("Ann_Lee", 3) == "lfw/Ann_Lee/Ann_Lee_0003.jpg"
+    assert images.path("Ann_Lee", 2) is None  # numbers are names, not positions
+    assert images.path("Bo", 1) == "lfw/Bo/Bo_0001.jpg"
+    wanted = ["lfw/Bo/Bo_0001.jpg", "lfw/Ann_Lee/Ann_Lee_0001.jpg"]
+    assert dict(images.read(wanted)) == {name: name.encode() for name in wanted}
+
+
+def test_vggface2_names_are_numbered_by_sorted_position(tmp_path):
+    images = ImageCollection(_write_tar(tmp_path / "vggface2_test.tar.gz", VGG_FILES))
+    assert images.identities == {
+        "n000009": {1: "test/n000009/0001_01.jpg", 2: "test/n000009/0001_02.jpg",
+                    3: "test/n000009/0002_01.jpg"},
+        "n000010": {1: "test/n000010/0005_01.jpg"},  # the AppleDouble file is not an image
+    }
+
+
+def test_unusable_image_sources_are_clear_errors(tmp_path):
+    with pytest.raises(DeepFaceError, match="not a directory or a tar archive"):
+        ImageCollection(tmp_path / "missing.tgz")
+    with pytest.raises(DeepFaceError, match="holds no image files"):
+        ImageCollection(_write_tar(tmp_path / "empty.tar.gz", ["notes/readme.txt"]))
+    (tmp_path / "broken.tgz").write_bytes(b"not a tar file")
+    with pytest.raises(DeepFaceError, match="unreadable tar archive"):
+        ImageCollection(tmp_path / "broken.tgz")
+    with pytest.raises(DeepFaceError, match="two folders"):
+        ImageCollection(_write_tree(tmp_path / "both", ["train/n1/a.jpg", "test/n1/b.jpg"]))
+
+
+def test_missing_pair_images_are_errors_unless_allowed(tmp_path):
+    images = ImageCollection(_write_tar(tmp_path / "lfw.tgz", LFW_FILES))
+    pairs = [Pair("Ann_Lee", 1, "Ann_Lee", 3, 0), Pair("Ann_Lee", 2, "Bo", 1, 0), Pair("Cy", 1, "Bo", 1, 0)]
+    with pytest.raises(DeepFaceError, match="2 pair image.* missing, e.g. image 2 of Ann_Lee"):
+        resolve_pairs(pairs, images)
+    paths, problems = resolve_pairs(pairs, images, allow_missing=True)
+    assert paths == [("lfw/Ann_Lee/Ann_Lee_0001.jpg", "lfw/Ann_Lee/Ann_Lee_0003.jpg"), (None, None),
+                     (None, None)]
+    assert len(problems) == 2 and "image 1 of Cy" in problems[1]
+
+
+def _identity_folder(root: Path, identities: int, images: int) -> ImageCollection:
+    names = [f"test/n{100 + i:06d}/{j:04d}_01.jpg" for i in range(identities) for j in range(1, images + 1)]
+    return ImageCollection(_write_tree(root, names))
+
+
+def test_generated_pairs_keep_the_protocol_invariants(tmp_path):
+    images = _identity_folder(tmp_path / "ids", identities=25, images=4)
+    pairs = generate_pairs(images, folds=5, pairs_per_fold=12, seed=3)
+    assert len(pairs) == 5 * 24
+    identities_of_fold = {}
+    for fold in range(5):
+        block = [pair for pair in pairs if pair.fold == fold]
+        assert sum(pair.same for pair in block) == 12 and len(block) == 24
+        assert len(set(block)) == 24  # no repeated pair
+        identities_of_fold[fold] = {pair.name1 for pair in block} | {pair.name2 for pair in block}
+        for pair in block:
+            assert images.path(pair.name1, pair.number1) and images.path(pair.name2, pair.number2)
+            if pair.same:
+                assert pair.number1 < pair.number2
+    for fold in range(5):
+        for other in range(fold + 1, 5):
+            assert not identities_of_fold[fold] & identities_of_fold[other]
+
+
+def test_generated_pairs_are_deterministic_and_round_trip(tmp_path):
+    images = _identity_folder(tmp_path / "ids", identities=20, images=3)
+    first = generate_pairs(images, folds=10, pairs_per_fold=2, seed=0)
+    assert generate_pairs(images, folds=10, pairs_per_fold=2, seed=0) == first
+    assert generate_pairs(images, folds=10, pairs_per_fold=2, seed=1) != first
+    write_pairs(first, tmp_path / "pairs.txt")
+    assert (tmp_path / "pairs.txt").read_text().startswith("10\t2\n")
+    assert read_pairs(tmp_path / "pairs.txt") == first
+
+
+def test_generation_refuses_impossible_requests(tmp_path):
+    images = _identity_folder(tmp_path / "ids", identities=4, images=2)
+    with pytest.raises(DeepFaceError, match="cannot fill 10 folds"):
+        generate_pairs(images, folds=10, pairs_per_fold=1)
+    # 2 identities x 2 images per fold: 2 matched and 4 mismatched pairs exist
+    assert len(generate_pairs(images, folds=2, pairs_per_fold=2)) == 8
+    with pytest.raises(DeepFaceError, match="fold 1: matched: only 2 distinct pairs exist"):
+        generate_pairs(images, folds=2, pairs_per_fold=3)
