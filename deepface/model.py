@@ -1,0 +1,202 @@
+"""The DeepFace network (Taigman et al., CVPR 2014) in Keras 3, its presets, and its embedding model.
+
+Topology (the paper's, with the seed project's layer names)::
+
+    C1 conv 11x11 -> M2 maxpool 3x3/2 (same) -> C3 conv 9x9 -> L4 local 9x9 -> L5 local 7x7/2
+       -> L6 local 5x5 -> F0 flatten -> F7 dense -> D0 dropout -> F8 softmax
+
+ReLU after every layer but F8; kernels N(0, 0.01), biases 0.5 (as the seed). Presets keep this
+topology and change only sizes:
+
+=======  =====  ==================  =====  ===========================  ==========================
+preset   input  C1/C3/L4/L5/L6      F7     parameters                   use
+=======  =====  ==================  =====  ===========================  ==========================
+paper    152    32/16/16/16/16      4096   137,774,071 (8631 classes)   the real network
+small    96     16/8/8/8/8          512    ~4.4M + 513 per class        demo (trains in minutes)
+tiny     80     8/4/4/4/4           128    ~0.5M + 129 per class        tests (trains in seconds)
+=======  =====  ==================  =====  ===========================  ==========================
+
+``tiny`` uses the smallest input that still leaves the spatial chain of the paper valid with some
+room (80 -> C1 70 -> M2 35 -> C3 27 -> L4 19 -> L5 7 -> L6 3; 71 is the minimum).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import click
+import keras
+import numpy as np
+
+from deepface.errors import DeepFaceError
+from deepface.layers import FeatureNormalization, LocallyConnected2D
+
+PAPER_NUM_CLASSES = 8631  # VGGFace2 training identities
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of one DeepFace variant; every preset shares the paper's topology."""
+
+    name: str
+    image_size: int
+    c1_filters: int = 32
+    c3_filters: int = 16
+    l4_filters: int = 16
+    l5_filters: int = 16
+    l6_filters: int = 16
+    f7_units: int = 4096
+    dropout: float = 0.5
+    kernel_stddev: float = 0.01
+    bias_value: float = 0.5
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "paper": ModelConfig("paper", image_size=152),
+    "small": ModelConfig("small", 96, c1_filters=16, c3_filters=8, l4_filters=8, l5_filters=8, l6_filters=8,
+                         f7_units=512),
+    "tiny": ModelConfig("tiny", 80, c1_filters=8, c3_filters=4, l4_filters=4, l5_filters=4, l6_filters=4,
+                        f7_units=128),
+}
+
+
+def get_config(preset: str | ModelConfig) -> ModelConfig:
+    """The ModelConfig of a preset name (or the config itself)."""
+    if isinstance(preset, ModelConfig):
+        return preset
+    try:
+        return PRESETS[preset]
+    except KeyError:
+        raise DeepFaceError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def build_classifier(
+    preset: str | ModelConfig = "paper",
+    num_classes: int = PAPER_NUM_CLASSES,
+    *,
+    seed: int | None = None,
+    dtype_policy: str | None = None,
+) -> keras.Model:
+    """Build the DeepFace classifier.
+
+    Args:
+        preset: a name in ``PRESETS`` or a ModelConfig.
+        num_classes: identities of the F8 softmax.
+        seed: seeds every initializer and the dropout, so the same seed builds the same weights.
+        dtype_policy: a Keras dtype policy such as ``"mixed_bfloat16"`` or ``"mixed_float16"``
+            (the F8 softmax always computes in float32).
+
+    Returns:
+        A functional ``keras.Model`` named ``DeepFace``: image ``(batch, S, S, 3)`` in [0, 1] ->
+        class probabilities ``(batch, num_classes)``.
+    """
+    config = get_config(preset)
+    if int(num_classes) < 2:
+        raise DeepFaceError(f"num_classes must be >= 2, got {num_classes}")
+    seeds = iter(range(0 if seed is None else seed * 1000, 10**9))
+
+    def init():
+        kernel = keras.initializers.RandomNormal(0.0, config.kernel_stddev, seed=None if seed is None else next(seeds))
+        return dict(kernel_initializer=kernel, bias_initializer=keras.initializers.Constant(config.bias_value),
+                    dtype=dtype_policy)
+
+    s = config.image_size
+    inputs = keras.Input((s, s, 3), name="image")
+    x = keras.layers.Conv2D(config.c1_filters, 11, activation="relu", name="C1", **init())(inputs)
+    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="M2", dtype=dtype_policy)(x)
+    x = keras.layers.Conv2D(config.c3_filters, 9, activation="relu", name="C3", **init())(x)
+    x = LocallyConnected2D(config.l4_filters, 9, activation="relu", name="L4", **init())(x)
+    x = LocallyConnected2D(config.l5_filters, 7, strides=2, activation="relu", name="L5", **init())(x)
+    x = LocallyConnected2D(config.l6_filters, 5, activation="relu", name="L6", **init())(x)
+    x = keras.layers.Flatten(name="F0", dtype=dtype_policy)(x)
+    x = keras.layers.Dense(config.f7_units, activation="relu", name="F7", **init())(x)
+    x = keras.layers.Dropout(config.dropout, seed=seed, name="D0", dtype=dtype_policy)(x)
+    outputs = keras.layers.Dense(int(num_classes), activation="softmax", name="F8",
+                                 **{**init(), "dtype": "float32"})(x)
+    return keras.Model(inputs, outputs, name="DeepFace")
+
+
+def feature_extractor(classifier: keras.Model) -> keras.Model:
+    """image -> raw F7 activations ``(batch, f7_units)`` (post-ReLU), sharing the classifier's layers."""
+    return keras.Model(classifier.input, classifier.get_layer("F7").output, name="DeepFaceF7")
+
+
+def compute_feature_max(classifier: keras.Model, images, steps: int | None = None) -> np.ndarray:
+    """Per-dimension maximum of F7 over a reference set (the paper uses the training set).
+
+    Args:
+        classifier: a model from :func:`build_classifier`.
+        images: a dataset/iterable of image batches ``(batch, S, S, 3)`` or of ``(images, labels)`` tuples,
+            or one array of images.
+        steps: stop after this many batches (None: all).
+
+    Returns:
+        float32 array ``(f7_units,)``.
+    """
+    extractor = feature_extractor(classifier)
+    if isinstance(images, np.ndarray):
+        images = [images[i : i + 256] for i in range(0, len(images), 256)]
+    maximum = None
+    for step, batch in enumerate(images):
+        if steps is not None and step >= steps:
+            break
+        if isinstance(batch, (tuple, list)):
+            batch = batch[0]
+        features = np.asarray(extractor(batch, training=False), dtype=np.float32)
+        batch_max = features.max(axis=0)
+        maximum = batch_max if maximum is None else np.maximum(maximum, batch_max)
+    if maximum is None:
+        raise DeepFaceError("compute_feature_max: the reference image set is empty")
+    return maximum
+
+
+def build_embedding_model(classifier: keras.Model, feature_max=None) -> keras.Model:
+    """The face representation: image ``(batch, S, S, 3)`` -> L2-normalised F7 features ``(batch, f7_units)``.
+
+    Each F7 dimension is divided by ``feature_max`` (from :func:`compute_feature_max`), then the vector
+    is L2-normalised, as in the paper. The normalisation runs in float32 and is saved with the model.
+    """
+    normalize = FeatureNormalization(name="F7_normalized", dtype="float32")
+    outputs = normalize(classifier.get_layer("F7").output)
+    if feature_max is not None:
+        normalize.set_feature_max(feature_max)
+    return keras.Model(classifier.input, outputs, name="DeepFaceEmbedding")
+
+
+def count_params(preset: str | ModelConfig, num_classes: int = PAPER_NUM_CLASSES) -> int:
+    """Parameters of a preset's classifier (built without allocating a graph's worth of compute)."""
+    return build_classifier(preset, num_classes).count_params()
+
+
+def load_embedding_model(model_dir: str | Path) -> tuple[keras.Model, dict]:
+    """Load ``embedding.keras`` and ``metadata.json`` from a model directory written by training."""
+    from deepface.io import read_json
+
+    model_dir = Path(model_dir)
+    path = model_dir / "embedding.keras"
+    if not path.exists():
+        raise DeepFaceError(f"{path} not found: --model must be a model directory written by `deepface train`")
+    metadata = read_json(model_dir / "metadata.json") if (model_dir / "metadata.json").exists() else {}
+    return keras.saving.load_model(path, compile=False), metadata
+
+
+@click.command("model")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="paper", show_default=True,
+              help="Model preset.")
+@click.option("--num-classes", type=click.IntRange(min=2), default=PAPER_NUM_CLASSES, show_default=True,
+              help="Identities of the F8 softmax.")
+@click.option("--json", "as_json", is_flag=True, help="Print the config and parameter count as JSON only.")
+def command(preset: str, num_classes: int, as_json: bool) -> None:
+    """Build a DeepFace preset and print its summary and parameter count."""
+    model = build_classifier(preset, num_classes)
+    info = {"preset": get_config(preset).to_dict(), "num_classes": num_classes,
+            "parameters": model.count_params(),
+            "parameters_without_f8": model.count_params() - model.get_layer("F8").count_params()}
+    if not as_json:
+        model.summary(print_fn=click.echo)
+    click.echo(json.dumps(info, indent=2, sort_keys=True))
