@@ -1,0 +1,390 @@
+"""The tf.data input pipeline: TFRecord shards (schema v1) -> batches of normalised face images.
+
+One preprocessing, `preprocess_image`, serves training, evaluation and verification: decode the JPEG
+(or PNG) bytes, fit the image into ``image_size x image_size`` keeping its aspect ratio with the face
+centred (zero padding on the short side), scale to [0, 1].
+
+Training datasets really shuffle: the shard order is shuffled every epoch and the serialized records
+pass through a shuffle buffer counted in images (reshuffled every epoch), before decoding so that the
+buffer holds small JPEG bytes rather than decoded images. Shards are split between input pipelines
+(workers) by file, as `tf.distribute.InputContext` describes them.
+
+Typical use:
+
+```python
+train_ds = make_dataset("out/tfrecords", split="train", batch_size=128, image_size=152,
+                        training=True, augment=True, seed=0)
+for images, labels in train_ds:  # float32 [128, 152, 152, 3] in [0, 1], int32 [128]
+    ...
+```
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import re
+from typing import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from deepface.errors import DeepFaceError
+from deepface.io import is_remote, local_path
+
+logger = logging.getLogger(__name__)
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+# TFRecord schema v1, written by deepface.tfrecords.
+FEATURES_V1 = {
+    "image/encoded": tf.io.FixedLenFeature([], tf.string),
+    "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+    "image/class/identity": tf.io.FixedLenFeature([], tf.string, default_value=b""),
+    "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=b""),
+}
+
+# Most shards read at once while training: more open shards mix the records of more shards.
+MAX_INTERLEAVED_SHARDS = 16
+
+# Augmentation: each image is cropped to a random square covering between (1 - MAX_CROP) and all of
+# its side, at a random position, resized back, and flipped left-right with probability 1/2.
+MAX_CROP = 0.1
+
+
+def preprocess_image(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Decodes one encoded image and makes it a network input.
+
+    Args:
+        encoded: scalar string tensor, the bytes of a JPEG, PNG, BMP or GIF (first frame) image of any
+            size; grey images are expanded to 3 channels.
+        image_size: side of the square output.
+
+    Returns:
+        float32 tensor ``[image_size, image_size, 3]`` in [0, 1]. An image already of that size is only
+        scaled; any other is resized (bilinear, antialiased) to fit inside the square keeping its aspect
+        ratio, centred, and the rest is zero (`tf.image.resize_with_pad`).
+    """
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)  # uint8 [h, w, 3]
+    shape = tf.shape(image)
+    already_sized = tf.logical_and(tf.equal(shape[0], image_size), tf.equal(shape[1], image_size))
+    image = tf.cond(
+        already_sized,
+        lambda: tf.cast(image, tf.float32),
+        lambda: tf.image.resize_with_pad(image, image_size, image_size, antialias=True),
+    )
+    image = tf.clip_by_value(image / 255.0, 0.0, 1.0)
+    return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def load_image_file(path: str | os.PathLike, image_size: int) -> np.ndarray:
+    """Reads one image file (local, file:// or gs://) through `preprocess_image`.
+
+    Returns:
+        float32 array ``[image_size, image_size, 3]`` in [0, 1].
+    """
+    _check_positive(image_size=image_size)
+    path = _tf_path(path)
+    if not tf.io.gfile.exists(path):
+        raise DeepFaceError(f"Image file {path} does not exist: check the path.")
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        encoded = handle.read()
+    try:
+        return preprocess_image(tf.constant(encoded), image_size).numpy()
+    except tf.errors.InvalidArgumentError as error:
+        reason = error.message.splitlines()[0]
+        raise DeepFaceError(f"{path} is not a readable JPEG/PNG image ({reason}): pass a face image.") from None
+
+
+def make_image_dataset(
+    paths_or_bytes: Sequence[str | os.PathLike | bytes], image_size: int, batch_size: int
+) -> tf.data.Dataset:
+    """Batches of preprocessed images from image files or encoded bytes, in the order given.
+
+    Args:
+        paths_or_bytes: image file paths (local, file:// or gs://), or encoded image bytes.
+        image_size: side of the square images.
+        batch_size: images per batch (the last batch may be smaller).
+
+    Returns:
+        A dataset of float32 batches ``[batch, image_size, image_size, 3]`` in [0, 1].
+    """
+    _check_positive(image_size=image_size, batch_size=batch_size)
+    items = list(paths_or_bytes)
+    if not items:
+        raise DeepFaceError("make_image_dataset got no images: pass at least one path or encoded image.")
+    if all(isinstance(item, bytes) for item in items):
+        dataset = tf.data.Dataset.from_tensor_slices(items)
+    else:
+        paths = [_tf_path(item) for item in items]
+        missing = [path for path in paths if not is_remote(path) and not os.path.exists(path)]
+        if missing:
+            raise DeepFaceError(
+                f"{len(missing)} image file(s) do not exist, e.g. {missing[0]}: check the image directory."
+            )
+        dataset = tf.data.Dataset.from_tensor_slices(paths).map(tf.io.read_file, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.map(lambda encoded: preprocess_image(encoded, image_size), num_parallel_calls=AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Parses one serialized ``tf.train.Example`` of schema v1.
+
+    Returns:
+        A dict with the schema's keys: ``image/encoded`` (string scalar), ``image/class/label`` (int64
+        scalar), ``image/class/identity`` and ``image/filename`` (string scalars, empty if absent).
+    """
+    return tf.io.parse_single_example(serialized, FEATURES_V1)
+
+
+def list_shards(tfrecords: str | os.PathLike, split: str | None = None) -> list[str]:
+    """The TFRecord shards of a directory, a glob pattern or a single file, sorted by name.
+
+    Args:
+        tfrecords: a directory written by `deepface tfrecords` (local, file:// or gs://), a glob pattern
+            such as ``gs://bucket/tfrecords/train-*``, or one ``.tfrecord`` file.
+        split: in a directory, only the shards ``<split>-NNNNN-of-NNNNN.tfrecord``; None takes every
+            ``*.tfrecord`` file.
+
+    Raises:
+        DeepFaceError: if nothing matches, or if a directory lacks some of the shards their names
+            announce (an incomplete build; a pattern may select some shards on purpose).
+    """
+    path = _tf_path(tfrecords)
+    if any(char in path for char in "*?["):
+        pattern = path
+    elif tf.io.gfile.isdir(path):
+        pattern = posixpath.join(path, f"{split}-*-of-*.tfrecord" if split else "*.tfrecord")
+    elif tf.io.gfile.exists(path):
+        return [path]
+    else:
+        raise DeepFaceError(
+            f"TFRecord directory {path} does not exist: pass the output directory of `deepface tfrecords`."
+        )
+    shards = sorted(
+        name for name in tf.io.gfile.glob(pattern) if not posixpath.basename(name).startswith(".")
+    )
+    if not shards:
+        raise DeepFaceError(
+            f"No TFRecord shards match {pattern}: run `deepface tfrecords` into that directory"
+            + (f" with split {split!r}" if split else "")
+            + " or pass the right directory/split."
+        )
+    if pattern != path:  # a whole directory: all shards of each split must be there
+        _check_complete(shards)
+    return shards
+
+
+def make_dataset(
+    tfrecords: str | os.PathLike | Sequence[str],
+    *,
+    batch_size: int,
+    image_size: int,
+    training: bool,
+    split: str | None = None,
+    shuffle_buffer: int = 10_000,
+    augment: bool = False,
+    seed: int | None = None,
+    deterministic: bool = False,
+    num_input_pipelines: int = 1,
+    input_pipeline_id: int = 0,
+    repeat: bool = False,
+    drop_remainder: bool | None = None,
+    cache: bool = False,
+) -> tf.data.Dataset:
+    """Batches of (images, labels) read from TFRecord shards of schema v1.
+
+    Args:
+        tfrecords: a shard directory, glob pattern or file (see `list_shards`), or a list of shard paths.
+        batch_size: examples per batch (per replica when used through `make_dataset_fn`).
+        image_size: side of the square images.
+        training: True shuffles the shard order and the records (both again every epoch) and allows
+            augmentation; False reads the shards one after the other, in order, unaugmented.
+        split: with a directory, read only the shards of this split (``train``, ``val`` ...).
+        shuffle_buffer: records in the shuffle buffer, in images (training only). It holds encoded
+            bytes, ~10 KB per 152-pixel face.
+        augment: random horizontal flip and random crop of up to 10% of the side resized back (training
+            only; ignored otherwise).
+        seed: seeds the shard order, the record shuffle and the augmentation.
+        deterministic: the same seed gives exactly the same batches (parallel stages keep their order;
+            slightly slower). Evaluation datasets are always in order.
+        num_input_pipelines, input_pipeline_id: this worker's share of the shards: shard ``i`` is read
+            by pipeline ``i % num_input_pipelines``.
+        repeat: repeat forever (each epoch reshuffled).
+        drop_remainder: drop the last partial batch; None means True when training (static batch shape)
+            and False otherwise (every example evaluated).
+        cache: keep the serialized records in memory after the first epoch (saves reading the shards,
+            e.g. from GCS, again; decoding still happens every epoch).
+
+    Returns:
+        A dataset of ``(images, labels)``: float32 ``[batch, image_size, image_size, 3]`` in [0, 1] and
+        int32 ``[batch]``.
+    """
+    _check_positive(batch_size=batch_size, image_size=image_size, num_input_pipelines=num_input_pipelines)
+    if not 0 <= input_pipeline_id < num_input_pipelines:
+        raise DeepFaceError(
+            f"input_pipeline_id={input_pipeline_id} must be in [0, num_input_pipelines={num_input_pipelines})."
+        )
+    if training and shuffle_buffer < 1:
+        raise DeepFaceError(f"shuffle_buffer={shuffle_buffer} must be at least 1 (images).")
+    if training and deterministic and seed is None:
+        raise DeepFaceError("deterministic=True needs a seed: pass seed=<int>.")
+    shards = _shards_for_pipeline(tfrecords, split, num_input_pipelines, input_pipeline_id)
+    logger.info(
+        "Input pipeline %d/%d: %d shard(s), batch %d, image %d, training=%s, augment=%s, seed=%s",
+        input_pipeline_id, num_input_pipelines, len(shards), batch_size, image_size, training,
+        training and augment, seed,
+    )
+    ordered = deterministic or not training
+    seeds = _seeds(seed)
+
+    files = tf.data.Dataset.from_tensor_slices(shards)
+    if training:
+        files = files.shuffle(len(shards), seed=seeds[0], reshuffle_each_iteration=True)
+        records = files.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(len(shards), MAX_INTERLEAVED_SHARDS),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=ordered,
+        )
+    else:
+        records = tf.data.TFRecordDataset(files)  # one shard after the other
+    if cache:
+        records = records.cache()
+    if training:
+        records = records.shuffle(shuffle_buffer, seed=seeds[1], reshuffle_each_iteration=True)
+    if repeat:
+        records = records.repeat()
+
+    def decode(serialized):
+        example = parse_example(serialized)
+        image = preprocess_image(example["image/encoded"], image_size)
+        return image, tf.cast(example["image/class/label"], tf.int32)
+
+    batches = records.map(decode, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+    batches = batches.batch(
+        batch_size,
+        drop_remainder=training if drop_remainder is None else drop_remainder,
+        num_parallel_calls=AUTOTUNE,
+        deterministic=ordered,
+    )
+    if training and augment:
+        augment_seeds = tf.data.Dataset.random(seed=seeds[2], rerandomize_each_iteration=True).batch(2)
+        batches = tf.data.Dataset.zip(batches, augment_seeds).map(
+            lambda batch, pair: (augment_batch(batch[0], pair), batch[1]),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=ordered,
+        )
+
+    options = tf.data.Options()
+    options.deterministic = ordered
+    if num_input_pipelines > 1:  # already sharded here: a tf.distribute strategy must not shard again
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return batches.with_options(options).prefetch(AUTOTUNE)
+
+
+def make_dataset_fn(
+    tfrecords: str | os.PathLike | Sequence[str], *, global_batch_size: int, **kwargs
+) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
+    """A ``dataset_fn`` for ``strategy.distribute_datasets_from_function``.
+
+    Each input pipeline reads its own shards (`make_dataset` with the context's ``num_input_pipelines``
+    and ``input_pipeline_id``) and batches ``global_batch_size / num_replicas_in_sync`` examples.
+
+    Args:
+        tfrecords: as in `make_dataset`.
+        global_batch_size: examples per step over all replicas.
+        **kwargs: the other arguments of `make_dataset` (``image_size``, ``training``, ``seed`` ...).
+    """
+
+    def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return make_dataset(
+            tfrecords,
+            batch_size=input_context.get_per_replica_batch_size(global_batch_size),
+            num_input_pipelines=input_context.num_input_pipelines,
+            input_pipeline_id=input_context.input_pipeline_id,
+            **kwargs,
+        )
+
+    return dataset_fn
+
+
+def augment_batch(images: tf.Tensor, seed: tf.Tensor, max_crop: float = MAX_CROP) -> tf.Tensor:
+    """Random horizontal flip and random square crop resized back, drawn independently per image.
+
+    Both happen in one `tf.image.crop_and_resize` call: a crop box whose left edge lies right of its
+    right edge samples the crop mirrored.
+
+    Args:
+        images: float32 ``[batch, size, size, 3]``.
+        seed: int ``[2]``, the stateless random seed of this batch.
+        max_crop: the crop keeps between ``1 - max_crop`` and all of the image side.
+
+    Returns:
+        float32 ``[batch, size, size, 3]``.
+    """
+    batch = tf.shape(images)[0]
+    size = tf.shape(images)[1:3]
+    draws = tf.random.stateless_uniform([batch, 4], seed=seed)
+    side = 1.0 - max_crop * draws[:, 0]
+    top = (1.0 - side) * draws[:, 1]
+    left = (1.0 - side) * draws[:, 2]
+    right = left + side
+    flip = draws[:, 3] < 0.5
+    boxes = tf.stack(
+        [top, tf.where(flip, right, left), top + side, tf.where(flip, left, right)], axis=1
+    )  # [batch, 4]: y1, x1, y2, x2 in [0, 1]
+    augmented = tf.image.crop_and_resize(images, boxes, tf.range(batch), size)
+    return tf.ensure_shape(augmented, images.shape)
+
+
+def _shards_for_pipeline(tfrecords, split, num_input_pipelines: int, input_pipeline_id: int) -> list[str]:
+    """This input pipeline's shards: every ``num_input_pipelines``-th shard from ``input_pipeline_id``."""
+    if isinstance(tfrecords, (str, os.PathLike)):
+        shards = list_shards(tfrecords, split)
+    else:
+        shards = sorted(_tf_path(shard) for shard in tfrecords)
+        if not shards:
+            raise DeepFaceError("make_dataset got an empty list of shards: pass a TFRecord directory or files.")
+    if len(shards) < num_input_pipelines:
+        raise DeepFaceError(
+            f"{len(shards)} shard(s) cannot feed {num_input_pipelines} input pipelines (each reads whole "
+            "shards): write at least as many shards as workers (smaller shard_bytes in `deepface tfrecords`)."
+        )
+    return shards[input_pipeline_id::num_input_pipelines]
+
+
+_SHARD_NAME = re.compile(r"^(?P<split>.+)-(?P<index>\d+)-of-(?P<count>\d+)\.tfrecord$")
+
+
+def _check_complete(shards: list[str]) -> None:
+    """Raises if, for some split, fewer shards are present than their names ``-of-NNNNN`` announce."""
+    found: dict[tuple[str, int], int] = {}
+    for shard in shards:
+        match = _SHARD_NAME.match(posixpath.basename(shard))
+        if match:
+            key = (posixpath.join(posixpath.dirname(shard), match["split"]), int(match["count"]))
+            found[key] = found.get(key, 0) + 1
+    for (prefix, count), present in sorted(found.items()):
+        if present != count:
+            raise DeepFaceError(
+                f"Found {present} of the {count} shards {prefix}-*-of-{count:05d}.tfrecord: the TFRecord "
+                "build is incomplete; rerun `deepface tfrecords` (it resumes) before training."
+            )
+
+
+def _seeds(seed: int | None) -> list[int | None]:
+    """Three distinct seeds (shard order, record shuffle, augmentation) from one, or Nones."""
+    return [None] * 3 if seed is None else [seed, seed + 1, seed + 2]
+
+
+def _tf_path(path: str | os.PathLike) -> str:
+    """A path string tf.io understands: remote URIs as they are, file:// URIs as local paths."""
+    return str(path) if is_remote(path) else str(local_path(path))
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise DeepFaceError(f"{name}={value!r} must be a positive integer.")
