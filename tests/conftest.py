@@ -24,6 +24,12 @@ SYNTH_PARAMS = dict(
 
 
 @pytest.fixture(scope="session")
+def synth_params() -> dict:
+    """The arguments ``synth_dir`` was made with (a copy: the expected counts and sizes)."""
+    return dict(SYNTH_PARAMS)
+
+
+@pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Directory holding vggface2_train.tar.gz, vggface2_test.tar.gz, train_list.txt, test_list.txt,
     lfw.tgz, pairs.txt and MD5SUMS of a small synthetic dataset (seed 0). Treat it as read-only."""

@@ -1,0 +1,887 @@
+"""A synthetic face dataset laid out exactly like the real VGGFace2 and LFW releases.
+
+Every identity is a set of face parameters (face shape, skin, hair, eyes, brows, nose, mouth, ears,
+glasses, facial hair, marks) drawn once from the seed; every image of it is drawn with Pillow under
+per-image nuisance (expression, pose with a slight yaw, framing, clothes, background clutter, light,
+colour cast, blur, sensor noise, JPEG quality). Faces are loosely cropped, as in VGGFace2: the face is
+about 50-60% of the frame, centred with jitter, so VGGFace2-style and LFW-style images go through the same
+preprocessing (resize the whole image keeping aspect, pad).
+
+The output directory holds, byte for byte the same for the same arguments:
+
+    vggface2_train.tar.gz   train/nXXXXXX/NNNN_NN.jpg (varied, non-square sizes around image_size)
+    vggface2_test.tar.gz    test/nXXXXXX/NNNN_NN.jpg  (identities disjoint from train)
+    train_list.txt          nXXXXXX/NNNN_NN.jpg, one per line, sorted
+    test_list.txt
+    lfw.tgz                 lfw/First_Last/First_Last_NNNN.jpg (lfw_image_size square)
+    pairs.txt               LFW View 2 format: "folds<TAB>pairs_per_fold", then per fold the matched
+                            lines "name<TAB>n1<TAB>n2" and the mismatched lines "name1<TAB>n1<TAB>name2<TAB>n2"
+    MD5SUMS                 md5sum format, written last: its presence means the dataset is complete
+
+Randomness comes from numpy generators keyed on (seed, split, identity, image), so the bytes do not
+depend on the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import gzip
+import io
+import logging
+import math
+import multiprocessing
+import os
+import tarfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import click
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+from tqdm import tqdm
+
+from deepface.errors import DeepFaceError
+from deepface.io import atomic_open, dumps_json, is_remote, local_path, md5_file, write_text
+
+logger = logging.getLogger(__name__)
+
+TRAIN_ARCHIVE = "vggface2_train.tar.gz"
+TEST_ARCHIVE = "vggface2_test.tar.gz"
+TRAIN_LIST = "train_list.txt"
+TEST_LIST = "test_list.txt"
+LFW_ARCHIVE = "lfw.tgz"
+LFW_PAIRS = "pairs.txt"
+MD5SUMS = "MD5SUMS"
+
+LFW_FOLDS = 10
+MAX_PAIRS_PER_FOLD = 300  # the real View 2 figure
+MIN_IMAGE_SIZE = 32
+MAX_IMAGE_SIZE = 1024
+MAX_VGGFACE2_IDENTITIES = 200_000  # identity numbers are drawn from n000001..n999999
+
+# Namespaces of the random streams: numpy generators seeded with [seed, namespace, ...].
+_SPLIT_CODES = {"train": 1, "test": 2, "lfw": 3}
+_VGGFACE2_IDS_STREAM = 10
+_LFW_NAMES_STREAM = 11
+_LFW_PAIRS_STREAM = 12
+
+# Fraction of the frame's shorter side covered by the face (chin to forehead), and where it sits.
+_FACE_FRACTION = (0.50, 0.60)
+# Faces are drawn in canvas units (a 1 x 1 canvas): nominal face height and the face centre.
+_CANVAS_FACE_HEIGHT = 0.30
+_CANVAS_CENTRE = (0.5, 0.46)
+_SUPERSAMPLE = 1  # draw at this multiple of the size and reduce, to smooth edges
+
+_SKIN_LIGHT = np.array([250, 222, 196], np.float32)
+_SKIN_DARK = np.array([84, 52, 34], np.float32)
+_HAIR_COLOURS = [
+    (20, 17, 15), (45, 30, 20), (85, 55, 35), (120, 80, 45), (180, 140, 80),
+    (225, 195, 130), (150, 60, 30), (140, 135, 130), (215, 215, 210),
+]
+_IRIS_COLOURS = [(60, 35, 20), (95, 60, 30), (70, 110, 160), (80, 120, 80), (110, 115, 120), (30, 25, 25)]
+_HAIR_STYLES = ("bald", "crop", "long", "bangs", "side_part", "curly", "bun")
+_FACIAL_HAIR = ("none", "stubble", "moustache", "goatee", "beard")
+
+# Building blocks of generated LFW names (ASCII letters only, as directory names).
+_ONSETS = ["b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z",
+           "br", "ch", "cl", "dr", "fr", "gr", "kr", "pr", "sh", "st", "th", "tr"]
+_VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ia", "io", "ou"]
+_CODAS = ["", "", "", "n", "r", "s", "l", "m", "nd", "rt", "ck", "ll", "th"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Identities and their images
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceIdentity:
+    """Parameters of one synthetic person, fixed across all of their images.
+
+    Lengths are fractions: face size of the drawing canvas, features of the face width (``_w``) or
+    height (``_h``). Colours are RGB tuples.
+    """
+
+    face_w: float
+    face_aspect: float  # face height / face width
+    face_roundness: float  # superellipse exponent: 2 = ellipse, higher = squarer
+    jaw: float  # width of the chin relative to the cheeks
+    skin: tuple
+    hair_colour: tuple
+    hair_style: str
+    hairline_h: float
+    hair_volume: float
+    hair_length: float
+    eye_y_h: float
+    eye_sep_w: float
+    eye_w: float
+    eye_aspect: float
+    iris: tuple
+    brow_thickness_h: float
+    brow_gap_h: float
+    brow_tilt: float
+    brow_colour: tuple
+    nose_len_h: float
+    nose_w: float
+    nose_style: int
+    mouth_y_h: float
+    mouth_w: float
+    lip_h: float
+    lip_colour: tuple
+    smile: float
+    ear_h: float
+    neck_w: float
+    glasses: str  # "", "round", "square" or "sun"
+    glasses_colour: tuple
+    facial_hair: str
+    mark: tuple | None  # (x_w, y_h, radius_h) of a mole, or None
+
+
+def _jitter_colour(rng: np.random.Generator, colour: Sequence[float], amount: float) -> tuple:
+    values = np.asarray(colour, np.float32) + rng.uniform(-amount, amount, 3)
+    return tuple(int(v) for v in np.clip(values, 0, 255))
+
+
+def _mix(a: Sequence[float], b: Sequence[float], t: float) -> tuple:
+    """Colour ``a`` moved a fraction ``t`` towards ``b``."""
+    return tuple(int(round(x + (y - x) * t)) for x, y in zip(a, b))
+
+
+def draw_identity(rng: np.random.Generator) -> FaceIdentity:
+    """Draw the parameters of one person."""
+    skin = _jitter_colour(rng, _SKIN_LIGHT + (_SKIN_DARK - _SKIN_LIGHT) * rng.uniform(0, 1), 12)
+    hair = _jitter_colour(rng, _HAIR_COLOURS[rng.integers(len(_HAIR_COLOURS))], 12)
+    brow = _mix(hair, (25, 20, 15), rng.uniform(0.1, 0.5))
+    glasses = ""
+    if rng.uniform() < 0.25:
+        glasses = ["round", "square", "square", "sun"][rng.integers(4)]
+    facial_hair = "none"
+    if rng.uniform() < 0.4:
+        facial_hair = _FACIAL_HAIR[1 + rng.integers(len(_FACIAL_HAIR) - 1)]
+    mark = None
+    if rng.uniform() < 0.3:
+        mark = (rng.uniform(-0.35, 0.35), rng.uniform(0.5, 0.8), rng.uniform(0.012, 0.025))
+    return FaceIdentity(
+        face_w=rng.uniform(0.19, 0.24),
+        face_aspect=rng.uniform(1.15, 1.45),
+        face_roundness=rng.uniform(2.0, 3.2),
+        jaw=rng.uniform(0.45, 0.95),
+        skin=skin,
+        hair_colour=hair,
+        hair_style=_HAIR_STYLES[rng.integers(len(_HAIR_STYLES))],
+        hairline_h=rng.uniform(0.14, 0.32),
+        hair_volume=rng.uniform(0.02, 0.10),
+        hair_length=rng.uniform(0.3, 1.1),
+        eye_y_h=rng.uniform(0.38, 0.48),
+        eye_sep_w=rng.uniform(0.36, 0.50),
+        eye_w=rng.uniform(0.15, 0.23),
+        eye_aspect=rng.uniform(0.38, 0.65),
+        iris=_jitter_colour(rng, _IRIS_COLOURS[rng.integers(len(_IRIS_COLOURS))], 10),
+        brow_thickness_h=rng.uniform(0.022, 0.055),
+        brow_gap_h=rng.uniform(0.05, 0.11),
+        brow_tilt=rng.uniform(-0.05, 0.06),
+        brow_colour=brow,
+        nose_len_h=rng.uniform(0.15, 0.26),
+        nose_w=rng.uniform(0.16, 0.30),
+        nose_style=int(rng.integers(3)),
+        mouth_y_h=rng.uniform(0.72, 0.82),
+        mouth_w=rng.uniform(0.30, 0.50),
+        lip_h=rng.uniform(0.025, 0.065),
+        lip_colour=_mix(skin, (170, 60, 70), rng.uniform(0.25, 0.65)),
+        smile=rng.uniform(-0.4, 0.8),
+        ear_h=rng.uniform(0.18, 0.28),
+        neck_w=rng.uniform(0.45, 0.62),
+        glasses=glasses,
+        glasses_colour=_jitter_colour(rng, [(20, 20, 20), (120, 80, 40), (160, 160, 170)][rng.integers(3)], 15),
+        facial_hair=facial_hair,
+        mark=mark,
+    )
+
+
+def _arc_points(box: Sequence[float], start: float = 0, end: float = 360) -> np.ndarray:
+    """Points along the ellipse inscribed in ``box`` from angle ``start`` to ``end`` (degrees, clockwise
+    from 3 o'clock, as in ImageDraw)."""
+    x0, y0, x1, y1 = box
+    steps = max(4, round(28 * (end - start) / 360))
+    angles = np.radians(np.linspace(start, end, steps + 1))
+    return np.stack([(x0 + x1) / 2 + (x1 - x0) / 2 * np.cos(angles), (y0 + y1) / 2 + (y1 - y0) / 2 * np.sin(angles)], 1)
+
+
+class _Pen:
+    """ImageDraw in face coordinates: every point goes through a 3x3 homography into the image.
+
+    Drawing the shapes already posed (instead of drawing a canvas and warping it) keeps a photo to a
+    few hundred microseconds. Widths are in face units and scale with the face.
+    """
+
+    def __init__(self, image: Image.Image, matrix: np.ndarray):
+        self.draw = ImageDraw.Draw(image)
+        self.matrix = matrix
+        self.scale = math.sqrt(abs(np.linalg.det(matrix[:2, :2])))
+
+    def _map(self, points) -> list:
+        mapped = np.asarray(points, np.float64) @ self.matrix[:, :2].T + self.matrix[:, 2]
+        return list(map(tuple, (mapped[:, :2] / mapped[:, 2:]).tolist()))
+
+    def _width(self, width: float) -> int:
+        return max(1, round(width * self.scale))
+
+    def polygon(self, points, fill=None, outline=None, width: float = 0.0) -> None:
+        self.draw.polygon(self._map(points), fill=fill, outline=outline, width=self._width(width))
+
+    def line(self, points, fill, width: float) -> None:
+        self.draw.line(self._map(points), fill=fill, width=self._width(width), joint="curve")
+
+    def ellipse(self, box, fill=None, outline=None, width: float = 0.0) -> None:
+        self.polygon(_arc_points(box)[:-1], fill, outline, width)
+
+    def chord(self, box, start: float, end: float, fill) -> None:
+        self.polygon(_arc_points(box, start, end), fill)
+
+    def arc(self, box, start: float, end: float, fill, width: float) -> None:
+        self.line(_arc_points(box, start, end), fill, width)
+
+    def rectangle(self, box, fill) -> None:
+        x0, y0, x1, y1 = box
+        self.polygon([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], fill)
+
+    def rounded_rectangle(self, box, radius: float, fill=None, outline=None, width: float = 0.0) -> None:
+        x0, y0, x1, y1 = box
+        r = min(radius, (x1 - x0) / 2, (y1 - y0) / 2)
+        corners = [(x1 - 2 * r, y0, x1, y0 + 2 * r, 270), (x1 - 2 * r, y1 - 2 * r, x1, y1, 0),
+                   (x0, y1 - 2 * r, x0 + 2 * r, y1, 90), (x0, y0, x0 + 2 * r, y0 + 2 * r, 180)]
+        points = np.concatenate([_arc_points(corner[:4], corner[4], corner[4] + 90) for corner in corners])
+        self.polygon(points, fill, outline, width)
+
+
+def _face_outline(cx: float, cy: float, a: float, b: float, roundness: float, jaw: float) -> np.ndarray:
+    """Polygon of a superellipse with half-axes (a, b) whose lower half narrows to ``jaw`` at the chin."""
+    t = np.linspace(0, 2 * math.pi, 40, endpoint=False)
+    c, s = np.cos(t), np.sin(t)
+    x = a * np.sign(c) * np.abs(c) ** (2 / roundness)
+    y = b * np.sign(s) * np.abs(s) ** (2 / roundness)
+    x = np.where(y > 0, x * (1 - (1 - jaw) * (np.maximum(y, 0) / b) ** 2), x)  # narrow towards the chin
+    return np.stack([cx + x, cy + y], 1)
+
+
+def _draw_face(face: FaceIdentity, rng: np.random.Generator, pen: _Pen, yaw: float) -> None:
+    """Draw one person with a per-image expression, in canvas units (the canvas is 1 x 1, face centre at
+    ``_CANVAS_CENTRE``), through ``pen``.
+
+    ``yaw`` in [-1, 1] shifts the inner features sideways (the pen's homography squashes one side).
+    """
+    fw = face.face_w
+    fh = fw * face.face_aspect
+    a, b = fw / 2, fh / 2
+    cx, cy = _CANVAS_CENTRE
+    top = cy - b
+    skin = face.skin
+    shade = _mix(face.skin, (40, 20, 10), 0.25)
+    dark = _mix(face.skin, (40, 20, 10), 0.45)
+    hair = face.hair_colour
+    clothes = tuple(int(v) for v in rng.integers(0, 256, 3))
+
+    # Per-image expression and gaze.
+    smile = face.smile + rng.uniform(-0.35, 0.35)
+    mouth_open = rng.uniform(0.0, 0.05) * fh if rng.uniform() < 0.25 else 0.0
+    eye_open = 0.12 if rng.uniform() < 0.05 else rng.uniform(0.7, 1.1)
+    brow_raise = rng.uniform(-0.02, 0.03) * fh
+    gaze = rng.uniform(-0.25, 0.25, 2)
+    shift = lambda depth: yaw * depth * a  # noqa: E731  nearer features move further
+
+    # Hair behind the head, ears, neck and shoulders.
+    volume = face.hair_volume
+    if face.hair_style == "long":
+        pen.rounded_rectangle((cx - a - volume, top - volume, cx + a + volume, cy + b * (0.6 + face.hair_length)),
+                              radius=a, fill=hair)
+    elif face.hair_style == "curly":
+        pen.ellipse((cx - a - 2 * volume, top - 2 * volume, cx + a + 2 * volume, cy + 0.3 * b), fill=hair)
+    ear_h = face.ear_h * fh
+    ear_y = top + face.eye_y_h * fh
+    if face.hair_style != "bald":  # hair over the temples, down to the ears
+        pen.rounded_rectangle((cx - a - 0.5 * volume, top - volume, cx + a + 0.5 * volume, ear_y + 0.1 * fh),
+                              radius=0.8 * a, fill=hair)
+    for side in (-1, 1):
+        ex = cx + side * a * 0.97 - shift(0.15)
+        pen.ellipse((ex - 0.32 * ear_h, ear_y - 0.25 * ear_h, ex + 0.32 * ear_h, ear_y + 0.75 * ear_h), fill=shade)
+    neck_half = face.neck_w * a
+    pen.rectangle((cx - neck_half, cy, cx + neck_half, cy + b + 0.45 * fh), fill=shade)
+    shoulder_y = cy + b + 0.3 * fh
+    pen.ellipse((cx - 2.6 * a, shoulder_y, cx + 2.6 * a, shoulder_y + 3.0 * fh), fill=clothes)
+    pen.polygon([(cx - neck_half, shoulder_y), (cx, shoulder_y + 0.25 * fh), (cx + neck_half, shoulder_y)], fill=shade)
+
+    # The face and what grows on it.
+    outline = _face_outline(cx - shift(0.05), cy, a, b, face.face_roundness, face.jaw)
+    pen.polygon(outline, fill=skin)
+    mouth_y = top + face.mouth_y_h * fh
+    mouth_x = cx - shift(0.3)
+    if face.facial_hair in ("stubble", "beard"):
+        colour = hair if face.facial_hair == "beard" else _mix(skin, hair, 0.35)
+        lower = outline[outline[:, 1] > top + 0.55 * fh]
+        lower = lower[np.argsort(-lower[:, 0] if len(lower) else lower[:, 0])]  # right to left along the jaw
+        lip_line = [(mouth_x - 0.35 * fw, mouth_y - 0.06 * fh), (mouth_x + 0.35 * fw, mouth_y - 0.06 * fh)]
+        pen.polygon(np.concatenate([lower, lip_line]), fill=colour)
+    if face.facial_hair == "goatee":
+        pen.ellipse((mouth_x - 0.14 * fw, mouth_y + 0.02 * fh, mouth_x + 0.14 * fw, cy + b * 1.02), fill=hair)
+    if face.facial_hair in ("moustache", "goatee"):
+        half = face.mouth_w * fw * 0.55
+        pen.polygon([(mouth_x - half, mouth_y), (mouth_x, mouth_y - 0.075 * fh), (mouth_x + half, mouth_y),
+                     (mouth_x, mouth_y - 0.03 * fh)], fill=hair)
+    if face.mark is not None:
+        mx, my, mr = face.mark
+        mx, my, mr = cx + mx * fw - shift(0.2), top + my * fh, mr * fh
+        pen.ellipse((mx - mr, my - mr, mx + mr, my + mr), fill=_mix(skin, (50, 30, 20), 0.6))
+
+    # Nose.
+    nose_x = cx - shift(0.45)
+    nose_top = top + (face.eye_y_h + 0.04) * fh
+    nose_bottom = nose_top + face.nose_len_h * fh
+    nose_half = face.nose_w * fw / 2
+    if face.nose_style == 0:
+        pen.line([(nose_x, nose_top), (nose_x + 0.3 * nose_half, nose_bottom)], fill=dark, width=0.015 * fh)
+    elif face.nose_style == 1:
+        pen.polygon([(nose_x, nose_top), (nose_x - nose_half, nose_bottom), (nose_x + nose_half, nose_bottom)],
+                    fill=shade)
+    else:
+        pen.ellipse((nose_x - 0.6 * nose_half, nose_bottom - 0.7 * nose_half, nose_x + 0.6 * nose_half,
+                     nose_bottom + 0.3 * nose_half), fill=shade)
+    for side in (-1, 1):
+        nx, r = nose_x + side * 0.55 * nose_half, 0.22 * nose_half
+        pen.ellipse((nx - r, nose_bottom - r, nx + r, nose_bottom + 0.6 * r), fill=dark)
+
+    # Mouth: lips around a centre line whose corners rise with the smile; a dark gap when open.
+    half = face.mouth_w * fw / 2
+    xs = np.linspace(-1, 1, 11)
+    line = np.stack([mouth_x + half * xs, mouth_y - smile * 0.04 * fh * xs**2], 1)
+    bulge = (face.lip_h * fh * (1 - xs**2))[:, None] * np.array([0.0, 1.0])
+    opening = np.array([0.0, mouth_open / 2])
+    pen.polygon(np.concatenate([line - 0.6 * bulge - opening, (line + bulge + opening)[::-1]]), fill=face.lip_colour)
+    if mouth_open > 0:
+        inner = line * np.array([0.9, 1.0]) + np.array([0.1 * mouth_x, 0.0])
+        pen.polygon(np.concatenate([inner - opening, (inner + opening)[::-1]]), fill=(60, 20, 25))
+    pen.line(line, fill=(90, 35, 40), width=0.012 * fh)
+
+    # Eyes and brows.
+    eye_y = top + face.eye_y_h * fh
+    eye_half_w = face.eye_w * fw / 2
+    eye_half_h = eye_half_w * face.eye_aspect * eye_open
+    eye_xs = [cx + side * face.eye_sep_w * fw / 2 - shift(0.3) for side in (-1, 1)]
+    for side, ex in zip((-1, 1), eye_xs):
+        eye = (ex - eye_half_w, eye_y - eye_half_h, ex + eye_half_w, eye_y + eye_half_h)
+        pen.ellipse(eye, fill=(240, 238, 232))
+        iris_r = min(eye_half_h, 0.55 * eye_half_w)
+        ix, iy = ex + gaze[0] * (eye_half_w - iris_r), eye_y + gaze[1] * 0.3 * eye_half_h
+        pen.ellipse((ix - iris_r, iy - iris_r, ix + iris_r, iy + iris_r), fill=face.iris)
+        pupil = 0.45 * iris_r
+        pen.ellipse((ix - pupil, iy - pupil, ix + pupil, iy + pupil), fill=(10, 10, 10))
+        pen.arc(eye, 190, 350, fill=(40, 25, 20), width=0.012 * fh)
+        brow_y = eye_y - eye_half_w * face.eye_aspect - face.brow_gap_h * fh - brow_raise
+        inner, outer = ex - side * 0.9 * eye_half_w, ex + side * 1.15 * eye_half_w
+        pen.line([(inner, brow_y + face.brow_tilt * fh), (ex, brow_y - 0.02 * fh), (outer, brow_y)],
+                 fill=face.brow_colour, width=face.brow_thickness_h * fh)
+
+    # Hair on top of the head.
+    hairline = top + face.hairline_h * fh
+    cap = (cx - a - volume * 0.5, top - volume, cx + a + volume * 0.5, 2 * hairline - top + volume)
+    if face.hair_style == "bald":
+        for side in (-1, 1):
+            pen.chord((cx + side * a - 0.25 * a, top + 0.2 * fh, cx + side * a + 0.25 * a, top + 0.5 * fh),
+                      90 - side * 90, 270 - side * 90, fill=hair)
+    elif face.hair_style == "bangs":
+        pen.chord((cap[0], cap[1], cap[2], cap[3] + 0.12 * fh), 180, 360, fill=hair)
+    elif face.hair_style == "side_part":
+        pen.chord(cap, 180, 360, fill=hair)
+        pen.polygon([(cx - a - volume * 0.5, hairline), (cx - 0.2 * a, top + 0.02 * fh),
+                     (cx + a * 0.9, hairline + 0.08 * fh), (cx + a + volume * 0.5, hairline)], fill=hair)
+    else:
+        pen.chord(cap, 180, 360, fill=hair)
+        if face.hair_style == "bun":
+            r = 0.35 * a
+            pen.ellipse((cx - r, top - volume - 1.6 * r, cx + r, top - volume + 0.4 * r), fill=hair)
+
+    # Glasses over everything else.
+    if face.glasses:
+        lens_w, lens_h = eye_half_w * 1.5, eye_half_w * 1.15
+        style = dict(outline=face.glasses_colour, width=0.018 * fh,
+                     fill=(25, 25, 30) if face.glasses == "sun" else None)
+        for ex in eye_xs:
+            box = (ex - lens_w, eye_y - lens_h, ex + lens_w, eye_y + lens_h)
+            if face.glasses == "round":
+                pen.ellipse(box, **style)
+            else:
+                pen.rounded_rectangle(box, radius=lens_h * 0.4, **style)
+        pen.line([(eye_xs[0] + lens_w, eye_y), (eye_xs[1] - lens_w, eye_y)], fill=face.glasses_colour,
+                 width=0.018 * fh)
+
+
+def _pose(width: int, height: int, rng: np.random.Generator, yaw: float) -> np.ndarray:
+    """3x3 homography from canvas units to pixels of a ``width`` x ``height`` frame.
+
+    Moves the face centre to the origin, squashes one side (yaw), rotates, scales the face to 50-60% of
+    the frame's shorter side and moves it to the frame centre plus jitter.
+    """
+    scale = rng.uniform(*_FACE_FRACTION) * min(width, height) / _CANVAS_FACE_HEIGHT
+    angle = math.radians(rng.uniform(-16, 16))
+    tx = width / 2 + rng.uniform(-0.08, 0.08) * width
+    ty = height / 2 + rng.uniform(-0.08, 0.08) * height
+    to_origin = np.array([[1, 0, -_CANVAS_CENTRE[0]], [0, 1, -_CANVAS_CENTRE[1]], [0, 0, 1]])
+    squash = np.array([[1, 0, 0], [0, 1, 0], [2.2 * yaw, 0, 1]])  # x = +-0.1 (the cheeks): depth 1 -+ 0.22 yaw
+    c, s = math.cos(angle) * scale, math.sin(angle) * scale
+    place = np.array([[c, -s, tx], [s, c, ty], [0, 0, 1]])
+    return place @ squash @ to_origin
+
+
+def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """A smooth, muted random-colour field with a few soft shapes (a room, foliage, other people...).
+
+    Drawn at a quarter of the size and enlarged, which blurs it for free.
+    """
+    small = (max(2, width // 4), max(2, height // 4))
+    grey = rng.uniform(40, 220)
+    grid = grey + (rng.uniform(0, 255, (int(rng.integers(2, 5)), int(rng.integers(2, 5)), 3)) - grey) * rng.uniform(0.2, 0.8)
+    image = Image.fromarray(grid.astype(np.uint8), "RGB").resize(small, Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(0, 4))):
+        x0, y0 = rng.uniform(-0.2, 1.0) * small[0], rng.uniform(-0.2, 1.0) * small[1]
+        x1, y1 = x0 + rng.uniform(0.1, 0.6) * small[0], y0 + rng.uniform(0.1, 0.6) * small[1]
+        colour = tuple(int(v) for v in grey + (rng.uniform(0, 255, 3) - grey) * 0.6)
+        (draw.rectangle if rng.uniform() < 0.5 else draw.ellipse)((x0, y0, x1, y1), fill=colour)
+    return image.filter(ImageFilter.BoxBlur(1)).resize((width, height), Image.Resampling.BICUBIC)
+
+
+@functools.lru_cache(maxsize=8)
+def _noise_bank(side: int) -> np.ndarray:
+    """A fixed field of standard normal noise, ``side`` x ``side`` x 3; images take shifted windows of it
+    (drawing fresh Gaussian noise would be the slowest step of a photo)."""
+    return np.random.default_rng(0).standard_normal((side, side, 3), dtype=np.float32)
+
+
+def _photometric(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Light (brightness, contrast, a directional gradient), colour cast, sensor noise, sometimes greyscale."""
+    pixels = np.asarray(image, np.float32)
+    height, width = pixels.shape[:2]
+    mean = pixels.mean()
+    pixels = (pixels - mean) * rng.uniform(0.65, 1.2) + mean * rng.uniform(0.65, 1.3)
+    direction = rng.uniform(0, 2 * math.pi)
+    ramp_x = np.linspace(-1, 1, width, dtype=np.float32) * math.cos(direction)
+    ramp_y = np.linspace(-1, 1, height, dtype=np.float32) * math.sin(direction)
+    gradient = 1 + rng.uniform(0, 0.45) * (ramp_y[:, None] + ramp_x[None, :])
+    pixels *= gradient[:, :, None] * rng.uniform(0.85, 1.15, 3).astype(np.float32)
+    bank = _noise_bank(64 * (max(width, height) // 64 + 2))
+    x, y = rng.integers(0, bank.shape[1] - width), rng.integers(0, bank.shape[0] - height)
+    pixels += bank[y:y + height, x:x + width] * np.float32(rng.uniform(0, 7))
+    result = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    if rng.uniform() < 0.05:
+        result = result.convert("L").convert("RGB")
+    return result
+
+
+def render_face(face: FaceIdentity, rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """One loosely cropped RGB photo of ``face``, ``width`` x ``height``, under random nuisance."""
+    yaw = rng.uniform(-1, 1) * 0.6
+    pose = _pose(width * _SUPERSAMPLE, height * _SUPERSAMPLE, rng, yaw)
+    image = _background(rng, width * _SUPERSAMPLE, height * _SUPERSAMPLE)
+    _draw_face(face, rng, _Pen(image, pose), yaw)
+    if _SUPERSAMPLE > 1:
+        image = image.reduce(_SUPERSAMPLE)
+    if rng.uniform() < 0.5:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2) * min(width, height) / 112))
+    return _photometric(image, rng)
+
+
+def encode_jpeg(image: Image.Image, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# Dataset layout: identity names, image names, archives, pairs
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class IdentityJob:
+    """Everything a worker needs to render the images of one identity."""
+
+    seed: int
+    split: str  # "train", "test" or "lfw"
+    index: int  # position of the identity within its split
+    prefix: str  # folder inside the archive, e.g. "train/n000002"
+    names: tuple  # file names inside the folder
+    sizes: tuple  # (width, height) per image
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *keys])
+
+
+def _identity_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    return _rng(seed, _SPLIT_CODES[split], index, 0)
+
+
+def _image_rng(seed: int, split: str, index: int, image: int) -> np.random.Generator:
+    return _rng(seed, _SPLIT_CODES[split], index, 1, image + 1)
+
+
+def render_identity(job: IdentityJob) -> list[tuple[str, bytes]]:
+    """(archive member name, JPEG bytes) of every image of one identity; same job, same bytes."""
+    face = draw_identity(_identity_rng(job.seed, job.split, job.index))
+    members = []
+    for number, (name, (width, height)) in enumerate(zip(job.names, job.sizes)):
+        rng = _image_rng(job.seed, job.split, job.index, number)
+        image = render_face(face, rng, width, height)
+        members.append((f"{job.prefix}/{name}", encode_jpeg(image, int(rng.integers(60, 96)))))
+    return members
+
+
+def vggface2_identity_ids(seed: int, train: int, test: int) -> tuple[list[str], list[str]]:
+    """Distinct VGGFace2-style ids (n000002...), split into sorted train and test lists."""
+    population = max(9_300, 4 * (train + test))
+    numbers = _rng(seed, _VGGFACE2_IDS_STREAM).choice(np.arange(1, population + 1), train + test, replace=False)
+    names = [f"n{number:06d}" for number in numbers]
+    return sorted(names[:train]), sorted(names[train:])
+
+
+def _vggface2_job(seed: int, split: str, index: int, identity: str, count: int, image_size: int) -> IdentityJob:
+    """Image names like 0001_01.jpg (source photo, face in photo) and varied non-square sizes."""
+    rng = _rng(seed, _SPLIT_CODES[split], index, 2)
+    photos = np.sort(rng.choice(np.arange(1, max(600, 3 * count) + 1), count, replace=False))
+    names = tuple(f"{photo:04d}_{1 + int(rng.uniform() < 0.1):02d}.jpg" for photo in photos)
+    sizes = []
+    for _ in range(count):
+        width = max(MIN_IMAGE_SIZE // 2, round(image_size * rng.uniform(0.8, 1.2)))
+        height = round(width * rng.uniform(1.0, 1.2))
+        sizes.append((width, height + (height == width)))
+    return IdentityJob(seed, split, index, f"{split}/{identity}", names, tuple(sizes))
+
+
+def _syllable(rng: np.random.Generator) -> str:
+    return _ONSETS[rng.integers(len(_ONSETS))] + _VOWELS[rng.integers(len(_VOWELS))] + _CODAS[rng.integers(len(_CODAS))]
+
+
+def lfw_names(seed: int, count: int) -> list[str]:
+    """``count`` distinct, sorted names like Braila_Thornd (First_Last, ASCII letters)."""
+    rng = _rng(seed, _LFW_NAMES_STREAM)
+    names: set[str] = set()
+    while len(names) < count:
+        first = "".join(_syllable(rng) for _ in range(int(rng.integers(1, 3))))
+        last = "".join(_syllable(rng) for _ in range(int(rng.integers(1, 3))))
+        names.add(f"{first.capitalize()}_{last.capitalize()}")
+    return sorted(names)
+
+
+def lfw_image_counts(seed: int, names: Sequence[str], images_per_identity: int) -> dict[str, int]:
+    """Images per person: 2..images_per_identity for most, 1 for about one person in ten (as in LFW)."""
+    counts = {}
+    for index, name in enumerate(names):
+        rng = _rng(seed, _SPLIT_CODES["lfw"], index, 2)
+        single = rng.uniform() < 0.1
+        counts[name] = 1 if single else int(rng.integers(2, images_per_identity + 1))
+    return counts
+
+
+def _decode_matched(people: Sequence[tuple[str, int]], index: int) -> tuple:
+    """The ``index``-th (name, n1, n2) pair, enumerating people in order and n1 < n2 (1-based)."""
+    for name, count in people:
+        pairs = count * (count - 1) // 2
+        if index < pairs:
+            for first in range(1, count):
+                if index < count - first:
+                    return name, first, first + 1 + index
+                index -= count - first
+        index -= pairs
+    raise IndexError(index)
+
+
+def _decode_mismatched(people: Sequence[tuple[str, int]], index: int) -> tuple:
+    """The ``index``-th (name1, n1, name2, n2) pair over people pairs (name1 < name2) and their images."""
+    for i, (name1, count1) in enumerate(people):
+        for name2, count2 in people[i + 1:]:
+            if index < count1 * count2:
+                return name1, 1 + index // count2, name2, 1 + index % count2
+            index -= count1 * count2
+    raise IndexError(index)
+
+
+def _capacity(people: Sequence[tuple[str, int]]) -> tuple[int, int]:
+    """How many distinct matched and mismatched pairs ``people`` (name, image count) allow."""
+    counts = np.array([count for _, count in people], np.int64)
+    matched = int((counts * (counts - 1) // 2).sum())
+    mismatched = int((counts.sum() ** 2 - (counts**2).sum()) // 2)
+    return matched, mismatched
+
+
+def _sample_pairs(people: Sequence[tuple[str, int]], count: int, rng: np.random.Generator) -> tuple[list, list]:
+    """``count`` distinct matched and ``count`` distinct mismatched pairs among ``people``, uniformly."""
+    matched_total, mismatched_total = _capacity(people)
+    matched = [_decode_matched(people, int(i)) for i in rng.choice(matched_total, count, replace=False)]
+    mismatched = [_decode_mismatched(people, int(i)) for i in rng.choice(mismatched_total, count, replace=False)]
+    return matched, mismatched
+
+
+def _deal_into_folds(counts: dict[str, int], folds: int, rng: np.random.Generator) -> list[list[tuple[str, int]]]:
+    """Shuffle the people and deal them round-robin into folds, those with several images first."""
+    people = sorted(counts.items())
+    order = rng.permutation(len(people))
+    shuffled = [people[i] for i in order]
+    dealt = [p for p in shuffled if p[1] >= 2] + [p for p in shuffled if p[1] < 2]
+    return [sorted(dealt[fold::folds]) for fold in range(folds)]
+
+
+def make_lfw_pairs(counts: dict[str, int], seed: int, folds: int = LFW_FOLDS,
+                   max_pairs_per_fold: int = MAX_PAIRS_PER_FOLD) -> tuple[list[tuple[list, list]], bool]:
+    """View 2 style folds: per fold ``n`` matched and ``n`` mismatched pairs, as many as the people allow.
+
+    People are dealt into disjoint folds as in the real protocol when every fold can hold at least one
+    matched and one mismatched pair; with too few people every fold draws from all of them (pairs are
+    still distinct across folds). Returns ([(matched, mismatched)] per fold, whether folds are disjoint).
+    """
+    rng = _rng(seed, _LFW_PAIRS_STREAM)
+    groups = _deal_into_folds(counts, folds, rng)
+    per_fold = min(min(_capacity(group)) for group in groups)
+    if per_fold >= 1:
+        per_fold = min(per_fold, max_pairs_per_fold)
+        return [_sample_pairs(group, per_fold, rng) for group in groups], True
+    everyone = sorted(counts.items())
+    per_fold = min(min(_capacity(everyone)) // folds, max_pairs_per_fold)
+    if per_fold < 1:
+        raise DeepFaceError(
+            f"lfw_identities={len(counts)} with these image counts allow fewer than {folds} matched pairs "
+            f"for pairs.txt: raise lfw_identities or images_per_identity")
+    matched, mismatched = _sample_pairs(everyone, per_fold * folds, rng)
+    return [(matched[f * per_fold:(f + 1) * per_fold], mismatched[f * per_fold:(f + 1) * per_fold])
+            for f in range(folds)], False
+
+
+def format_pairs(folds: Sequence[tuple[list, list]]) -> str:
+    """pairs.txt text: header "folds<TAB>n", then per fold n matched and n mismatched lines, each sorted."""
+    per_fold = len(folds[0][0])
+    lines = [f"{len(folds)}\t{per_fold}"]
+    for matched, mismatched in folds:
+        lines += ["\t".join(map(str, pair)) for pair in sorted(matched)]
+        lines += ["\t".join(map(str, pair)) for pair in sorted(mismatched)]
+    return "\n".join(lines) + "\n"
+
+
+def _tar_info(name: str, size: int = 0, directory: bool = False) -> tarfile.TarInfo:
+    """A member header with fixed owner, mode and time, so the archive bytes depend only on content."""
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    info.mode = 0o755 if directory else 0o644
+    info.size = size
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def write_tar_gz(path: Path, top: str, members: Iterable[tuple[str, bytes]]) -> int:
+    """Write ``members`` (name, bytes), already in sorted order, into a deterministic .tar.gz at ``path``.
+
+    Directory entries (``top/`` and each ``top/<identity>/``) are added before their files, as tar does.
+    Returns the number of files written.
+    """
+    written = 0
+    with atomic_open(path, "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as compressed, \
+            tarfile.open(fileobj=compressed, mode="w", format=tarfile.GNU_FORMAT) as archive:
+        archive.addfile(_tar_info(top, directory=True))
+        folder = None
+        for name, data in members:
+            parent = name.rsplit("/", 1)[0]
+            if parent != folder:
+                archive.addfile(_tar_info(parent, directory=True))
+                folder = parent
+            archive.addfile(_tar_info(name, len(data)), io.BytesIO(data))
+            written += 1
+    return written
+
+
+@contextlib.contextmanager
+def _renderer(workers: int) -> Iterator:
+    """A ``map`` that renders identity jobs in order: in this process, or in a pool of ``workers``."""
+    if workers <= 1:
+        yield map
+        return
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+        yield pool.map
+
+
+def _render_split(jobs: Sequence[IdentityJob], render_map, description: str) -> Iterator[tuple[str, bytes]]:
+    """Stream the images of ``jobs`` in job order, with a progress bar."""
+    total = sum(len(job.names) for job in jobs)
+    with tqdm(total=total, desc=description, unit="img", disable=None) as progress:
+        for members in render_map(render_identity, jobs):
+            yield from members
+            progress.update(len(members))
+
+
+def _check_count(name: str, value: int, minimum: int, reason: str) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        raise DeepFaceError(f"{name}={value!r}: must be an integer >= {minimum} ({reason})")
+
+
+def _validate(train_identities, test_identities, lfw_identities, images_per_identity, image_size,
+              lfw_image_size, seed, workers) -> None:
+    _check_count("train_identities", train_identities, 1, "the training archive needs identities")
+    _check_count("test_identities", test_identities, 1, "the test archive needs identities")
+    _check_count("lfw_identities", lfw_identities, 2, "mismatched pairs need two people")
+    _check_count("images_per_identity", images_per_identity, 2, "matched pairs need two images of a person")
+    _check_count("image_size", image_size, MIN_IMAGE_SIZE, "smaller faces cannot be drawn")
+    _check_count("lfw_image_size", lfw_image_size, MIN_IMAGE_SIZE, "smaller faces cannot be drawn")
+    _check_count("seed", seed, 0, "numpy seeds are non-negative")
+    if workers is not None:
+        _check_count("workers", workers, 1, "or leave it unset for one per CPU")
+    for name, value in (("image_size", image_size), ("lfw_image_size", lfw_image_size)):
+        if value > MAX_IMAGE_SIZE:
+            raise DeepFaceError(f"{name}={value}: must be <= {MAX_IMAGE_SIZE}")
+    if train_identities + test_identities > MAX_VGGFACE2_IDENTITIES:
+        raise DeepFaceError(
+            f"train_identities + test_identities = {train_identities + test_identities}: must be <= "
+            f"{MAX_VGGFACE2_IDENTITIES} (six-digit VGGFace2 ids)")
+
+
+def _output_directory(out_dir: str | os.PathLike) -> Path:
+    """``out_dir`` as a local Path, refusing remote URIs and existing files."""
+    if is_remote(out_dir):
+        raise DeepFaceError(f"out_dir={str(out_dir)!r}: must be a local directory (on Vertex AI use the /gcs/ "
+                            f"mount of the bucket, or copy the files afterwards)")
+    out = local_path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DeepFaceError(f"out_dir={str(out_dir)!r} is a file: give a directory")
+    return out
+
+
+def plan_identity_jobs(*, train_identities: int, test_identities: int, lfw_identities: int,
+                       images_per_identity: int, image_size: int, lfw_image_size: int,
+                       seed: int) -> dict[str, list[IdentityJob]]:
+    """The identities of each split ("train", "test", "lfw") with their image names and sizes, in archive order."""
+    train_ids, test_ids = vggface2_identity_ids(seed, train_identities, test_identities)
+    jobs = {
+        split: [_vggface2_job(seed, split, i, identity, images_per_identity, image_size)
+                for i, identity in enumerate(ids)]
+        for split, ids in (("train", train_ids), ("test", test_ids))
+    }
+    names = lfw_names(seed, lfw_identities)
+    counts = lfw_image_counts(seed, names, images_per_identity)
+    jobs["lfw"] = [
+        IdentityJob(seed, "lfw", i, f"lfw/{name}", tuple(f"{name}_{n:04d}.jpg" for n in range(1, counts[name] + 1)),
+                    ((lfw_image_size, lfw_image_size),) * counts[name])
+        for i, name in enumerate(names)
+    ]
+    return jobs
+
+
+_ARCHIVES = {"train": TRAIN_ARCHIVE, "test": TEST_ARCHIVE, "lfw": LFW_ARCHIVE}
+_LISTS = {"train": TRAIN_LIST, "test": TEST_LIST}
+
+
+def _write_archives(out: Path, jobs: dict[str, list[IdentityJob]], workers: int) -> dict[str, int]:
+    """Render every split into its archive; returns the number of images per split."""
+    images = {}
+    with _renderer(min(workers, max(map(len, jobs.values())))) as render_map:
+        for split, split_jobs in jobs.items():
+            started = time.perf_counter()
+            images[split] = write_tar_gz(out / _ARCHIVES[split], split,
+                                         _render_split(split_jobs, render_map, _ARCHIVES[split]))
+            seconds = time.perf_counter() - started
+            logger.info("%s: %d identities, %d images in %.1f s (%.0f images/s)", _ARCHIVES[split],
+                        len(split_jobs), images[split], seconds, images[split] / max(seconds, 1e-9))
+    return images
+
+
+def make_synthetic_dataset(
+    out_dir: str | os.PathLike,
+    *,
+    train_identities: int = 40,
+    test_identities: int = 12,
+    lfw_identities: int = 40,
+    images_per_identity: int = 24,
+    image_size: int = 112,
+    lfw_image_size: int = 250,
+    seed: int = 0,
+    workers: int | None = None,
+) -> dict:
+    """Write a synthetic VGGFace2 (train/test archives and lists) and LFW (archive, pairs.txt) to ``out_dir``.
+
+    Args:
+        out_dir: local directory; created if missing. Files already there with the same names are replaced.
+        train_identities, test_identities: VGGFace2 identities per archive (disjoint ids and faces).
+        lfw_identities: LFW people; each has 1..images_per_identity images (most at least 2).
+        images_per_identity: images of each VGGFace2 identity; the largest LFW count.
+        image_size: nominal VGGFace2 image side; images are 0.8-1.2x wide and 1.0-1.2x taller.
+        lfw_image_size: side of the square LFW images.
+        seed: the same seed and arguments give the same bytes.
+        workers: processes rendering identities (default: one per CPU); does not change the output.
+
+    Returns:
+        A summary: the arguments, per split identity and image counts, the LFW fold structure and
+        the MD5 of every file written.
+    """
+    _validate(train_identities, test_identities, lfw_identities, images_per_identity, image_size,
+              lfw_image_size, seed, workers)
+    out = _output_directory(out_dir)
+    workers = workers or os.cpu_count() or 1
+    # The whole layout first: it is cheap and fails early (too few people for pairs) before any file changes.
+    jobs = plan_identity_jobs(train_identities=train_identities, test_identities=test_identities,
+                              lfw_identities=lfw_identities, images_per_identity=images_per_identity,
+                              image_size=image_size, lfw_image_size=lfw_image_size, seed=seed)
+    folds, disjoint = make_lfw_pairs({job.prefix.split("/")[1]: len(job.names) for job in jobs["lfw"]}, seed)
+
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MD5SUMS).unlink(missing_ok=True)  # the completion marker goes first and comes back last
+    images = _write_archives(out, jobs, workers)
+    for split, list_name in _LISTS.items():
+        lines = sorted(f"{job.prefix.split('/', 1)[1]}/{name}" for job in jobs[split] for name in job.names)
+        write_text(out / list_name, "".join(f"{line}\n" for line in lines))
+    write_text(out / LFW_PAIRS, format_pairs(folds))
+    md5s = {name: md5_file(out / name) for name in sorted([*_ARCHIVES.values(), *_LISTS.values(), LFW_PAIRS])}
+    write_text(out / MD5SUMS, "".join(f"{md5}  {name}\n" for name, md5 in md5s.items()))
+
+    seconds = time.perf_counter() - started
+    total = sum(images.values())
+    per_fold = len(folds[0][0])
+    logger.info("wrote %d images to %s in %.1f s (%.0f images/s, %d workers); pairs.txt: %d folds x %d "
+                "matched + %d mismatched pairs (%s)", total, out, seconds, total / max(seconds, 1e-9), workers,
+                len(folds), per_fold, per_fold, "people disjoint across folds" if disjoint else "folds share people")
+    return {
+        "out_dir": str(out),
+        "seed": seed,
+        "image_size": image_size,
+        "lfw_image_size": lfw_image_size,
+        "images_per_identity": images_per_identity,
+        "splits": {split: {"identities": len(jobs[split]), "images": images[split]} for split in jobs},
+        "lfw_pairs": {"folds": len(folds), "pairs_per_fold": per_fold, "disjoint_folds": disjoint},
+        "md5": md5s,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+
+
+@click.command("synth")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--train-identities", default=40, show_default=True, help="VGGFace2 training identities.")
+@click.option("--test-identities", default=12, show_default=True, help="VGGFace2 test identities (disjoint).")
+@click.option("--lfw-identities", default=40, show_default=True, help="LFW people.")
+@click.option("--images-per-identity", default=24, show_default=True,
+              help="Images per VGGFace2 identity; the most per LFW person.")
+@click.option("--image-size", default=112, show_default=True, help="Nominal VGGFace2 image side (sizes vary).")
+@click.option("--lfw-image-size", default=250, show_default=True, help="Side of the square LFW images.")
+@click.option("--seed", default=0, show_default=True, help="Random seed: same seed, same bytes.")
+@click.option("--workers", default=None, type=int, help="Processes (default: one per CPU); output unchanged.")
+def command(out_dir: str, **options) -> None:
+    """Write a synthetic face dataset laid out like VGGFace2 (tar.gz + lists) and LFW (lfw.tgz + pairs.txt)."""
+    click.echo(dumps_json(make_synthetic_dataset(out_dir, **options)), nl=False)
+
+
+__all__ = ["make_synthetic_dataset", "render_face", "draw_identity", "make_lfw_pairs", "format_pairs", "command"]

@@ -1,0 +1,288 @@
+"""The synthetic dataset: real VGGFace2 / LFW layouts, determinism, identity signal, errors, CLI."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import itertools
+import json
+import re
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from deepface import synth
+from deepface.cli import main
+from deepface.errors import DeepFaceError
+
+FILES = ["MD5SUMS", "lfw.tgz", "pairs.txt", "test_list.txt", "train_list.txt",
+         "vggface2_test.tar.gz", "vggface2_train.tar.gz"]
+VGGFACE2_FILE = re.compile(r"^(train|test)/(n\d{6})/(\d{4}_\d{2}\.jpg)$")
+VGGFACE2_DIR = re.compile(r"^(train|test)(/n\d{6})?$")
+LFW_FILE = re.compile(r"^lfw/([A-Z][a-z]+_[A-Z][a-z]+)/\1_(\d{4})\.jpg$")
+LFW_DIR = re.compile(r"^lfw(/[A-Z][a-z]+_[A-Z][a-z]+)?$")
+# A dataset small enough to make several times in one test.
+TINY = dict(train_identities=2, test_identities=2, lfw_identities=8, images_per_identity=5,
+            image_size=48, lfw_image_size=64, workers=1)
+
+
+def read_archive(path: Path) -> tuple[list[str], dict[str, bytes]]:
+    """(every member name in archive order, {file name: bytes})."""
+    names, files = [], {}
+    with tarfile.open(path, "r:gz") as archive:
+        for member in archive:
+            names.append(member.name)
+            if member.isfile():
+                files[member.name] = archive.extractfile(member).read()
+    return names, files
+
+
+def read_pairs(path: Path) -> tuple[int, int, list[list[list[str]]]]:
+    """(folds, pairs per fold, [fold][line] -> fields) of a View 2 pairs.txt, checking the line counts."""
+    lines = path.read_text().splitlines()
+    folds, per_fold = map(int, lines[0].split("\t"))
+    body = [line.split("\t") for line in lines[1:]]
+    assert len(body) == folds * 2 * per_fold
+    return folds, per_fold, [body[f * 2 * per_fold:(f + 1) * 2 * per_fold] for f in range(folds)]
+
+
+def files_bytes(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def lfw(synth_dir: Path) -> dict[str, int]:
+    """Images per person in the fixture's lfw.tgz."""
+    _, files = read_archive(synth_dir / "lfw.tgz")
+    return collections.Counter(LFW_FILE.match(name).group(1) for name in files)
+
+
+def test_output_files(synth_dir):
+    assert sorted(path.name for path in synth_dir.iterdir()) == FILES  # nothing else, no temporary files
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_vggface2_archive_matches_layout_and_list(synth_dir, split, synth_params):
+    names, files = read_archive(synth_dir / f"vggface2_{split}.tar.gz")
+    assert names == sorted(names)  # directories come before their files, everything in sorted order
+    assert all(VGGFACE2_FILE.match(name) for name in files), [n for n in files if not VGGFACE2_FILE.match(n)]
+    assert all(VGGFACE2_DIR.match(name) for name in set(names) - set(files))
+    assert {name.split("/")[0] for name in files} == {split}
+    identities = collections.Counter(name.split("/")[1] for name in files)
+    expected = synth_params[f"{split}_identities"]
+    assert len(identities) == expected
+    assert set(identities.values()) == {synth_params["images_per_identity"]}
+    listed = (synth_dir / f"{split}_list.txt").read_text().splitlines()
+    assert listed == sorted(listed)
+    assert listed == sorted(name.split("/", 1)[1] for name in files)
+
+
+def test_lfw_archive_layout(synth_dir, lfw, synth_params):
+    names, files = read_archive(synth_dir / "lfw.tgz")
+    assert names == sorted(names)
+    assert all(LFW_DIR.match(name) for name in set(names) - set(files))
+    assert len(lfw) == synth_params["lfw_identities"]
+    for person, count in lfw.items():  # numbered 1..count without gaps
+        numbers = sorted(int(LFW_FILE.match(name).group(2)) for name in files if name.startswith(f"lfw/{person}/"))
+        assert numbers == list(range(1, count + 1))
+    assert max(lfw.values()) <= synth_params["images_per_identity"]
+    assert sum(count >= 2 for count in lfw.values()) > len(lfw) / 2
+    assert len(set(lfw.values())) > 1  # varied, as in LFW
+
+
+def test_pairs_follow_view2_format(synth_dir, lfw):
+    folds, per_fold, fold_lines = read_pairs(synth_dir / "pairs.txt")
+    assert folds == 10 and per_fold >= 1
+    seen = set()
+    for lines in fold_lines:
+        matched, mismatched = lines[:per_fold], lines[per_fold:]
+        assert all(len(fields) == 3 for fields in matched)
+        assert all(len(fields) == 4 for fields in mismatched)
+        for name, n1, n2 in matched:
+            assert 1 <= int(n1) < int(n2) <= lfw[name]
+        for name1, n1, name2, n2 in mismatched:
+            assert name1 != name2
+            assert 1 <= int(n1) <= lfw[name1] and 1 <= int(n2) <= lfw[name2]
+        seen.update(map(tuple, lines))
+    assert len(seen) == folds * 2 * per_fold  # no pair repeats, within or across folds
+
+
+def test_pairs_folds_are_identity_disjoint_when_people_allow():
+    counts = {f"Person_{chr(65 + i // 26)}{chr(97 + i % 26)}": 2 + i % 5 for i in range(40)}
+    folds, disjoint = synth.make_lfw_pairs(counts, seed=0)
+    assert disjoint
+    people = [{name for name, _, _ in matched} | {line[i] for line in mismatched for i in (0, 2)}
+              for matched, mismatched in folds]
+    for a, b in itertools.combinations(people, 2):
+        assert not a & b
+    per_fold = len(folds[0][0])
+    assert all(len(matched) == len(mismatched) == per_fold for matched, mismatched in folds)
+    # As many as the poorest fold allows: its matched (or mismatched) pairs are all used.
+    groups = synth._deal_into_folds(counts, 10, np.random.default_rng([0, synth._LFW_PAIRS_STREAM]))
+    assert per_fold == min(min(synth._capacity(group)) for group in groups)
+    assert synth.make_lfw_pairs(counts, seed=0) == (folds, disjoint)
+    assert synth.make_lfw_pairs(counts, seed=1) != (folds, disjoint)
+
+
+def test_pairs_capped_at_the_real_300_per_fold():
+    counts = {f"Person_{chr(65 + i // 26)}{chr(97 + i % 26)}": 30 for i in range(100)}
+    folds, disjoint = synth.make_lfw_pairs(counts, seed=0)
+    assert disjoint and {len(matched) for matched, _ in folds} == {synth.MAX_PAIRS_PER_FOLD}
+    text = synth.format_pairs(folds)
+    assert text.splitlines()[0] == "10\t300" and len(text.splitlines()) == 1 + 10 * 600
+
+
+def test_pairs_with_too_few_people_share_them_across_folds():
+    counts = {"Ann_Lee": 6, "Bob_Ray": 5, "Cy_Day": 1}
+    folds, disjoint = synth.make_lfw_pairs(counts, seed=0)
+    assert not disjoint
+    matched = [pair for fold_matched, _ in folds for pair in fold_matched]
+    assert len(matched) == len(set(matched)) == 10 * len(folds[0][0])
+    assert all(name != "Cy_Day" for name, _, _ in matched)
+
+
+def test_too_few_images_for_pairs_is_a_user_error():
+    with pytest.raises(DeepFaceError, match="lfw_identities"):
+        synth.make_lfw_pairs({"Ann_Lee": 2, "Bob_Ray": 2, "Cy_Day": 1}, seed=0)
+
+
+def test_identities_are_disjoint_across_splits(synth_dir, lfw):
+    train = {line.split("/")[0] for line in (synth_dir / "train_list.txt").read_text().splitlines()}
+    test = {line.split("/")[0] for line in (synth_dir / "test_list.txt").read_text().splitlines()}
+    assert not train & test and not (train | test) & set(lfw)
+    # The faces differ too: no identity's parameters repeat across splits.
+    faces = [synth.draw_identity(synth._identity_rng(0, split, i))
+             for split in ("train", "test", "lfw") for i in range(8)]
+    assert len(set(faces)) == len(faces)
+
+
+def test_images_decode_at_the_stated_sizes(synth_dir, synth_params):
+    _, files = read_archive(synth_dir / "vggface2_train.tar.gz")
+    sizes = []
+    for data in files.values():
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.format == "JPEG" and image.mode == "RGB"
+            image.load()
+            sizes.append(image.size)
+    size = synth_params["image_size"]
+    assert all(0.8 * size - 1 <= w <= 1.2 * size + 1 and w < h <= 1.2 * w + 2 for w, h in sizes)
+    assert len(set(sizes)) > len(sizes) / 4  # loosely cropped photos of varied sizes
+    _, files = read_archive(synth_dir / "lfw.tgz")
+    for data in files.values():
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            assert image.size == (synth_params["lfw_image_size"],) * 2 and image.mode == "RGB"
+
+
+def test_md5sums_are_correct(synth_dir):
+    lines = (synth_dir / "MD5SUMS").read_text().splitlines()
+    entries = dict(reversed(line.split("  ", 1)) for line in lines)
+    assert sorted(entries) == sorted(set(FILES) - {"MD5SUMS"})
+    for name, md5 in entries.items():
+        assert hashlib.md5((synth_dir / name).read_bytes()).hexdigest() == md5
+
+
+def test_same_identity_images_are_closer_than_different_identities(synth_dir):
+    """Identity signal exists even in raw pixels: mean distance within an identity < across identities."""
+    _, files = read_archive(synth_dir / "vggface2_train.tar.gz")
+    by_identity = collections.defaultdict(list)
+    for name, data in files.items():
+        with Image.open(io.BytesIO(data)) as image:
+            pixels = np.asarray(image.convert("RGB").resize((24, 24), Image.Resampling.BILINEAR), np.float32)
+        by_identity[name.split("/")[1]].append(pixels.ravel() / 255)
+    groups = list(by_identity.values())
+    same = [np.abs(a - b).mean() for group in groups for a, b in itertools.combinations(group, 2)]
+    different = [np.abs(a - b).mean() for g1, g2 in itertools.combinations(groups, 2) for a in g1 for b in g2]
+    assert np.mean(same) < 0.93 * np.mean(different)
+
+
+def test_same_arguments_give_the_same_bytes_whatever_the_workers(synth_dir, tmp_path, synth_params):
+    synth.make_synthetic_dataset(tmp_path, **{**synth_params, "workers": 2})
+    assert files_bytes(tmp_path) == files_bytes(synth_dir)
+
+
+def test_a_different_seed_gives_different_data(tmp_path):
+    first = synth.make_synthetic_dataset(tmp_path / "a", seed=0, **TINY)
+    second = synth.make_synthetic_dataset(tmp_path / "b", seed=1, **TINY)
+    assert all(first["md5"][name] != second["md5"][name] for name in first["md5"])
+    _, images_a = read_archive(tmp_path / "a" / "lfw.tgz")
+    _, images_b = read_archive(tmp_path / "b" / "lfw.tgz")
+    assert not set(images_a.values()) & set(images_b.values())
+
+
+def test_archives_are_reproducible_tarballs(synth_dir):
+    with tarfile.open(synth_dir / "vggface2_test.tar.gz", "r:gz") as archive:
+        members = archive.getmembers()
+    assert {(m.mtime, m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, 0, "", "")}
+    header = (synth_dir / "vggface2_test.tar.gz").read_bytes()[:10]
+    assert header[:3] == b"\x1f\x8b\x08" and header[4:8] == b"\0\0\0\0"  # gzip, no file name, mtime 0
+
+
+@pytest.mark.parametrize("override, parameter", [
+    (dict(train_identities=0), "train_identities"),
+    (dict(test_identities=0), "test_identities"),
+    (dict(lfw_identities=1), "lfw_identities"),
+    (dict(images_per_identity=1), "images_per_identity"),
+    (dict(image_size=8), "image_size"),
+    (dict(lfw_image_size=4096), "lfw_image_size"),
+    (dict(train_identities=2.5), "train_identities"),
+    (dict(seed=-1), "seed"),
+    (dict(workers=0), "workers"),
+    (dict(lfw_identities=3, images_per_identity=2), "lfw_identities"),  # too few images for 10 folds of pairs
+])
+def test_bad_parameters_are_user_errors(tmp_path, override, parameter):
+    with pytest.raises(DeepFaceError, match=parameter):
+        synth.make_synthetic_dataset(tmp_path / "out", **{**TINY, **override})
+    assert not (tmp_path / "out").exists()  # refused before writing anything
+
+
+def test_output_must_be_a_local_directory(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DeepFaceError, match="is a file"):
+        synth.make_synthetic_dataset(tmp_path / "file", **TINY)
+    with pytest.raises(DeepFaceError, match="local directory"):
+        synth.make_synthetic_dataset("gs://bucket/synth", **TINY)
+
+
+def test_an_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+    synth.make_synthetic_dataset(tmp_path, **TINY)
+    before = files_bytes(tmp_path)
+    calls = itertools.count()
+
+    def failing_encode(image, quality):  # the disk fills up while writing the test archive
+        if next(calls) == 10:
+            raise OSError("No space left on device")
+        return encode_jpeg(image, quality)
+
+    encode_jpeg = synth.encode_jpeg
+    monkeypatch.setattr(synth, "encode_jpeg", failing_encode)
+    with pytest.raises(OSError):
+        synth.make_synthetic_dataset(tmp_path, **{**TINY, "seed": 1})
+    after = files_bytes(tmp_path)
+    assert "MD5SUMS" not in after  # the old marker is gone: the directory no longer claims to be complete
+    assert sorted(after) == sorted(set(before) - {"MD5SUMS"})  # no temporary files left behind
+    assert after["vggface2_test.tar.gz"] == before["vggface2_test.tar.gz"]  # never half-overwritten
+
+
+def test_cli_writes_the_dataset(tmp_path):
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(main, [
+        "synth", "--out", str(out), "--train-identities", "2", "--test-identities", "2", "--lfw-identities", "8",
+        "--images-per-identity", "5", "--image-size", "48", "--lfw-image-size", "64", "--seed", "0",
+        "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["splits"]["train"] == {"identities": 2, "images": 10}
+    assert summary["md5"] == synth.make_synthetic_dataset(tmp_path / "api", seed=0, **TINY)["md5"]
+    assert sorted(path.name for path in out.iterdir()) == FILES
+
+
+def test_cli_reports_bad_parameters_without_traceback(tmp_path):
+    result = CliRunner().invoke(main, ["synth", "--out", str(tmp_path / "x"), "--train-identities", "0"])
+    assert result.exit_code == 1
+    assert "train_identities=0" in result.output and "Traceback" not in result.output
