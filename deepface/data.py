@@ -31,13 +31,15 @@ import numpy as np
 import tensorflow as tf
 
 from deepface.errors import DeepFaceError
-from deepface.io import is_remote, local_path
+from deepface.io import is_remote, local_path, read_json
 
 logger = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 
-# TFRecord schema v1, written by deepface.tfrecords.
+# TFRecord schema v1, written by deepface.tfrecords (its manifest.json says "schema_version": 1).
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"
 FEATURES_V1 = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
     "image/class/label": tf.io.FixedLenFeature([], tf.int64),
@@ -48,9 +50,9 @@ FEATURES_V1 = {
 # Most shards read at once while training: more open shards mix the records of more shards.
 MAX_INTERLEAVED_SHARDS = 16
 
-# Augmentation: each image is cropped to a random square covering between (1 - MAX_CROP) and all of
-# its side, at a random position, resized back, and flipped left-right with probability 1/2.
-MAX_CROP = 0.1
+# Augmentation: each image is flipped left-right with probability 1/2 and shifted by up to MAX_SHIFT of
+# its side in each direction (zero fill, like the padding of non-square faces).
+MAX_SHIFT = 0.05
 
 
 def preprocess_image(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -67,15 +69,12 @@ def preprocess_image(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
         ratio, centred, and the rest is zero (`tf.image.resize_with_pad`).
     """
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)  # uint8 [h, w, 3]
-    shape = tf.shape(image)
-    already_sized = tf.logical_and(tf.equal(shape[0], image_size), tf.equal(shape[1], image_size))
     image = tf.cond(
-        already_sized,
+        tf.reduce_all(tf.shape(image)[:2] == image_size),
         lambda: tf.cast(image, tf.float32),
-        lambda: tf.image.resize_with_pad(image, image_size, image_size, antialias=True),
+        lambda: tf.clip_by_value(tf.image.resize_with_pad(image, image_size, image_size, antialias=True), 0, 255),
     )
-    image = tf.clip_by_value(image / 255.0, 0.0, 1.0)
-    return tf.ensure_shape(image, [image_size, image_size, 3])
+    return tf.ensure_shape(image * (1.0 / 255.0), [image_size, image_size, 3])
 
 
 def load_image_file(path: str | os.PathLike, image_size: int) -> np.ndarray:
@@ -148,13 +147,15 @@ def list_shards(tfrecords: str | os.PathLike, split: str | None = None) -> list[
             ``*.tfrecord`` file.
 
     Raises:
-        DeepFaceError: if nothing matches, or if a directory lacks some of the shards their names
-            announce (an incomplete build; a pattern may select some shards on purpose).
+        DeepFaceError: if nothing matches, if a directory lacks some of the shards their names announce
+            (an incomplete build; a pattern may select some shards on purpose), or if its manifest.json
+            names another schema version.
     """
     path = _tf_path(tfrecords)
     if any(char in path for char in "*?["):
         pattern = path
     elif tf.io.gfile.isdir(path):
+        _check_schema(path)
         pattern = posixpath.join(path, f"{split}-*-of-*.tfrecord" if split else "*.tfrecord")
     elif tf.io.gfile.exists(path):
         return [path]
@@ -204,8 +205,8 @@ def make_dataset(
         split: with a directory, read only the shards of this split (``train``, ``val`` ...).
         shuffle_buffer: records in the shuffle buffer, in images (training only). It holds encoded
             bytes, ~10 KB per 152-pixel face.
-        augment: random horizontal flip and random crop of up to 10% of the side resized back (training
-            only; ignored otherwise).
+        augment: random horizontal flip and random shift by up to 5% of the side (training only;
+            ignored otherwise), see `augment_image`.
         seed: seeds the shard order, the record shuffle and the augmentation.
         deterministic: the same seed gives exactly the same batches (parallel stages keep their order;
             slightly slower). Evaluation datasets are always in order.
@@ -257,25 +258,23 @@ def make_dataset(
     if repeat:
         records = records.repeat()
 
-    def decode(serialized):
+    def decode(serialized, augment_seed=None):
         example = parse_example(serialized)
         image = preprocess_image(example["image/encoded"], image_size)
+        if augment_seed is not None:
+            image = augment_image(image, augment_seed)
         return image, tf.cast(example["image/class/label"], tf.int32)
 
-    batches = records.map(decode, num_parallel_calls=AUTOTUNE, deterministic=ordered)
-    batches = batches.batch(
+    if training and augment:  # a stateless seed [2] per record, drawn from the seed
+        augment_seeds = tf.data.Dataset.random(seed=seeds[2], rerandomize_each_iteration=True).batch(2)
+        records = tf.data.Dataset.zip(records, augment_seeds)
+    examples = records.map(decode, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+    batches = examples.batch(
         batch_size,
         drop_remainder=training if drop_remainder is None else drop_remainder,
         num_parallel_calls=AUTOTUNE,
         deterministic=ordered,
     )
-    if training and augment:
-        augment_seeds = tf.data.Dataset.random(seed=seeds[2], rerandomize_each_iteration=True).batch(2)
-        batches = tf.data.Dataset.zip(batches, augment_seeds).map(
-            lambda batch, pair: (augment_batch(batch[0], pair), batch[1]),
-            num_parallel_calls=AUTOTUNE,
-            deterministic=ordered,
-        )
 
     options = tf.data.Options()
     options.deterministic = ordered
@@ -310,33 +309,23 @@ def make_dataset_fn(
     return dataset_fn
 
 
-def augment_batch(images: tf.Tensor, seed: tf.Tensor, max_crop: float = MAX_CROP) -> tf.Tensor:
-    """Random horizontal flip and random square crop resized back, drawn independently per image.
-
-    Both happen in one `tf.image.crop_and_resize` call: a crop box whose left edge lies right of its
-    right edge samples the crop mirrored.
+def augment_image(image: tf.Tensor, seed: tf.Tensor, max_shift: float = MAX_SHIFT) -> tf.Tensor:
+    """Random horizontal flip and random shift, the same for the same seed.
 
     Args:
-        images: float32 ``[batch, size, size, 3]``.
-        seed: int ``[2]``, the stateless random seed of this batch.
-        max_crop: the crop keeps between ``1 - max_crop`` and all of the image side.
+        image: float32 ``[size, size, 3]``.
+        seed: int ``[2]``, a stateless random seed.
+        max_shift: the largest shift in each direction, as a fraction of the side; the uncovered border
+            is zero.
 
     Returns:
-        float32 ``[batch, size, size, 3]``.
+        float32 ``[size, size, 3]``.
     """
-    batch = tf.shape(images)[0]
-    size = tf.shape(images)[1:3]
-    draws = tf.random.stateless_uniform([batch, 4], seed=seed)
-    side = 1.0 - max_crop * draws[:, 0]
-    top = (1.0 - side) * draws[:, 1]
-    left = (1.0 - side) * draws[:, 2]
-    right = left + side
-    flip = draws[:, 3] < 0.5
-    boxes = tf.stack(
-        [top, tf.where(flip, right, left), top + side, tf.where(flip, left, right)], axis=1
-    )  # [batch, 4]: y1, x1, y2, x2 in [0, 1]
-    augmented = tf.image.crop_and_resize(images, boxes, tf.range(batch), size)
-    return tf.ensure_shape(augmented, images.shape)
+    shift = round(max_shift * image.shape[0])
+    flip_seed, shift_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    padded = tf.pad(image, [[shift, shift], [shift, shift], [0, 0]])
+    return tf.image.stateless_random_crop(padded, image.shape, shift_seed)
 
 
 def _shards_for_pipeline(tfrecords, split, num_input_pipelines: int, input_pipeline_id: int) -> list[str]:
@@ -356,6 +345,19 @@ def _shards_for_pipeline(tfrecords, split, num_input_pipelines: int, input_pipel
 
 
 _SHARD_NAME = re.compile(r"^(?P<split>.+)-(?P<index>\d+)-of-(?P<count>\d+)\.tfrecord$")
+
+
+def _check_schema(directory: str) -> None:
+    """Raises if ``directory/manifest.json`` exists and names a schema other than v1."""
+    manifest_path = posixpath.join(directory, MANIFEST_FILE)
+    if not tf.io.gfile.exists(manifest_path):
+        return
+    version = read_json(manifest_path).get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise DeepFaceError(
+            f"{manifest_path} says schema_version {version!r}; this reader knows version {SCHEMA_VERSION}: "
+            "rebuild the shards with this version's `deepface tfrecords`."
+        )
 
 
 def _check_complete(shards: list[str]) -> None:

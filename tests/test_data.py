@@ -197,6 +197,12 @@ def test_missing_or_incomplete_shards_are_user_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DeepFaceError, match="No TFRecord shards match .*empty"):
         list_shards(tmp_path / "empty")
+    future = write_shards(tmp_path / "future", [[0]])
+    (future / "manifest.json").write_text('{"schema_version": 2}')
+    with pytest.raises(DeepFaceError, match="schema_version 2"):
+        list_shards(future)
+    (future / "manifest.json").write_text('{"schema_version": 1}')
+    assert len(list_shards(future)) == 1
     partial = write_shards(tmp_path / "partial", [[0], [1], [2]])
     (partial / "train-00001-of-00003.tfrecord").unlink()
     with pytest.raises(DeepFaceError, match="Found 2 of the 3 shards"):
@@ -223,7 +229,7 @@ def test_evaluation_reads_everything_in_shard_order(shard_dir):
     np.testing.assert_array_equal(labels, np.arange(RECORDS))  # last partial batch kept, no shuffle
     assert_images_match_labels(images, labels)
     unaugmented = np.stack([solid(SIZE, SIZE, label_colour(label)) for label in labels]) / 255
-    np.testing.assert_allclose(images, unaugmented, atol=6 / 255)  # no flip/crop: JPEG error only
+    np.testing.assert_allclose(images, unaugmented, atol=6 / 255)  # no flip/shift: JPEG error only
 
 
 def test_labels_stay_with_their_images_through_shuffle_and_augmentation(shard_dir):
@@ -233,21 +239,26 @@ def test_labels_stay_with_their_images_through_shuffle_and_augmentation(shard_di
     assert_images_match_labels(images, labels)
 
 
-def test_augmentation_flips_and_crops_with_the_labels(tmp_path):
-    """Half-black, half-white records: flips move the white half, crops move the edge."""
+def test_augmentation_flips_and_shifts(tmp_path):
+    """Records left black, right white: a flip puts the white half left, a shift moves the edge."""
     pattern = np.zeros((SIZE, SIZE, 3), np.uint8)
     pattern[:, SIZE // 2:] = 255
-    directory = tmp_path / "halves"
-    directory.mkdir()
-    with tf.io.TFRecordWriter(str(directory / "train-00000-of-00001.tfrecord")) as writer:
+    with tf.io.TFRecordWriter(str(tmp_path / "train-00000-of-00001.tfrecord")) as writer:
         for label in range(64):
             writer.write(example(encode(pattern, "PNG"), label))
-    dataset = make_dataset(directory, batch_size=64, image_size=SIZE, training=True, augment=True, seed=0)
+    dataset = make_dataset(tmp_path, batch_size=64, image_size=SIZE, training=True, augment=True, seed=0,
+                           deterministic=True)
     images, _ = collect(dataset)
-    white_right = images[:, :, -1].mean(axis=(1, 2)) > 0.5
-    assert 16 < white_right.sum() < 48, "about half the images should be flipped"
-    edges = np.argmax(np.abs(np.diff(images[:, SIZE // 2, :, 0], axis=1)), axis=1)
-    assert len(set(edges)) > 3, "random crops should move the black/white edge"
+    white = images[:, SIZE // 2, :, 0] > 0.5  # [n, SIZE], one row through the middle
+    flipped = white[:, : SIZE // 2].sum(1) > white[:, SIZE // 2:].sum(1)
+    assert 16 < flipped.sum() < 48, "about half the images should be flipped"
+    first_white, last_white = white.argmax(1), SIZE - 1 - white[:, ::-1].argmax(1)
+    shifts = np.where(flipped, last_white - (SIZE // 2 - 1), first_white - SIZE // 2)
+    max_shift = round(0.05 * SIZE)
+    assert np.abs(shifts).max() <= max_shift and len(set(shifts)) >= 2 * max_shift, f"shifts {set(shifts)}"
+    white_rows = images[..., 0].max(axis=2) > 0.5  # [n, SIZE]: rows holding some white
+    vertical_shifts = white_rows.argmax(1) - white_rows[:, ::-1].argmax(1)  # black rows on top - at bottom
+    assert np.abs(vertical_shifts).max() <= max_shift and len(set(vertical_shifts)) >= 2 * max_shift
 
 
 def test_shuffling_mixes_records_across_and_within_shards(shard_dir):
@@ -357,6 +368,7 @@ def test_cache_gives_the_same_records_each_epoch(shard_dir):
 
 
 def test_reads_shards_built_by_the_tfrecords_stage(request, tmp_path):
+    """Resized and original-bytes builds of the synthetic faces give the same classes and similar images."""
     tfrecords = pytest.importorskip("deepface.tfrecords")
     labels_module = pytest.importorskip("deepface.labels")
     synth_dir = request.getfixturevalue("synth_dir")  # only once the stages exist
@@ -365,10 +377,18 @@ def test_reads_shards_built_by_the_tfrecords_stage(request, tmp_path):
         identities = [Path(name).parent.name for name in tar.getnames() if name.endswith(".jpg")]
     labels_dir = tmp_path / "labels"
     labels_module.build_labels(archive, labels_dir)
-    out_dir = tmp_path / "tfrecords"
-    tfrecords.build_tfrecords(archive, labels_dir, out_dir, split="train", image_size=48)
-    images, labels = collect(make_dataset(out_dir, split="train", batch_size=16, image_size=48, training=False))
+    read = {}
+    for keep_original in (False, True):
+        out_dir = tmp_path / f"tfrecords-{keep_original}"
+        tfrecords.build_tfrecords(archive, labels_dir, out_dir, split="train", image_size=48,
+                                  keep_original=keep_original, workers=1)
+        read[keep_original] = collect(make_dataset(out_dir, split="train", batch_size=16, image_size=48,
+                                                   training=False))
+    images, labels = read[False]
     assert images.shape == (len(identities), 48, 48, 3)
     expected_counts = [identities.count(identity) for identity in sorted(set(identities))]
     assert np.bincount(labels).tolist() == expected_counts
     assert 0.0 <= images.min() and images.max() <= 1.0 and images.std() > 0.05
+    original_images, original_labels = read[True]
+    np.testing.assert_array_equal(original_labels, labels)
+    assert np.abs(original_images - images).mean() < 0.02  # Pillow resize + JPEG vs resize here
