@@ -1,0 +1,5 @@
+"""The DeepFace KFP pipeline (`pipelines.pipeline`) and the commands that compile, send and run it.
+
+``python -m pipelines --help`` lists the commands: compile, submit (Vertex AI), schedule, upload
+(Artifact Registry), submit-kfp (Kubeflow Pipelines) and run-local (kfp.local on this machine).
+"""

@@ -1,0 +1,112 @@
+"""The container image every pipeline component runs in: the one place that names it.
+
+Vertex AI caches a task's result on, among other things, the image string, so the reference must
+change whenever the code in the image changes. The tag is therefore immutable:
+
+- ``$DEEPFACE_IMAGE`` when set: a full reference with a tag or a digest (``:latest`` is refused);
+- otherwise ``$DEEPFACE_IMAGE_REPO`` (default ``localhost/deepface-pipeline``) with the tag
+  ``VERSION-gGITSHA``, plus ``-dirty-CONTENTHASH`` when the files copied into the image
+  (``IMAGE_CONTEXT``) differ from the commit: the same scheme as ``docker/build.sh``;
+- outside a git checkout (an installed package): ``VERSION`` alone.
+
+This module only needs the standard library: ``python -m components.image`` prints the reference,
+for build scripts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from deepface import __version__
+from deepface.errors import DeepFaceError
+
+DEFAULT_REPOSITORY = "localhost/deepface-pipeline"
+# What the Dockerfile copies into the image (keep in step with .dockerignore and docker/build.sh).
+IMAGE_CONTEXT = (
+    "Dockerfile", ".dockerignore", "pyproject.toml", "constraints.txt", "README.md",
+    "deepface", "components", "pipelines",
+)
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _git(*args: str) -> str | None:
+    """Output of a git command in the source checkout, or None outside one (or without git)."""
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(_REPO_ROOT), *args], capture_output=True, text=True, check=True, timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip()
+
+
+def _is_hashed(relative: str) -> bool:
+    parts = relative.split("/")
+    return not (relative.endswith(".pyc") or "__pycache__" in parts[:-1] or any(p.endswith(".egg-info") for p in parts[:-1]))
+
+
+def context_hash(root: Path = _REPO_ROOT) -> str:
+    """12 hex digits of sha256 over ``sha256sum``-style lines of every file of the image context.
+
+    Same value as ``find CONTEXT -type f ... -print0 | sort -z | xargs -0 sha256sum | sha256sum``
+    under the C locale (paths sorted bytewise).
+    """
+    files = []
+    for name in IMAGE_CONTEXT:
+        path = root / name
+        candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        files.extend(p.relative_to(root).as_posix() for p in candidates)
+    lines = [
+        f"{hashlib.sha256((root / relative).read_bytes()).hexdigest()}  {relative}\n"
+        for relative in sorted((f for f in files if _is_hashed(f)), key=lambda f: f.encode())
+    ]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()[:12]
+
+
+def image_tag() -> str:
+    """``VERSION-gGITSHA[-dirty-CONTENTHASH]`` in a git checkout, else the package version."""
+    revision = _git("rev-parse", "--short=12", "HEAD")
+    if not revision:
+        return __version__
+    tag = f"{__version__}-g{revision}"
+    if _git("status", "--porcelain", "--untracked-files=all", "--", *IMAGE_CONTEXT):
+        tag += f"-dirty-{context_hash()}"
+    return tag
+
+
+def check_image_reference(reference: str) -> str:
+    """``reference`` if it names an immutable image (a tag other than ``latest``, or a digest)."""
+    name, _, digest = reference.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = last.partition(":")[2]
+    if digest:
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise DeepFaceError(f"image {reference!r} (DEEPFACE_IMAGE): the digest must be sha256:<64 hex digits>")
+        return reference
+    if not tag or tag == "latest" or not _TAG.fullmatch(tag):
+        raise DeepFaceError(
+            f"image {reference!r} (DEEPFACE_IMAGE or DEEPFACE_IMAGE_REPO) needs an immutable tag (e.g. :0.1.0-g1a2b3c4d5e6f) or a "
+            "@sha256 digest: Vertex AI caches results on the image string, so ':latest' or no tag "
+            "would serve stale results"
+        )
+    return reference
+
+
+def image_reference() -> str:
+    """The image of every component (see the module docstring for the rules)."""
+    override = os.environ.get("DEEPFACE_IMAGE", "").strip()
+    if override:
+        return check_image_reference(override)
+    repository = os.environ.get("DEEPFACE_IMAGE_REPO", "").strip().rstrip("/") or DEFAULT_REPOSITORY
+    return check_image_reference(f"{repository}:{image_tag()}")
+
+
+IMAGE = image_reference()
+
+if __name__ == "__main__":
+    print(IMAGE)

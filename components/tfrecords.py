@@ -1,0 +1,41 @@
+"""Component: TFRecord shards of the training images, at the input size of the model preset."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def build_tfrecords(
+    data: Input[Dataset],
+    labels: Input[Dataset],
+    tfrecords: Output[Dataset],
+    preset: str = "tiny",
+    source: str = "vggface2_train.tar.gz",
+    split: str = "train",
+    keep_original: bool = False,
+    max_bad_fraction: float = 0.01,
+):
+    """Write the images of one archive as TFRecord shards (schema v1) of faces resized for ``preset``.
+
+    Args:
+        data: the fetched data folder.
+        labels: the class map (classes.txt) from the labels step.
+        tfrecords: folder of <split>-NNNNN-of-NNNNN.tfrecord shards and manifest.json.
+        preset: model preset (tiny, small or paper) whose input size the faces are stored at.
+        source: archive of the data folder to convert (read as a stream, nothing extracted).
+        split: prefix of the shard names.
+        keep_original: store each file's original bytes instead of a resized JPEG.
+        max_bad_fraction: fail when a larger share of the images cannot be stored.
+    """
+    import os
+
+    from deepface.model import get_config
+    from deepface.tfrecords import build_tfrecords as build
+
+    build(
+        os.path.join(data.path, source), labels.path, tfrecords.path, split=split,
+        image_size=get_config(preset).image_size, keep_original=keep_original,
+        max_bad_fraction=max_bad_fraction,
+    )

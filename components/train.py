@@ -1,0 +1,53 @@
+"""Component: train the DeepFace classifier and write the model directory."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def train_model(
+    tfrecords: Input[Dataset],
+    labels: Input[Dataset],
+    model: Output[Model],
+    preset: str = "tiny",
+    epochs: int = 15,
+    batch_size: int = 128,
+    learning_rate: float = 0.01,
+    validation_fraction: float = 0.0,
+    steps_per_epoch: int = 0,
+    augment: bool = False,
+    strategy: str = "auto",
+    precision: str = "auto",
+    seed: int = 0,
+):
+    """Fit DeepFace on the TFRecords (SGD + momentum, learning rate /10 on plateaus, as in the paper).
+
+    Resumes from its last checkpoint when the step is retried (e.g. after a preemption).
+
+    Args:
+        tfrecords: training TFRecord shards.
+        labels: the class map (classes.txt).
+        model: model directory: classifier.keras, embedding.keras, classes.txt, metadata.json,
+            history.json, training_curves.png, TensorBoard logs/, manifest.json.
+        preset: model size: tiny, small (DeepFace topology, fewer filters) or paper (the real network).
+        epochs: training epochs (the paper: about 15).
+        batch_size: global batch size over all replicas (the paper: 128).
+        learning_rate: initial learning rate for a batch of 128, scaled linearly with batch_size.
+        validation_fraction: share of the shards held out to monitor validation loss (0: none).
+        steps_per_epoch: steps per epoch; 0 reads every training record once per epoch.
+        augment: random flips and crops.
+        strategy: auto (from the hardware), tpu, gpu, multi-gpu, multi-worker or cpu.
+        precision: auto (bfloat16 on TPU, else float32), float32, bfloat16 or float16.
+        seed: seeds the weights, dropout, data order and augmentation.
+    """
+    from deepface.train import train
+
+    train(
+        tfrecords.path, labels.path, model.path, preset=preset, epochs=epochs, batch_size=batch_size,
+        learning_rate=learning_rate, validation_fraction=validation_fraction,
+        steps_per_epoch=steps_per_epoch or None, augment=augment, strategy=strategy, precision=precision,
+        seed=seed,
+    )
+    model.metadata.update(framework="keras", preset=preset)

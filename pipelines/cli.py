@@ -1,0 +1,236 @@
+"""``python -m pipelines``: compile, submit, upload, schedule, submit-kfp, run-local.
+
+Every command that sends the pipeline somewhere compiles it first (or takes ``--template``), checks
+parameters and options, and only then makes a request. User errors print one line, no traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+
+import click
+
+from deepface.cli import LazyGroup
+from deepface.errors import DeepFaceError
+
+PARAM_HELP = "Pipeline parameter override NAME=VALUE (repeatable), e.g. --param epochs=5; see `compile --list-params`."
+
+
+class PipelinesGroup(LazyGroup):
+    """Plain click group with the project's user-error handling (one line, exit code 1)."""
+
+    list_commands = click.Group.list_commands
+    get_command = click.Group.get_command
+
+
+def compile_options(command):
+    """Options that fix the training hardware in the compiled template."""
+    options = [
+        click.option("--training", type=click.Choice(["pipeline", "custom-job"]), default="pipeline", show_default=True,
+                     help="pipeline: an ordinary task (CPU/GPU); custom-job: a Vertex AI custom training job (TPU, multi-worker)."),
+        click.option("--train-cpu", default="8", show_default=True, help="CPU limit of the training task (--training pipeline)."),
+        click.option("--train-memory", default="32G", show_default=True, help="Memory limit of the training task (--training pipeline)."),
+        click.option("--accelerator", default="", help="Accelerator type, e.g. NVIDIA_L4, NVIDIA_TESLA_T4, TPU_V5_LITEPODSLICE (custom-job). Default: none."),
+        click.option("--accelerator-count", type=int, default=1, show_default=True, help="Accelerators per training machine."),
+        click.option("--machine-type", default="n1-standard-8", show_default=True, help="Machine of each training replica (--training custom-job), e.g. ct5lp-hightpu-4t."),
+        click.option("--replicas", type=int, default=1, show_default=True, help="Training machines (--training custom-job); >1: multi-worker."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+
+    @functools.wraps(command)
+    def wrapper(*, training, train_cpu, train_memory, accelerator, accelerator_count, machine_type, replicas, **kwargs):
+        from pipelines.pipeline import CompileOptions
+
+        options = CompileOptions(
+            training=training, train_cpu=train_cpu, train_memory=train_memory, accelerator=accelerator,
+            accelerator_count=accelerator_count, machine_type=machine_type, replicas=replicas,
+        ).check()
+        return command(options=options, **kwargs)
+
+    return wrapper
+
+
+def run_options(command):
+    """Options of a pipeline run: template, parameters, caching."""
+    options = [
+        click.option("--template", type=click.Path(dir_okay=False), default=None,
+                     help="A compiled template to use instead of compiling now (compile options are then ignored)."),
+        click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help=PARAM_HELP),
+        click.option("--cache/--no-cache", "enable_caching", default=None,
+                     help="Force task caching on or off for this run. Default: the template's settings (on)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def vertex_options(command):
+    """Where a Vertex AI run goes and as whom."""
+    options = [
+        click.option("--project", envvar="GOOGLE_CLOUD_PROJECT", help="Google Cloud project ($GOOGLE_CLOUD_PROJECT)."),
+        click.option("--region", envvar="GOOGLE_CLOUD_REGION", help="Vertex AI region, e.g. us-central1 ($GOOGLE_CLOUD_REGION)."),
+        click.option("--pipeline-root", help="Cloud Storage folder for the run's artifacts, gs://BUCKET/PATH."),
+        click.option("--service-account", default=None, help="Service account the run executes as."),
+        click.option("--network", default=None, help="VPC network to peer with, projects/NUMBER/global/networks/NAME."),
+        click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Run label (repeatable)."),
+        click.option("--display-name", default=None, help="Name shown in the console (default: deepface-pipeline)."),
+        click.option("--api-endpoint", default=None, hidden=True,
+                     help="Vertex AI API endpoint (a regional, private or test endpoint); http:// gets no credentials."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _vertex_job_options(template, *, params, enable_caching, project, region, pipeline_root, labels,
+                        display_name, api_endpoint) -> dict:
+    from pipelines.params import parse_labels, parse_overrides
+
+    return dict(
+        project=project, region=region, pipeline_root=pipeline_root, parameters=parse_overrides(template.spec, params),
+        labels=parse_labels(labels), enable_caching=enable_caching, display_name=display_name,
+        api_endpoint=api_endpoint,
+    )
+
+
+@click.group(cls=PipelinesGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def main(verbose: bool) -> None:
+    """Compile, submit, upload, schedule and run the DeepFace pipeline (KFP v2 / Vertex AI)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command("compile")
+@click.option("--output", "-o", default="deepface-pipeline.yaml", show_default=True, type=click.Path(dir_okay=False),
+              help="Where to write the pipeline template (YAML).")
+@click.option("--list-params", is_flag=True, help="Print the pipeline parameters with their defaults and descriptions.")
+@compile_options
+def compile_command(options, output: str, list_params: bool) -> None:
+    """Write the pipeline template; the same code and options give the same file."""
+    from pipelines.pipeline import compile_pipeline
+    from pipelines.submit import load_template
+
+    path = compile_pipeline(output, options)
+    click.echo(f"wrote {path}")
+    if list_params:
+        from pipelines.params import parameter_specs
+
+        for name, spec in sorted(parameter_specs(load_template(path).spec).items()):
+            click.echo(f"  {name} ({spec['parameterType']}, default {spec.get('defaultValue')!r}): {spec.get('description', '')}")
+
+
+@main.command("submit")
+@vertex_options
+@run_options
+@click.option("--wait/--no-wait", default=False, show_default=True, help="Wait for the run to finish.")
+@compile_options
+def submit_command(options, template, params, enable_caching, service_account, network, wait, **vertex) -> None:
+    """Start a Vertex AI pipeline run and print its console URL."""
+    from pipelines.submit import console_url, submit_vertex
+    from pipelines.submit import template as open_template
+
+    with open_template(template, options) as spec:
+        job = submit_vertex(spec, wait=wait, service_account=service_account, network=network,
+                            **_vertex_job_options(spec, params=params, enable_caching=enable_caching, **vertex))
+    click.echo(f"run: {console_url(job.resource_name)}")
+    if wait:
+        click.echo(f"state: {job.state.name}")
+
+
+@main.command("schedule")
+@vertex_options
+@run_options
+@click.option("--cron", required=False, help='When to start a run: 5 cron fields, optionally after TZ=..., e.g. "TZ=Europe/Paris 0 3 * * 1".')
+@click.option("--schedule-name", default=None, help="Name of the schedule (default: deepface-pipeline-schedule).")
+@click.option("--max-runs", type=int, default=None, help="Stop after this many runs (default: no limit).")
+@compile_options
+def schedule_command(options, template, params, enable_caching, service_account, network, cron, schedule_name,
+                     max_runs, **vertex) -> None:
+    """Create a Vertex AI schedule that runs the pipeline at every cron time."""
+    from pipelines.submit import console_url, schedule_vertex
+    from pipelines.submit import template as open_template
+
+    with open_template(template, options) as spec:
+        schedule = schedule_vertex(spec, cron=cron, schedule_name=schedule_name, max_runs=max_runs,
+                                   service_account=service_account, network=network,
+                                   **_vertex_job_options(spec, params=params, enable_caching=enable_caching, **vertex))
+    click.echo(f"schedule: {console_url(schedule.resource_name)}")
+
+
+@main.command("upload")
+@click.option("--host", default=None, help="KFP registry URL, e.g. https://us-central1-kfp.pkg.dev/PROJECT/REPO (or use --project/--region/--repository).")
+@click.option("--project", envvar="GOOGLE_CLOUD_PROJECT", help="Google Cloud project ($GOOGLE_CLOUD_PROJECT).")
+@click.option("--region", envvar="GOOGLE_CLOUD_REGION", help="Artifact Registry region ($GOOGLE_CLOUD_REGION).")
+@click.option("--repository", default=None, help="Artifact Registry repository of format KFP.")
+@click.option("--tag", "tags", multiple=True, help="Tag of the uploaded version (repeatable). Default: the image tag.")
+@click.option("--template", type=click.Path(dir_okay=False), default=None, help="A compiled template to upload instead of compiling now.")
+@compile_options
+def upload_command(options, host, project, region, repository, tags, template) -> None:
+    """Upload the pipeline template to Artifact Registry, to start runs from the Vertex AI console."""
+    from components.image import IMAGE
+    from pipelines.submit import registry_host, upload_template
+    from pipelines.submit import template as open_template
+
+    url = registry_host(host, project, region, repository)
+    tags = tags or (IMAGE.rsplit(":", 1)[-1],)
+    with open_template(template, options) as spec:
+        package, version, template_url = upload_template(spec, url, tags)
+    click.echo(f"uploaded {package} {version} tags {', '.join(tags)}")
+    click.echo(f"template: {template_url}")
+
+
+@main.command("submit-kfp")
+@click.option("--host", envvar="KF_PIPELINES_ENDPOINT", help="Kubeflow Pipelines endpoint ($KF_PIPELINES_ENDPOINT). Token: $DEEPFACE_KFP_TOKEN.")
+@click.option("--namespace", default=None, help="Kubernetes namespace (multi-user deployments).")
+@click.option("--experiment", default="deepface", show_default=True, help="Experiment to file the run under.")
+@click.option("--run-name", default=None, help="Name of the run.")
+@click.option("--pipeline-root", default=None, help="Artifact root (minio://, s3://, gs://); default: the cluster's.")
+@click.option("--service-account", default=None, help="Kubernetes service account of the run.")
+@click.option("--wait/--no-wait", default=False, show_default=True, help="Wait for the run to finish.")
+@run_options
+@compile_options
+def submit_kfp_command(options, host, namespace, experiment, run_name, pipeline_root, service_account, wait,
+                       template, params, enable_caching) -> None:
+    """Start a run on a Kubeflow Pipelines endpoint."""
+    from pipelines.params import parse_overrides
+    from pipelines.submit import submit_kfp
+    from pipelines.submit import template as open_template
+
+    with open_template(template, options) as spec:
+        run_id, url = submit_kfp(
+            spec, host=host, namespace=namespace, experiment=experiment, run_name=run_name,
+            pipeline_root=pipeline_root, service_account=service_account,
+            parameters=parse_overrides(spec.spec, params), enable_caching=enable_caching, wait=wait,
+        )
+    click.echo(f"run {run_id}: {url}")
+
+
+@main.command("run-local")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help=PARAM_HELP)
+@click.option("--pipeline-root", default="local_outputs", show_default=True, type=click.Path(file_okay=False),
+              help="Local folder for the outputs and the cache.")
+@click.option("--cache/--no-cache", "enable_caching", default=True, show_default=True, help="Reuse unchanged tasks' outputs.")
+def run_local_command(params, pipeline_root, enable_caching) -> None:
+    """Run the whole pipeline here with kfp.local (default: the embedded synthetic data)."""
+    run_local_and_report(params, pipeline_root=pipeline_root, enable_caching=enable_caching)
+
+
+def run_local_and_report(params=(), *, pipeline_root: str = "local_outputs", enable_caching: bool = True):
+    """Run locally and print where each artifact landed and the evaluation summary (also `deepface demo`)."""
+    from pipelines.local import pipeline_spec_dict, run_local
+    from pipelines.params import parse_overrides
+    from pipelines.pipeline import make_pipeline
+
+    values = parse_overrides(pipeline_spec_dict(make_pipeline()), params)
+    run = run_local(values, pipeline_root=pipeline_root, enable_caching=enable_caching)
+    click.echo(run.format())
+    return run
+
+
+if __name__ == "__main__":
+    main()

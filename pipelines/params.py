@@ -1,0 +1,125 @@
+"""Pipeline parameters: check names and types against a compiled pipeline spec before anything runs.
+
+The spec is the compiled template as a dict (``yaml.safe_load`` of the YAML, or the pipeline's
+``pipeline_spec`` as JSON); its ``root.inputDefinitions.parameters`` give each parameter's type.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from typing import Any, Iterable, Mapping
+
+from deepface.errors import DeepFaceError
+
+_LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off"}
+# KFP parameter type -> what a value must be (for messages).
+_TYPE_NAMES = {
+    "STRING": "a string",
+    "NUMBER_INTEGER": "an integer",
+    "NUMBER_DOUBLE": "a number",
+    "BOOLEAN": "true or false",
+    "LIST": "a JSON list",
+    "STRUCT": "a JSON object",
+}
+
+
+def parameter_specs(spec: Mapping[str, Any]) -> dict[str, dict]:
+    """``{name: {"parameterType": ..., "defaultValue": ..., "description": ...}}`` of the pipeline."""
+    return dict(spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {}))
+
+
+def _unknown(name: str, known: Iterable[str]) -> DeepFaceError:
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return DeepFaceError(f"unknown pipeline parameter {name!r}{hint}; the parameters are: {', '.join(known)}")
+
+
+def _wrong_type(name: str, kind: str, value: Any) -> DeepFaceError:
+    return DeepFaceError(f"pipeline parameter {name}={value!r}: expected {_TYPE_NAMES.get(kind, kind)}")
+
+
+def convert_text(name: str, kind: str, text: str) -> Any:
+    """The value of a ``NAME=TEXT`` command-line override, converted to the parameter's type."""
+    try:
+        if kind == "STRING":
+            return text
+        if kind == "NUMBER_INTEGER":
+            return int(text)
+        if kind == "NUMBER_DOUBLE":
+            return float(text)
+        if kind == "BOOLEAN":
+            lowered = text.strip().lower()
+            if lowered in _TRUE | _FALSE:
+                return lowered in _TRUE
+            raise ValueError(text)
+        if kind in ("LIST", "STRUCT"):
+            value = json.loads(text)
+            return check_value(name, kind, value)
+    except ValueError:
+        raise _wrong_type(name, kind, text) from None
+    raise DeepFaceError(f"pipeline parameter {name} has a type this tool does not know: {kind}")
+
+
+def check_value(name: str, kind: str, value: Any) -> Any:
+    """``value`` if it has the parameter's type (ints are accepted for numbers, never bools)."""
+    ok = {
+        "STRING": isinstance(value, str),
+        "NUMBER_INTEGER": isinstance(value, int) and not isinstance(value, bool),
+        "NUMBER_DOUBLE": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "BOOLEAN": isinstance(value, bool),
+        "LIST": isinstance(value, list),
+        "STRUCT": isinstance(value, dict),
+    }.get(kind)
+    if not ok:
+        raise _wrong_type(name, kind, value)
+    return float(value) if kind == "NUMBER_DOUBLE" else value
+
+
+def check_parameters(spec: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` checked against the pipeline's parameters: known names, right types."""
+    specs = parameter_specs(spec)
+    checked = {}
+    for name, value in values.items():
+        if name not in specs:
+            raise _unknown(name, specs)
+        checked[name] = check_value(name, specs[name]["parameterType"], value)
+    return checked
+
+
+def parse_overrides(spec: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """``["epochs=5", "preset=small"]`` -> ``{"epochs": 5, "preset": "small"}``, checked and typed."""
+    specs = parameter_specs(spec)
+    values: dict[str, Any] = {}
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise DeepFaceError(f"--param {item!r}: write NAME=VALUE, e.g. --param epochs=5")
+        if name not in specs:
+            raise _unknown(name, specs)
+        if name in values:
+            raise DeepFaceError(f"--param {name} is given twice")
+        values[name] = convert_text(name, specs[name]["parameterType"], text)
+    return values
+
+
+def parse_labels(items: Iterable[str]) -> dict[str, str]:
+    """``["team=faces", "env=dev"]`` -> Vertex AI run labels, checked against Google Cloud's label rules."""
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not _LABEL_KEY.fullmatch(key) or not _LABEL_VALUE.fullmatch(value):
+            raise DeepFaceError(
+                f"--label {item!r}: write KEY=VALUE with lowercase letters, digits, '-' and '_' (at most 63 "
+                "characters each; the key starts with a letter), e.g. --label team=faces"
+            )
+        labels[key] = value
+    if len(labels) > 64:
+        raise DeepFaceError(f"--label: {len(labels)} labels given, Vertex AI accepts at most 64")
+    return labels

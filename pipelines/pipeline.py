@@ -1,0 +1,226 @@
+"""The DeepFace pipeline: synth -> fetch -> labels -> tfrecords -> train -> evaluate.
+
+Runtime parameters (the Vertex AI console's run form) are the arguments of the pipeline function; their
+defaults are the embedded demo: synthetic data, the ``tiny`` preset, a few epochs, so that a run with no
+arguments finishes anywhere. For VGGFace2 + LFW set ``data_uri`` to the folder holding the release files
+and e.g. ``preset=paper epochs=15 batch_size=128``.
+
+Hardware is fixed when compiling (`CompileOptions`): KFP needs constant resource requests, accelerator
+types and custom-job settings in the compiled template. Training runs either as an ordinary pipeline
+task (CPU, or GPUs through ``set_accelerator_type``), or as a Vertex AI custom training job
+(``create_custom_training_job_from_component``) for TPUs and multi-worker clusters; the latter runs only
+on Vertex AI, not under kfp.local.
+
+Caching is on for every task: a task reruns only when its parameters, its input artifacts, its component
+code or the image change, so train and evaluate rerun exactly when their inputs (or their own
+parameters) change.
+"""
+
+
+import dataclasses
+import re
+from typing import NamedTuple
+
+from kfp import compiler, dsl
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Metrics, Model
+
+from components.evaluate import evaluate_model
+from components.fetch import fetch_data
+from components.labels import build_labels
+from components.synth import synth_data
+from components.tfrecords import build_tfrecords
+from components.train import train_model
+from deepface.errors import DeepFaceError
+
+PIPELINE_NAME = "deepface-pipeline"
+TRAINING_BACKENDS = ("pipeline", "custom-job")
+# Display names of the tasks, in execution order (the DAG is a chain).
+STAGES = ("synth", "fetch", "labels", "tfrecords", "train", "evaluate")
+# CPU and memory of the steps other than training (training is a compile option).
+STAGE_RESOURCES = {
+    "synth": ("4", "8G"),
+    "fetch": ("2", "8G"),
+    "labels": ("1", "4G"),
+    "tfrecords": ("8", "32G"),
+    "evaluate": ("8", "32G"),
+}
+_CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")
+_MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileOptions:
+    """Hardware of the training step, fixed in the compiled template.
+
+    Attributes:
+        training: ``pipeline`` (an ordinary task: CPU or GPUs) or ``custom-job`` (a Vertex AI custom
+            training job: TPUs, several workers; Vertex AI only).
+        train_cpu, train_memory: CPU and memory limits of the training task (``pipeline``).
+        accelerator: accelerator type, e.g. ``NVIDIA_L4``, ``NVIDIA_TESLA_T4`` or, with ``custom-job``,
+            ``TPU_V5_LITEPODSLICE``; empty: none. GPUs need the GPU flavour of the image.
+        accelerator_count: accelerators per machine.
+        machine_type: machine of each training replica (``custom-job``), e.g. ``ct5lp-hightpu-4t``.
+        replicas: training machines (``custom-job``); more than one trains with MultiWorkerMirroredStrategy.
+        boot_disk_gb: boot disk of each training replica (``custom-job``).
+        train_retries: retries of the training step (it resumes from its last checkpoint).
+    """
+
+    training: str = "pipeline"
+    train_cpu: str = "8"
+    train_memory: str = "32G"
+    accelerator: str = ""
+    accelerator_count: int = 1
+    machine_type: str = "n1-standard-8"
+    replicas: int = 1
+    boot_disk_gb: int = 100
+    train_retries: int = 2
+
+    def check(self):
+        """Raise DeepFaceError naming the option and the fix if the combination is invalid."""
+        if self.training not in TRAINING_BACKENDS:
+            raise DeepFaceError(f"--training {self.training!r}: choose one of {', '.join(TRAINING_BACKENDS)}")
+        if not _CPU.match(self.train_cpu):
+            raise DeepFaceError(f"--train-cpu {self.train_cpu!r}: give a number of CPUs such as 8 or 500m")
+        if not _MEMORY.match(self.train_memory):
+            raise DeepFaceError(f"--train-memory {self.train_memory!r}: give a size such as 32G or 64Gi")
+        if self.accelerator and not re.fullmatch(r"[A-Z0-9_]+", self.accelerator):
+            raise DeepFaceError(
+                f"--accelerator {self.accelerator!r}: use a Vertex AI accelerator type such as NVIDIA_L4, "
+                "NVIDIA_TESLA_T4 or TPU_V5_LITEPODSLICE"
+            )
+        if self.accelerator_count < 1:
+            raise DeepFaceError(f"--accelerator-count {self.accelerator_count}: must be at least 1")
+        if self.replicas < 1:
+            raise DeepFaceError(f"--replicas {self.replicas}: must be at least 1")
+        if self.training == "pipeline":
+            if self.accelerator.startswith("TPU"):
+                raise DeepFaceError(
+                    f"--accelerator {self.accelerator} needs --training custom-job (TPUs run as a Vertex AI "
+                    "custom training job), with a TPU --machine-type such as ct5lp-hightpu-4t"
+                )
+            if self.replicas > 1:
+                raise DeepFaceError(f"--replicas {self.replicas} needs --training custom-job (multi-worker training)")
+        return self
+
+
+def _train_component(options: CompileOptions):
+    """The training component: the plain one, or wrapped as a Vertex AI custom training job."""
+    if options.training == "pipeline":
+        return train_model
+    from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
+
+    return create_custom_training_job_from_component(
+        train_model,
+        display_name="deepface-train",
+        machine_type=options.machine_type,
+        accelerator_type=options.accelerator,
+        accelerator_count=options.accelerator_count if options.accelerator else 0,
+        replica_count=options.replicas,
+        boot_disk_size_gb=options.boot_disk_gb,
+        service_account="{{$.pipeline_service_account}}",  # the pipeline run's own service account
+    )
+
+
+def _set_resources(task: dsl.PipelineTask, stage: str) -> dsl.PipelineTask:
+    cpu, memory = STAGE_RESOURCES[stage]
+    return task.set_display_name(stage).set_cpu_limit(cpu).set_memory_limit(memory)
+
+
+class Outputs(NamedTuple):
+    """What the pipeline returns (every artifact, so that local runs can say where each landed)."""
+
+    synthetic: Dataset
+    data: Dataset
+    labels: Dataset
+    tfrecords: Dataset
+    model: Model
+    evaluation: Dataset
+    metrics: Metrics
+    roc: ClassificationMetrics
+    report: HTML
+
+
+def make_pipeline(options: CompileOptions = CompileOptions()):
+    """The pipeline function for these compile options (see the module docstring)."""
+    options.check()
+    train_component = _train_component(options)
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Train DeepFace (Taigman et al., 2014) and evaluate it on LFW-style face verification.")
+    def deepface_pipeline(
+        data_uri: str = "",
+        verification_images: str = "lfw.tgz",
+        verification_pairs: str = "pairs.txt",
+        preset: str = "tiny",
+        epochs: int = 3,
+        batch_size: int = 32,
+        learning_rate: float = 0.01,
+        validation_fraction: float = 0.0,
+        augment: bool = False,
+        flip: bool = False,
+        synthetic_identities: int = 24,
+        synthetic_images_per_identity: int = 24,
+        data_seed: int = 0,
+        train_seed: int = 0,
+    ) -> Outputs:
+        """DeepFace: fetch data, build labels and TFRecords, train, evaluate face verification.
+
+        Args:
+            data_uri: folder (gs://bucket/path/, https://host/path/ with an MD5SUMS file, or a local path)
+                holding vggface2_train.tar.gz, train_list.txt, lfw.tgz and pairs.txt under their release
+                names; empty: the embedded synthetic dataset.
+            verification_images: archive of the data folder whose faces are paired for evaluation:
+                lfw.tgz, or vggface2_test.tar.gz (identities never seen in training).
+            verification_pairs: pairs file of the data folder (LFW pairs.txt format), or "generate" to
+                draw 10 folds of pairs from the identities of verification_images.
+            preset: model size: tiny (80 px), small (96 px) or paper (152 px, the published network).
+            epochs: training epochs (the paper: about 15).
+            batch_size: global training batch size (the paper: 128).
+            learning_rate: initial learning rate for a batch of 128, scaled linearly with batch_size.
+            validation_fraction: share of the TFRecord shards held out to monitor validation loss.
+            augment: random flips and crops while training.
+            flip: average each test embedding with that of the mirrored face.
+            synthetic_identities: identities of the synthetic training set (data_uri empty only).
+            synthetic_images_per_identity: images per synthetic identity (data_uri empty only).
+            data_seed: seed of the synthetic data and of generated verification pairs.
+            train_seed: seed of the weights, dropout, data order and augmentation.
+        """
+        synth = _set_resources(synth_data(
+            data_uri=data_uri, train_identities=synthetic_identities,
+            test_identities=synthetic_identities, lfw_identities=synthetic_identities,
+            images_per_identity=synthetic_images_per_identity, seed=data_seed,
+        ), "synth")
+        fetch = _set_resources(fetch_data(synthetic=synth.outputs["data"], data_uri=data_uri), "fetch")
+        fetch.set_retry(num_retries=2, backoff_duration="30s")
+        labels = _set_resources(build_labels(data=fetch.outputs["data"]), "labels")
+        tfrecords = _set_resources(build_tfrecords(
+            data=fetch.outputs["data"], labels=labels.outputs["labels"], preset=preset,
+        ), "tfrecords")
+        train = train_component(
+            tfrecords=tfrecords.outputs["tfrecords"], labels=labels.outputs["labels"], preset=preset,
+            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+            validation_fraction=validation_fraction, augment=augment, seed=train_seed,
+        ).set_display_name("train")
+        if options.train_retries:
+            train.set_retry(num_retries=options.train_retries, backoff_duration="60s")
+        if options.training == "pipeline":
+            train.set_cpu_limit(options.train_cpu).set_memory_limit(options.train_memory)
+            if options.accelerator:
+                train.set_accelerator_type(options.accelerator).set_accelerator_limit(options.accelerator_count)
+        evaluate = _set_resources(evaluate_model(
+            model=train.outputs["model"], data=fetch.outputs["data"], images=verification_images,
+            pairs=verification_pairs, flip=flip, pairs_seed=data_seed,
+        ), "evaluate")
+        return Outputs(
+            synthetic=synth.outputs["data"], data=fetch.outputs["data"], labels=labels.outputs["labels"],
+            tfrecords=tfrecords.outputs["tfrecords"], model=train.outputs["model"],
+            evaluation=evaluate.outputs["evaluation"], metrics=evaluate.outputs["metrics"],
+            roc=evaluate.outputs["roc"], report=evaluate.outputs["report"],
+        )
+
+    return deepface_pipeline
+
+
+def compile_pipeline(path: str, options: CompileOptions = CompileOptions()) -> str:
+    """Write the pipeline template (YAML) to ``path``; the same code and options give the same bytes."""
+    compiler.Compiler().compile(make_pipeline(options), package_path=str(path))
+    return str(path)

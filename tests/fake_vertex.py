@@ -1,0 +1,176 @@
+"""Fake Google Cloud and Kubeflow endpoints on 127.0.0.1 for the submission tests.
+
+One ``FakeCloud`` HTTP server answers, well enough for the real client libraries to complete:
+
+- Vertex AI REST (``/v1/projects/P/locations/L/...``): create and get pipeline jobs, create schedules;
+- Cloud Storage JSON API (``/storage/v1/b...``, reached through ``STORAGE_EMULATOR_HOST``): the
+  aiplatform SDK's check that the pipeline-root bucket exists, bucket creation and its IAM policy;
+- a KFP artifact registry (``POST /PROJECT/REPO`` with a multipart template, as kfp.registry sends);
+- the Kubeflow Pipelines v2beta1 API (healthz, experiments, runs).
+
+Every request is recorded (method, path, query, headers, body) so tests assert on what the product
+actually sent. Nothing here is product logic: it only plays the other side of the wire.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request the fake received."""
+
+    method: str
+    path: str  # unquoted, without the query
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+    def multipart(self) -> dict[str, bytes]:
+        """Fields of a multipart/form-data body: ``{name: bytes}``."""
+        head = f"Content-Type: {self.headers['content-type']}\r\n\r\n".encode()
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + self.body)
+        return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+                for part in message.iter_parts()}
+
+
+class FakeCloud:
+    """The fake server. Attributes tests may change: ``pipeline_state`` (what a pipeline job reports
+    on GET), ``kfp_run_state``, ``buckets`` (buckets that exist), ``kfp_experiments`` (name -> id)."""
+
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+        self.pipeline_state = "PIPELINE_STATE_SUCCEEDED"
+        self.kfp_run_state = "SUCCEEDED"
+        self.buckets: set[str] = set()
+        self.kfp_experiments: dict[str, str] = {}
+        self._jobs: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-cloud", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def __enter__(self) -> "FakeCloud":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def find(self, method: str, path_part: str) -> list[Request]:
+        """Recorded requests with this method whose path contains ``path_part``."""
+        return [r for r in self.requests if r.method == method and path_part in r.path]
+
+    # ----- routing -----
+
+    def _answer(self, request: Request) -> tuple[int, object]:
+        path, method = request.path, request.method
+        if path.startswith("/v1/projects/"):
+            return self._vertex(request)
+        if path.startswith("/storage/v1/b") or path.startswith("/b/"):
+            return self._storage(request)
+        if path.startswith("/apis/v2beta1/"):
+            return self._kfp(request)
+        if method == "POST" and "multipart/form-data" in request.headers.get("content-type", ""):
+            content = request.multipart()["content"]
+            return 200, f"deepface-pipeline/sha256:{hashlib.sha256(content).hexdigest()}"
+        return 404, {"error": {"code": 404, "message": f"fake: no route for {method} {path}"}}
+
+    def _vertex(self, request: Request) -> tuple[int, object]:
+        parent = request.path[len("/v1/"):]
+        if request.method == "POST" and parent.endswith("/pipelineJobs"):
+            job = request.json()
+            job_id = request.query["pipelineJobId"][0]
+            job.update(name=f"{parent}/{job_id}", state="PIPELINE_STATE_PENDING")
+            self._jobs[job["name"]] = job
+            return 200, job
+        if request.method == "GET" and "/pipelineJobs/" in parent:
+            job = dict(self._jobs.get(parent) or {"name": parent})
+            job["state"] = self.pipeline_state
+            return 200, job
+        if request.method == "POST" and parent.endswith("/schedules"):
+            schedule = request.json()
+            schedule.update(name=f"{parent}/1234567890", state="ACTIVE")
+            return 200, schedule
+        return 404, {"error": {"code": 404, "message": f"fake Vertex: no route for {request.method} {parent}"}}
+
+    def _storage(self, request: Request) -> tuple[int, object]:
+        parts = request.path.split("/")  # ['', 'storage', 'v1', 'b', bucket, ...]
+        if request.method == "POST" and request.path.rstrip("/") == "/storage/v1/b":
+            bucket = request.json()["name"]
+            self.buckets.add(bucket)
+            return 200, {"name": bucket, "projectNumber": "1"}
+        bucket = parts[4] if len(parts) > 4 else ""
+        if len(parts) > 5 and parts[5] == "iam":
+            return 200, request.json() if request.method == "PUT" else {"bindings": [], "etag": "CAE="}
+        if request.method == "GET" and bucket in self.buckets:
+            return 200, {"name": bucket, "projectNumber": "1"}
+        return 404, {"error": {"code": 404, "message": f"bucket {bucket} not found"}}
+
+    def _kfp(self, request: Request) -> tuple[int, object]:
+        resource = request.path[len("/apis/v2beta1/"):]
+        if resource == "healthz":
+            return 200, {"multi_user": False}
+        if resource == "experiments" and request.method == "GET":
+            predicate = json.loads(request.query["filter"][0])["predicates"][0]
+            wanted = predicate.get("stringValue", predicate.get("string_value"))
+            matching = [{"experiment_id": eid, "display_name": name}
+                        for name, eid in self.kfp_experiments.items() if name == wanted]
+            return 200, {"experiments": matching, "total_size": len(matching)}
+        if resource == "experiments" and request.method == "POST":
+            experiment = request.json()
+            experiment["experiment_id"] = self.kfp_experiments.setdefault(
+                experiment["display_name"], f"experiment-{len(self.kfp_experiments) + 1}")
+            return 200, experiment
+        if resource == "runs" and request.method == "POST":
+            run = request.json()
+            run.update(run_id="run-1", state="PENDING")
+            return 200, run
+        if resource.startswith("runs/") and request.method == "GET":
+            return 200, {"run_id": resource.split("/")[1], "state": self.kfp_run_state}
+        return 404, {"error": f"fake KFP: no route for {request.method} {resource}"}
+
+    def _handler_class(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                split = urlsplit(self.path)
+                request = Request(self.command, unquote(split.path), parse_qs(split.query),
+                                  {name.lower(): value for name, value in self.headers.items()}, body)
+                with fake._lock:
+                    fake.requests.append(request)
+                    status, answer = fake._answer(request)
+                data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain" if isinstance(answer, str) else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+            def log_message(self, *args) -> None:  # keep test output quiet
+                pass
+
+        return Handler

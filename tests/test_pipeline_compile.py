@@ -1,0 +1,208 @@
+"""The compiled pipeline template: determinism, DAG, parameters, resources, caching, image, no secrets."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+
+# The image the components are built with (before they are imported): a registry image with a fixed tag.
+os.environ["DEEPFACE_IMAGE"] = "us-central1-docker.pkg.dev/test-proj/deepface/deepface-pipeline:0.1.0-test"
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+from components import image  # noqa: E402
+from deepface.errors import DeepFaceError  # noqa: E402
+from pipelines.cli import main  # noqa: E402
+from pipelines.pipeline import STAGE_RESOURCES, CompileOptions, compile_pipeline, make_pipeline  # noqa: E402
+
+TASK_OF_STAGE = {"synth": "synth-data", "fetch": "fetch-data", "labels": "build-labels",
+                 "tfrecords": "build-tfrecords", "train": "train-model", "evaluate": "evaluate-model"}
+SECRETS = {"DEEPFACE_KFP_TOKEN": "kfp-secret-0d9f", "DEEPFACE_REGISTRY_TOKEN": "registry-secret-77ab",
+           "FETCH_AUTH": "Authorization: Bearer fetch-secret-1c2e"}
+
+
+def compiled(tmp_path, options=CompileOptions(), name="pipeline.yaml") -> dict:
+    path = compile_pipeline(tmp_path / name, options)
+    return yaml.safe_load(open(path, encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory) -> dict:
+    return compiled(tmp_path_factory.mktemp("compile"))
+
+
+def executor_of(spec: dict, task: str) -> dict:
+    component = spec["root"]["dag"]["tasks"][task]["componentRef"]["name"]
+    label = spec["components"][component]["executorLabel"]
+    return spec["deploymentSpec"]["executors"][label]["container"]
+
+
+def test_compiling_twice_gives_identical_files(tmp_path):
+    first = compile_pipeline(tmp_path / "a.yaml")
+    result = CliRunner().invoke(main, ["compile", "--output", str(tmp_path / "b.yaml")])
+    assert result.exit_code == 0, result.output
+    assert open(first, "rb").read() == (tmp_path / "b.yaml").read_bytes()
+
+
+def test_template_reloads_with_kfp(tmp_path):
+    from kfp import components
+
+    path = compile_pipeline(tmp_path / "pipeline.yaml")
+    reloaded = components.load_component_from_file(path)
+    assert reloaded.name == "deepface-pipeline"
+    assert set(reloaded.component_spec.inputs) == set(inspect.signature(make_pipeline().pipeline_func).parameters)
+    assert {"model", "metrics", "report"} <= set(reloaded.component_spec.outputs)
+
+
+def test_dag_edges(spec):
+    tasks = spec["root"]["dag"]["tasks"]
+    edges = {(upstream, task) for task, body in tasks.items() for upstream in body.get("dependentTasks", [])}
+    assert edges == {
+        ("synth-data", "fetch-data"),
+        ("fetch-data", "build-labels"),
+        ("fetch-data", "build-tfrecords"), ("build-labels", "build-tfrecords"),
+        ("build-tfrecords", "train-model"), ("build-labels", "train-model"),
+        ("train-model", "evaluate-model"), ("fetch-data", "evaluate-model"),
+    }
+    train_inputs = tasks["train-model"]["inputs"]["artifacts"]
+    assert train_inputs["tfrecords"]["taskOutputArtifact"] == {"outputArtifactKey": "tfrecords", "producerTask": "build-tfrecords"}
+    assert train_inputs["labels"]["taskOutputArtifact"] == {"outputArtifactKey": "labels", "producerTask": "build-labels"}
+    evaluate_inputs = tasks["evaluate-model"]["inputs"]["artifacts"]
+    assert evaluate_inputs["model"]["taskOutputArtifact"]["producerTask"] == "train-model"
+    assert {body["taskInfo"]["name"] for body in tasks.values()} == set(TASK_OF_STAGE)
+
+
+def test_parameters_have_the_function_defaults_and_descriptions(spec):
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    signature = inspect.signature(make_pipeline().pipeline_func).parameters
+    assert set(parameters) == set(signature)
+    for name, parameter in parameters.items():
+        assert parameter["defaultValue"] == signature[name].default, name
+        assert parameter.get("description", "").strip(), f"{name} has no description"
+        assert parameter.get("isOptional") is True, name
+    # The default run is the embedded synthetic demo.
+    assert parameters["data_uri"]["defaultValue"] == ""
+    assert parameters["preset"]["defaultValue"] == "tiny"
+
+
+def test_artifact_types(spec):
+    outputs = {name: c.get("outputDefinitions", {}).get("artifacts", {}) for name, c in spec["components"].items()}
+    evaluate = outputs["comp-evaluate-model"]
+    assert {k: v["artifactType"]["schemaTitle"] for k, v in evaluate.items()} == {
+        "evaluation": "system.Dataset", "metrics": "system.Metrics",
+        "roc": "system.ClassificationMetrics", "report": "system.HTML",
+    }
+    assert outputs["comp-train-model"]["model"]["artifactType"]["schemaTitle"] == "system.Model"
+
+
+def test_resources_per_task(spec):
+    for stage, (cpu, memory) in STAGE_RESOURCES.items():
+        resources = executor_of(spec, TASK_OF_STAGE[stage])["resources"]
+        assert (resources["resourceCpuLimit"], resources["resourceMemoryLimit"]) == (cpu, memory), stage
+    train = executor_of(spec, "train-model")["resources"]
+    defaults = CompileOptions()
+    assert (train["resourceCpuLimit"], train["resourceMemoryLimit"]) == (defaults.train_cpu, defaults.train_memory)
+    assert "accelerator" not in train
+
+
+def test_gpu_option_sets_the_training_accelerator(tmp_path):
+    spec = compiled(tmp_path, CompileOptions(accelerator="NVIDIA_L4", accelerator_count=2, train_memory="64G"))
+    train = executor_of(spec, "train-model")["resources"]
+    assert train["accelerator"]["resourceType"] == "NVIDIA_L4"
+    assert train["accelerator"]["resourceCount"] == "2"
+    assert train["resourceMemoryLimit"] == "64G"
+    assert "accelerator" not in executor_of(spec, "evaluate-model")["resources"]
+
+
+def test_tpu_custom_job_option(tmp_path):
+    options = CompileOptions(training="custom-job", accelerator="TPU_V5_LITEPODSLICE", accelerator_count=4,
+                             machine_type="ct5lp-hightpu-4t", replicas=2)
+    spec = compiled(tmp_path, options)
+    train_component = spec["components"][spec["root"]["dag"]["tasks"]["train-model"]["componentRef"]["name"]]
+    pools = train_component["inputDefinitions"]["parameters"]["worker_pool_specs"]["defaultValue"]
+    assert [pool["replica_count"] for pool in pools] == [1, 1]  # the chief, then one more worker
+    assert pools[0]["machine_spec"] == {"machine_type": "ct5lp-hightpu-4t", "accelerator_type": "TPU_V5_LITEPODSLICE",
+                                        "accelerator_count": 4}
+    assert pools[0]["container_spec"]["image_uri"] == image.IMAGE
+    assert "train_model" in pools[0]["container_spec"]["args"]
+    # The custom job reads and writes the same artifacts as the plain training task.
+    assert set(train_component["inputDefinitions"]["artifacts"]) == {"tfrecords", "labels"}
+    assert set(train_component["outputDefinitions"]["artifacts"]) == {"model"}
+
+
+@pytest.mark.parametrize("options, message", [
+    (CompileOptions(accelerator="TPU_V3"), "needs --training custom-job"),
+    (CompileOptions(replicas=3), "needs --training custom-job"),
+    (CompileOptions(train_memory="lots"), "--train-memory"),
+    (CompileOptions(train_cpu="eight"), "--train-cpu"),
+    (CompileOptions(accelerator="nvidia l4"), "--accelerator"),
+    (CompileOptions(training="kubernetes"), "--training"),
+    (CompileOptions(accelerator_count=0, accelerator="NVIDIA_L4"), "--accelerator-count"),
+])
+def test_bad_compile_options(options, message):
+    with pytest.raises(DeepFaceError, match=message):
+        make_pipeline(options)
+
+
+def test_bad_compile_option_on_the_command_line_is_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["compile", "--output", str(tmp_path / "p.yaml"), "--accelerator", "TPU_V3"])
+    assert result.exit_code == 1
+    assert "needs --training custom-job" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_caching_is_on_for_every_task(spec):
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {name: body["cachingOptions"].get("enableCache") for name, body in tasks.items()} == {
+        name: True for name in tasks
+    }
+    # No custom cache key: a task's key is its inputs, so train and evaluate rerun when their inputs change.
+    assert not any(body["cachingOptions"].get("cacheKey") for body in tasks.values())
+
+
+def test_components_run_the_project_image_without_installing_kfp(spec):
+    for stage, task in TASK_OF_STAGE.items():
+        container = executor_of(spec, task)
+        assert container["image"] == image.IMAGE, stage
+        command = " ".join(container["command"])
+        assert "pip install" not in command, stage
+        assert "kfp.dsl.executor_main" in command, stage
+        assert "import deepface" in command or "from deepface" in command, stage
+
+
+def test_no_secret_in_the_template(tmp_path, monkeypatch):
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    text = open(compile_pipeline(tmp_path / "pipeline.yaml"), encoding="utf-8").read()
+    for value in SECRETS.values():
+        assert value not in text
+    assert "Bearer" not in text
+
+
+def test_image_reference_rules(monkeypatch):
+    assert image.check_image_reference("r.example/deepface:0.1.0-g1234") == "r.example/deepface:0.1.0-g1234"
+    assert image.check_image_reference("r.example/deepface@sha256:" + "a" * 64)
+    for bad in ("r.example/deepface", "r.example/deepface:latest", "r.example:5000/deepface",
+                "r.example/deepface@sha256:abc"):
+        with pytest.raises(DeepFaceError, match="DEEPFACE_IMAGE"):
+            image.check_image_reference(bad)
+    monkeypatch.delenv("DEEPFACE_IMAGE")
+    monkeypatch.setenv("DEEPFACE_IMAGE_REPO", "europe-west4-docker.pkg.dev/p/r/deepface-pipeline/")
+    reference = image.image_reference()
+    assert reference.startswith("europe-west4-docker.pkg.dev/p/r/deepface-pipeline:")
+    tag = reference.rsplit(":", 1)[1]
+    assert tag == image.image_tag() and tag.startswith(image.__version__) and tag != "latest"
+
+
+def test_content_hash_matches_the_shell_recipe_of_the_image_build():
+    """docker/build.sh tags dirty trees with find | sort | sha256sum; image.context_hash must agree."""
+    root = image._REPO_ROOT
+    present = [name for name in image.IMAGE_CONTEXT if (root / name).exists()]
+    shell = ("find \"$@\" -type f -not -name '*.pyc' -not -path '*/__pycache__/*' -not -path '*.egg-info/*' "
+             "-print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12")
+    expected = subprocess.run(["sh", "-c", shell, "sh", *present], cwd=root, capture_output=True, text=True,
+                              check=True, env={**os.environ, "LC_ALL": "C"}).stdout.strip()
+    assert image.context_hash() == expected
