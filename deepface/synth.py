@@ -74,7 +74,7 @@ _FACE_FRACTION = (0.50, 0.60)
 # Faces are drawn in canvas units (a 1 x 1 canvas): nominal face height and the face centre.
 _CANVAS_FACE_HEIGHT = 0.30
 _CANVAS_CENTRE = (0.5, 0.46)
-_SUPERSAMPLE = 1  # draw at this multiple of the size and reduce, to smooth edges
+_SUPERSAMPLE = 2  # draw at this multiple of the size and reduce, to smooth edges
 
 _SKIN_LIGHT = np.array([250, 222, 196], np.float32)
 _SKIN_DARK = np.array([84, 52, 34], np.float32)
@@ -625,12 +625,24 @@ def _sample_pairs(people: Sequence[tuple[str, int]], count: int, rng: np.random.
 
 
 def _deal_into_folds(counts: dict[str, int], folds: int, rng: np.random.Generator) -> list[list[tuple[str, int]]]:
-    """Shuffle the people and deal them round-robin into folds, those with several images first."""
+    """Split the people into ``folds`` disjoint groups with balanced numbers of matched pairs.
+
+    People in random order, those with the most images first, each join a group of fewer than two
+    people if there is one (mismatched pairs need two), else the group with the fewest matched pairs
+    so far; people with one image join the group with the fewest people.
+    """
     people = sorted(counts.items())
-    order = rng.permutation(len(people))
-    shuffled = [people[i] for i in order]
-    dealt = [p for p in shuffled if p[1] >= 2] + [p for p in shuffled if p[1] < 2]
-    return [sorted(dealt[fold::folds]) for fold in range(folds)]
+    shuffled = [people[i] for i in rng.permutation(len(people))]
+    groups: list[list[tuple[str, int]]] = [[] for _ in range(folds)]
+    matched = [0] * folds
+    for name, count in sorted(shuffled, key=lambda person: -person[1]):  # stable: ties keep the shuffle
+        if count >= 2:
+            fold = min(range(folds), key=lambda f: (min(len(groups[f]), 2), matched[f], len(groups[f])))
+        else:
+            fold = min(range(folds), key=lambda f: (len(groups[f]), matched[f]))
+        groups[fold].append((name, count))
+        matched[fold] += count * (count - 1) // 2
+    return [sorted(group) for group in groups]
 
 
 def make_lfw_pairs(counts: dict[str, int], seed: int, folds: int = LFW_FOLDS,

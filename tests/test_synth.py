@@ -129,6 +129,13 @@ def test_pairs_folds_are_identity_disjoint_when_people_allow():
     assert synth.make_lfw_pairs(counts, seed=1) != (folds, disjoint)
 
 
+def test_pairs_folds_are_balanced_for_the_pipeline_default():
+    """24 people (the pipeline's default) fill 10 disjoint folds with many pairs each, not a starved few."""
+    counts = synth.lfw_image_counts(0, synth.lfw_names(0, 24), 24)
+    folds, disjoint = synth.make_lfw_pairs(counts, seed=0)
+    assert disjoint and len(folds[0][0]) >= 50
+
+
 def test_pairs_capped_at_the_real_300_per_fold():
     counts = {f"Person_{chr(65 + i // 26)}{chr(97 + i % 26)}": 30 for i in range(100)}
     folds, disjoint = synth.make_lfw_pairs(counts, seed=0)
