@@ -180,7 +180,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=2, help="steps per timed round")
     parser.add_argument("--shapes", default="L4,L5,L6")
-    parser.add_argument("--memory-limit-gb", type=float, default=16.0, help="heap cap of each child process")
+    parser.add_argument("--memory-limit-gb", type=float, default=10.0, help="heap cap of each child process")
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--child-layer", nargs=3, metavar=("SHAPE", "VARIANT", "GRADS"))
     parser.add_argument("--child-model")
