@@ -74,7 +74,7 @@ _FACE_FRACTION = (0.50, 0.60)
 # Faces are drawn in canvas units (a 1 x 1 canvas): nominal face height and the face centre.
 _CANVAS_FACE_HEIGHT = 0.30
 _CANVAS_CENTRE = (0.5, 0.46)
-_SUPERSAMPLE = 2  # draw at this multiple of the size and reduce, to smooth edges
+_SMOOTH_BELOW = 160  # frames smaller than this are drawn at twice the size and reduced, to smooth edges
 
 _SKIN_LIGHT = np.array([250, 222, 196], np.float32)
 _SKIN_DARK = np.array([84, 52, 34], np.float32)
@@ -202,13 +202,19 @@ def draw_identity(rng: np.random.Generator) -> FaceIdentity:
     )
 
 
-def _arc_points(box: Sequence[float], start: float = 0, end: float = 360) -> np.ndarray:
-    """Points along the ellipse inscribed in ``box`` from angle ``start`` to ``end`` (degrees, clockwise
-    from 3 o'clock, as in ImageDraw)."""
+@functools.lru_cache(maxsize=64)
+def _unit_arc(start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin along an arc from ``start`` to ``end`` degrees, about 28 points per full turn."""
+    angles = np.radians(np.linspace(start, end, max(4, round(28 * (end - start) / 360)) + 1))
+    return np.cos(angles), np.sin(angles)
+
+
+def _arc_points(box: Sequence[float], start: int = 0, end: int = 360) -> np.ndarray:
+    """Points [n, 2] along the ellipse inscribed in ``box`` from angle ``start`` to ``end`` (degrees,
+    clockwise from 3 o'clock, as in ImageDraw)."""
     x0, y0, x1, y1 = box
-    steps = max(4, round(28 * (end - start) / 360))
-    angles = np.radians(np.linspace(start, end, steps + 1))
-    return np.stack([(x0 + x1) / 2 + (x1 - x0) / 2 * np.cos(angles), (y0 + y1) / 2 + (y1 - y0) / 2 * np.sin(angles)], 1)
+    cos, sin = _unit_arc(start, end)
+    return np.stack([(x0 + x1) / 2 + (x1 - x0) / 2 * cos, (y0 + y1) / 2 + (y1 - y0) / 2 * sin], 1)
 
 
 class _Pen:
@@ -450,7 +456,7 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Image.Imag
         x1, y1 = x0 + rng.uniform(0.1, 0.6) * small[0], y0 + rng.uniform(0.1, 0.6) * small[1]
         colour = tuple(int(v) for v in grey + (rng.uniform(0, 255, 3) - grey) * 0.6)
         (draw.rectangle if rng.uniform() < 0.5 else draw.ellipse)((x0, y0, x1, y1), fill=colour)
-    return image.filter(ImageFilter.BoxBlur(1)).resize((width, height), Image.Resampling.BICUBIC)
+    return image.filter(ImageFilter.BoxBlur(1)).resize((width, height), Image.Resampling.BILINEAR)
 
 
 @functools.lru_cache(maxsize=8)
@@ -483,11 +489,11 @@ def _photometric(image: Image.Image, rng: np.random.Generator) -> Image.Image:
 def render_face(face: FaceIdentity, rng: np.random.Generator, width: int, height: int) -> Image.Image:
     """One loosely cropped RGB photo of ``face``, ``width`` x ``height``, under random nuisance."""
     yaw = rng.uniform(-1, 1) * 0.6
-    pose = _pose(width * _SUPERSAMPLE, height * _SUPERSAMPLE, rng, yaw)
-    image = _background(rng, width * _SUPERSAMPLE, height * _SUPERSAMPLE)
+    factor = 2 if min(width, height) < _SMOOTH_BELOW else 1
+    pose = _pose(width * factor, height * factor, rng, yaw)
+    image = _background(rng, width, height).resize((width * factor, height * factor), Image.Resampling.NEAREST)
     _draw_face(face, rng, _Pen(image, pose), yaw)
-    if _SUPERSAMPLE > 1:
-        image = image.reduce(_SUPERSAMPLE)
+    image = image.reduce(factor)
     if rng.uniform() < 0.5:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2) * min(width, height) / 112))
     return _photometric(image, rng)
