@@ -245,10 +245,10 @@ class _Pen:
     def ellipse(self, box, fill=None, outline=None, width: float = 0.0) -> None:
         self.polygon(_arc_points(box)[:-1], fill, outline, width)
 
-    def chord(self, box, start: float, end: float, fill) -> None:
+    def chord(self, box, start: int, end: int, fill) -> None:
         self.polygon(_arc_points(box, start, end), fill)
 
-    def arc(self, box, start: float, end: float, fill, width: float) -> None:
+    def arc(self, box, start: int, end: int, fill, width: float) -> None:
         self.line(_arc_points(box, start, end), fill, width)
 
     def rectangle(self, box, fill) -> None:
@@ -274,154 +274,199 @@ def _face_outline(cx: float, cy: float, a: float, b: float, roundness: float, ja
     return np.stack([cx + x, cy + y], 1)
 
 
-def _draw_face(face: FaceIdentity, rng: np.random.Generator, pen: _Pen, yaw: float) -> None:
-    """Draw one person with a per-image expression, in canvas units (the canvas is 1 x 1, face centre at
-    ``_CANVAS_CENTRE``), through ``pen``.
+@dataclasses.dataclass(frozen=True)
+class _Head:
+    """Where the parts of one person's head are in one photo, in canvas units (a 1 x 1 canvas, face
+    centre at ``_CANVAS_CENTRE``). ``yaw`` in [-1, 1] moves the inner features sideways; the pen's
+    homography squashes the far side."""
 
-    ``yaw`` in [-1, 1] shifts the inner features sideways (the pen's homography squashes one side).
-    """
-    fw = face.face_w
-    fh = fw * face.face_aspect
-    a, b = fw / 2, fh / 2
-    cx, cy = _CANVAS_CENTRE
-    top = cy - b
-    skin = face.skin
-    shade = _mix(face.skin, (40, 20, 10), 0.25)
-    dark = _mix(face.skin, (40, 20, 10), 0.45)
-    hair = face.hair_colour
-    clothes = tuple(int(v) for v in rng.integers(0, 256, 3))
+    face: FaceIdentity
+    yaw: float
 
-    # Per-image expression and gaze.
-    smile = face.smile + rng.uniform(-0.35, 0.35)
-    mouth_open = rng.uniform(0.0, 0.05) * fh if rng.uniform() < 0.25 else 0.0
-    eye_open = 0.12 if rng.uniform() < 0.05 else rng.uniform(0.7, 1.1)
-    brow_raise = rng.uniform(-0.02, 0.03) * fh
-    gaze = rng.uniform(-0.25, 0.25, 2)
-    shift = lambda depth: yaw * depth * a  # noqa: E731  nearer features move further
+    @property
+    def width(self) -> float:
+        return self.face.face_w
 
-    # Hair behind the head, ears, neck and shoulders.
-    volume = face.hair_volume
+    @property
+    def height(self) -> float:
+        return self.face.face_w * self.face.face_aspect
+
+    @property
+    def top(self) -> float:
+        return _CANVAS_CENTRE[1] - self.height / 2
+
+    def x(self, offset_w: float, depth: float) -> float:
+        """Canvas x of a point ``offset_w`` face widths right of the centre line, ``depth`` of the way
+        from the ears (0) to the nose tip (~0.5): nearer points move further with yaw."""
+        return _CANVAS_CENTRE[0] + offset_w * self.width - self.yaw * depth * self.width / 2
+
+    def y(self, fraction_h: float) -> float:
+        """Canvas y ``fraction_h`` face heights below the top of the face."""
+        return self.top + fraction_h * self.height
+
+    @property
+    def eye_xs(self) -> tuple[float, float]:
+        return tuple(self.x(side * self.face.eye_sep_w / 2, 0.3) for side in (-1, 1))
+
+    @property
+    def eye_half_width(self) -> float:
+        return self.face.eye_w * self.width / 2
+
+
+def _draw_behind_face(pen: _Pen, head: _Head, clothes: tuple) -> None:
+    """Hair behind the head and over the temples, ears, neck and shoulders."""
+    face, a, fh = head.face, head.width / 2, head.height
+    cx, top, volume, hair = _CANVAS_CENTRE[0], head.top, face.hair_volume, face.hair_colour
     if face.hair_style == "long":
-        pen.rounded_rectangle((cx - a - volume, top - volume, cx + a + volume, cy + b * (0.6 + face.hair_length)),
+        pen.rounded_rectangle((cx - a - volume, top - volume, cx + a + volume, head.y(1 + 0.5 * face.hair_length)),
                               radius=a, fill=hair)
     elif face.hair_style == "curly":
-        pen.ellipse((cx - a - 2 * volume, top - 2 * volume, cx + a + 2 * volume, cy + 0.3 * b), fill=hair)
-    ear_h = face.ear_h * fh
-    ear_y = top + face.eye_y_h * fh
-    if face.hair_style != "bald":  # hair over the temples, down to the ears
+        pen.ellipse((cx - a - 2 * volume, top - 2 * volume, cx + a + 2 * volume, head.y(0.65)), fill=hair)
+    ear_y, ear_h = head.y(face.eye_y_h), face.ear_h * fh
+    if face.hair_style != "bald":
         pen.rounded_rectangle((cx - a - 0.5 * volume, top - volume, cx + a + 0.5 * volume, ear_y + 0.1 * fh),
                               radius=0.8 * a, fill=hair)
+    shade = _mix(face.skin, (40, 20, 10), 0.25)
     for side in (-1, 1):
-        ex = cx + side * a * 0.97 - shift(0.15)
+        ex = head.x(side * 0.485, 0.15)
         pen.ellipse((ex - 0.32 * ear_h, ear_y - 0.25 * ear_h, ex + 0.32 * ear_h, ear_y + 0.75 * ear_h), fill=shade)
     neck_half = face.neck_w * a
-    pen.rectangle((cx - neck_half, cy, cx + neck_half, cy + b + 0.45 * fh), fill=shade)
-    shoulder_y = cy + b + 0.3 * fh
+    pen.rectangle((cx - neck_half, head.y(0.5), cx + neck_half, head.y(1.45)), fill=shade)
+    shoulder_y = head.y(1.3)
     pen.ellipse((cx - 2.6 * a, shoulder_y, cx + 2.6 * a, shoulder_y + 3.0 * fh), fill=clothes)
     pen.polygon([(cx - neck_half, shoulder_y), (cx, shoulder_y + 0.25 * fh), (cx + neck_half, shoulder_y)], fill=shade)
 
-    # The face and what grows on it.
-    outline = _face_outline(cx - shift(0.05), cy, a, b, face.face_roundness, face.jaw)
-    pen.polygon(outline, fill=skin)
-    mouth_y = top + face.mouth_y_h * fh
-    mouth_x = cx - shift(0.3)
+
+def _draw_skin(pen: _Pen, head: _Head) -> None:
+    """The face itself, facial hair and a mole."""
+    face, fw, fh = head.face, head.width, head.height
+    outline = _face_outline(head.x(0, 0.05), _CANVAS_CENTRE[1], fw / 2, fh / 2, face.face_roundness, face.jaw)
+    pen.polygon(outline, fill=face.skin)
+    mouth_x, mouth_y = head.x(0, 0.3), head.y(face.mouth_y_h)
     if face.facial_hair in ("stubble", "beard"):
-        colour = hair if face.facial_hair == "beard" else _mix(skin, hair, 0.35)
-        lower = outline[outline[:, 1] > top + 0.55 * fh]
-        lower = lower[np.argsort(-lower[:, 0] if len(lower) else lower[:, 0])]  # right to left along the jaw
-        lip_line = [(mouth_x - 0.35 * fw, mouth_y - 0.06 * fh), (mouth_x + 0.35 * fw, mouth_y - 0.06 * fh)]
-        pen.polygon(np.concatenate([lower, lip_line]), fill=colour)
+        colour = face.hair_colour if face.facial_hair == "beard" else _mix(face.skin, face.hair_colour, 0.35)
+        jaw = outline[outline[:, 1] > head.y(0.55)]
+        jaw = jaw[np.argsort(-jaw[:, 0])]  # right to left along the jaw, then back along the upper lip
+        lip = [(mouth_x - 0.35 * fw, mouth_y - 0.06 * fh), (mouth_x + 0.35 * fw, mouth_y - 0.06 * fh)]
+        pen.polygon(np.concatenate([jaw, lip]), fill=colour)
     if face.facial_hair == "goatee":
-        pen.ellipse((mouth_x - 0.14 * fw, mouth_y + 0.02 * fh, mouth_x + 0.14 * fw, cy + b * 1.02), fill=hair)
+        pen.ellipse((mouth_x - 0.14 * fw, mouth_y + 0.02 * fh, mouth_x + 0.14 * fw, head.y(1.01)), fill=face.hair_colour)
     if face.facial_hair in ("moustache", "goatee"):
         half = face.mouth_w * fw * 0.55
         pen.polygon([(mouth_x - half, mouth_y), (mouth_x, mouth_y - 0.075 * fh), (mouth_x + half, mouth_y),
-                     (mouth_x, mouth_y - 0.03 * fh)], fill=hair)
+                     (mouth_x, mouth_y - 0.03 * fh)], fill=face.hair_colour)
     if face.mark is not None:
-        mx, my, mr = face.mark
-        mx, my, mr = cx + mx * fw - shift(0.2), top + my * fh, mr * fh
-        pen.ellipse((mx - mr, my - mr, mx + mr, my + mr), fill=_mix(skin, (50, 30, 20), 0.6))
+        x_w, y_h, radius_h = face.mark
+        x, y, r = head.x(x_w, 0.2), head.y(y_h), radius_h * fh
+        pen.ellipse((x - r, y - r, x + r, y + r), fill=_mix(face.skin, (50, 30, 20), 0.6))
 
-    # Nose.
-    nose_x = cx - shift(0.45)
-    nose_top = top + (face.eye_y_h + 0.04) * fh
-    nose_bottom = nose_top + face.nose_len_h * fh
-    nose_half = face.nose_w * fw / 2
+
+def _draw_nose(pen: _Pen, head: _Head) -> None:
+    face = head.face
+    shade, dark = _mix(face.skin, (40, 20, 10), 0.25), _mix(face.skin, (40, 20, 10), 0.45)
+    x, top = head.x(0, 0.45), head.y(face.eye_y_h + 0.04)
+    bottom = top + face.nose_len_h * head.height
+    half = face.nose_w * head.width / 2
     if face.nose_style == 0:
-        pen.line([(nose_x, nose_top), (nose_x + 0.3 * nose_half, nose_bottom)], fill=dark, width=0.015 * fh)
+        pen.line([(x, top), (x + 0.3 * half, bottom)], fill=dark, width=0.015 * head.height)
     elif face.nose_style == 1:
-        pen.polygon([(nose_x, nose_top), (nose_x - nose_half, nose_bottom), (nose_x + nose_half, nose_bottom)],
-                    fill=shade)
+        pen.polygon([(x, top), (x - half, bottom), (x + half, bottom)], fill=shade)
     else:
-        pen.ellipse((nose_x - 0.6 * nose_half, nose_bottom - 0.7 * nose_half, nose_x + 0.6 * nose_half,
-                     nose_bottom + 0.3 * nose_half), fill=shade)
+        pen.ellipse((x - 0.6 * half, bottom - 0.7 * half, x + 0.6 * half, bottom + 0.3 * half), fill=shade)
     for side in (-1, 1):
-        nx, r = nose_x + side * 0.55 * nose_half, 0.22 * nose_half
-        pen.ellipse((nx - r, nose_bottom - r, nx + r, nose_bottom + 0.6 * r), fill=dark)
+        nostril, r = x + side * 0.55 * half, 0.22 * half
+        pen.ellipse((nostril - r, bottom - r, nostril + r, bottom + 0.6 * r), fill=dark)
 
-    # Mouth: lips around a centre line whose corners rise with the smile; a dark gap when open.
-    half = face.mouth_w * fw / 2
+
+def _draw_mouth(pen: _Pen, head: _Head, smile: float, opening: float) -> None:
+    """Lips around a centre line whose corners rise with ``smile``; a dark gap ``opening`` high when open."""
+    face, fh = head.face, head.height
+    x, y, half = head.x(0, 0.3), head.y(face.mouth_y_h), face.mouth_w * head.width / 2
     xs = np.linspace(-1, 1, 11)
-    line = np.stack([mouth_x + half * xs, mouth_y - smile * 0.04 * fh * xs**2], 1)
+    line = np.stack([x + half * xs, y - smile * 0.04 * fh * xs**2], 1)
     bulge = (face.lip_h * fh * (1 - xs**2))[:, None] * np.array([0.0, 1.0])
-    opening = np.array([0.0, mouth_open / 2])
-    pen.polygon(np.concatenate([line - 0.6 * bulge - opening, (line + bulge + opening)[::-1]]), fill=face.lip_colour)
-    if mouth_open > 0:
-        inner = line * np.array([0.9, 1.0]) + np.array([0.1 * mouth_x, 0.0])
-        pen.polygon(np.concatenate([inner - opening, (inner + opening)[::-1]]), fill=(60, 20, 25))
+    gap = np.array([0.0, opening / 2])
+    pen.polygon(np.concatenate([line - 0.6 * bulge - gap, (line + bulge + gap)[::-1]]), fill=face.lip_colour)
+    if opening > 0:
+        inner = line * np.array([0.9, 1.0]) + np.array([0.1 * x, 0.0])
+        pen.polygon(np.concatenate([inner - gap, (inner + gap)[::-1]]), fill=(60, 20, 25))
     pen.line(line, fill=(90, 35, 40), width=0.012 * fh)
 
-    # Eyes and brows.
-    eye_y = top + face.eye_y_h * fh
-    eye_half_w = face.eye_w * fw / 2
-    eye_half_h = eye_half_w * face.eye_aspect * eye_open
-    eye_xs = [cx + side * face.eye_sep_w * fw / 2 - shift(0.3) for side in (-1, 1)]
-    for side, ex in zip((-1, 1), eye_xs):
-        eye = (ex - eye_half_w, eye_y - eye_half_h, ex + eye_half_w, eye_y + eye_half_h)
+
+def _draw_eyes(pen: _Pen, head: _Head, openness: float, gaze: np.ndarray, brow_raise: float) -> None:
+    """Eyes (sclera, iris, pupil, upper lid) looking towards ``gaze`` in [-1, 1]^2, and brows."""
+    face, fh = head.face, head.height
+    y, half_w = head.y(face.eye_y_h), head.eye_half_width
+    half_h = half_w * face.eye_aspect * openness
+    for side, x in zip((-1, 1), head.eye_xs):
+        eye = (x - half_w, y - half_h, x + half_w, y + half_h)
         pen.ellipse(eye, fill=(240, 238, 232))
-        iris_r = min(eye_half_h, 0.55 * eye_half_w)
-        ix, iy = ex + gaze[0] * (eye_half_w - iris_r), eye_y + gaze[1] * 0.3 * eye_half_h
-        pen.ellipse((ix - iris_r, iy - iris_r, ix + iris_r, iy + iris_r), fill=face.iris)
-        pupil = 0.45 * iris_r
+        iris = min(half_h, 0.55 * half_w)
+        ix, iy = x + gaze[0] * (half_w - iris), y + gaze[1] * 0.3 * half_h
+        pen.ellipse((ix - iris, iy - iris, ix + iris, iy + iris), fill=face.iris)
+        pupil = 0.45 * iris
         pen.ellipse((ix - pupil, iy - pupil, ix + pupil, iy + pupil), fill=(10, 10, 10))
         pen.arc(eye, 190, 350, fill=(40, 25, 20), width=0.012 * fh)
-        brow_y = eye_y - eye_half_w * face.eye_aspect - face.brow_gap_h * fh - brow_raise
-        inner, outer = ex - side * 0.9 * eye_half_w, ex + side * 1.15 * eye_half_w
-        pen.line([(inner, brow_y + face.brow_tilt * fh), (ex, brow_y - 0.02 * fh), (outer, brow_y)],
+        brow_y = y - half_w * face.eye_aspect - (face.brow_gap_h + brow_raise) * fh
+        inner, outer = x - side * 0.9 * half_w, x + side * 1.15 * half_w
+        pen.line([(inner, brow_y + face.brow_tilt * fh), (x, brow_y - 0.02 * fh), (outer, brow_y)],
                  fill=face.brow_colour, width=face.brow_thickness_h * fh)
 
-    # Hair on top of the head.
-    hairline = top + face.hairline_h * fh
+
+def _draw_top_hair(pen: _Pen, head: _Head) -> None:
+    """Hair over the forehead, cut at the hairline in the identity's style."""
+    face, a, fh = head.face, head.width / 2, head.height
+    cx, top, volume, hair = _CANVAS_CENTRE[0], head.top, face.hair_volume, face.hair_colour
+    hairline = head.y(face.hairline_h)
     cap = (cx - a - volume * 0.5, top - volume, cx + a + volume * 0.5, 2 * hairline - top + volume)
-    if face.hair_style == "bald":
+    if face.hair_style == "bald":  # a fringe above the ears
         for side in (-1, 1):
-            pen.chord((cx + side * a - 0.25 * a, top + 0.2 * fh, cx + side * a + 0.25 * a, top + 0.5 * fh),
+            pen.chord((cx + side * a - 0.25 * a, head.y(0.2), cx + side * a + 0.25 * a, head.y(0.5)),
                       90 - side * 90, 270 - side * 90, fill=hair)
     elif face.hair_style == "bangs":
         pen.chord((cap[0], cap[1], cap[2], cap[3] + 0.12 * fh), 180, 360, fill=hair)
-    elif face.hair_style == "side_part":
-        pen.chord(cap, 180, 360, fill=hair)
-        pen.polygon([(cx - a - volume * 0.5, hairline), (cx - 0.2 * a, top + 0.02 * fh),
-                     (cx + a * 0.9, hairline + 0.08 * fh), (cx + a + volume * 0.5, hairline)], fill=hair)
     else:
         pen.chord(cap, 180, 360, fill=hair)
-        if face.hair_style == "bun":
-            r = 0.35 * a
-            pen.ellipse((cx - r, top - volume - 1.6 * r, cx + r, top - volume + 0.4 * r), fill=hair)
+    if face.hair_style == "side_part":
+        pen.polygon([(cap[0], hairline), (cx - 0.2 * a, head.y(0.02)), (cx + a * 0.9, hairline + 0.08 * fh),
+                     (cap[2], hairline)], fill=hair)
+    elif face.hair_style == "bun":
+        r = 0.35 * a
+        pen.ellipse((cx - r, top - volume - 1.6 * r, cx + r, top - volume + 0.4 * r), fill=hair)
 
-    # Glasses over everything else.
+
+def _draw_glasses(pen: _Pen, head: _Head) -> None:
+    face = head.face
+    y, width = head.y(face.eye_y_h), 0.018 * head.height
+    lens_w, lens_h = head.eye_half_width * 1.5, head.eye_half_width * 1.15
+    fill = (25, 25, 30) if face.glasses == "sun" else None
+    for x in head.eye_xs:
+        box = (x - lens_w, y - lens_h, x + lens_w, y + lens_h)
+        if face.glasses == "round":
+            pen.ellipse(box, fill=fill, outline=face.glasses_colour, width=width)
+        else:
+            pen.rounded_rectangle(box, radius=lens_h * 0.4, fill=fill, outline=face.glasses_colour, width=width)
+    left, right = head.eye_xs
+    pen.line([(left + lens_w, y), (right - lens_w, y)], fill=face.glasses_colour, width=width)
+
+
+def _draw_face(face: FaceIdentity, rng: np.random.Generator, pen: _Pen, yaw: float) -> None:
+    """Draw one person, back to front, with per-image clothes, expression and gaze, through ``pen``."""
+    head = _Head(face, yaw)
+    clothes = tuple(int(v) for v in rng.integers(0, 256, 3))
+    smile = face.smile + rng.uniform(-0.35, 0.35)
+    mouth_open = rng.uniform(0.0, 0.05) * head.height if rng.uniform() < 0.25 else 0.0
+    eye_open = 0.12 if rng.uniform() < 0.05 else rng.uniform(0.7, 1.1)  # sometimes a blink
+    brow_raise = rng.uniform(-0.02, 0.03)
+    gaze = rng.uniform(-0.25, 0.25, 2)
+    _draw_behind_face(pen, head, clothes)
+    _draw_skin(pen, head)
+    _draw_nose(pen, head)
+    _draw_mouth(pen, head, smile, mouth_open)
+    _draw_eyes(pen, head, eye_open, gaze, brow_raise)
+    _draw_top_hair(pen, head)
     if face.glasses:
-        lens_w, lens_h = eye_half_w * 1.5, eye_half_w * 1.15
-        style = dict(outline=face.glasses_colour, width=0.018 * fh,
-                     fill=(25, 25, 30) if face.glasses == "sun" else None)
-        for ex in eye_xs:
-            box = (ex - lens_w, eye_y - lens_h, ex + lens_w, eye_y + lens_h)
-            if face.glasses == "round":
-                pen.ellipse(box, **style)
-            else:
-                pen.rounded_rectangle(box, radius=lens_h * 0.4, **style)
-        pen.line([(eye_xs[0] + lens_w, eye_y), (eye_xs[1] - lens_w, eye_y)], fill=face.glasses_colour,
-                 width=0.018 * fh)
+        _draw_glasses(pen, head)
 
 
 def _pose(width: int, height: int, rng: np.random.Generator, yaw: float) -> np.ndarray:
