@@ -636,27 +636,37 @@ def lfw_image_counts(seed: int, names: Sequence[str], images_per_identity: int) 
     return counts
 
 
-def _decode_matched(people: Sequence[tuple[str, int]], index: int) -> tuple:
-    """The ``index``-th (name, n1, n2) pair, enumerating people in order and n1 < n2 (1-based)."""
-    for name, count in people:
-        pairs = count * (count - 1) // 2
-        if index < pairs:
-            for first in range(1, count):
-                if index < count - first:
-                    return name, first, first + 1 + index
-                index -= count - first
-        index -= pairs
-    raise IndexError(index)
+def _decode_matched(people: Sequence[tuple[str, int]], indices: np.ndarray) -> list[tuple]:
+    """(name, n1, n2) pairs, n1 < n2 (1-based), of the given positions in the list of every matched pair
+    of ``people`` (name, image count), person by person."""
+    counts = np.array([count for _, count in people], np.int64)
+    ends = np.cumsum(counts * (counts - 1) // 2)
+    owners = np.searchsorted(ends, indices, side="right")
+    pairs = []
+    for owner, index in zip(owners.tolist(), (indices - (ends[owners] - counts[owners] * (counts[owners] - 1) // 2)).tolist()):
+        name, count = people[owner]
+        first = 1
+        while index >= count - first:  # row ``first`` holds the pairs (first, first+1..count)
+            index -= count - first
+            first += 1
+        pairs.append((name, first, first + 1 + index))
+    return pairs
 
 
-def _decode_mismatched(people: Sequence[tuple[str, int]], index: int) -> tuple:
-    """The ``index``-th (name1, n1, name2, n2) pair over people pairs (name1 < name2) and their images."""
-    for i, (name1, count1) in enumerate(people):
-        for name2, count2 in people[i + 1:]:
-            if index < count1 * count2:
-                return name1, 1 + index // count2, name2, 1 + index % count2
-            index -= count1 * count2
-    raise IndexError(index)
+def _decode_mismatched(people: Sequence[tuple[str, int]], indices: np.ndarray) -> list[tuple]:
+    """(name1, n1, name2, n2) pairs of the given positions in the list of every mismatched pair of
+    ``people`` (name, image count): each image of person i against every image of the people after i."""
+    counts = np.array([count for _, count in people], np.int64)
+    image_ends = np.cumsum(counts)  # images numbered person by person
+    later = image_ends[-1] - image_ends  # images of the people after each person
+    ends = np.cumsum(counts * later)
+    first = np.searchsorted(ends, indices, side="right")
+    offset = indices - (ends[first] - counts[first] * later[first])
+    image1, partner_image = offset // later[first], image_ends[first] + offset % later[first]
+    second = np.searchsorted(image_ends, partner_image, side="right")
+    image2 = partner_image - (image_ends[second] - counts[second])
+    return [(people[i][0], n1 + 1, people[j][0], n2 + 1)
+            for i, n1, j, n2 in zip(first.tolist(), image1.tolist(), second.tolist(), image2.tolist())]
 
 
 def _capacity(people: Sequence[tuple[str, int]]) -> tuple[int, int]:
@@ -670,9 +680,8 @@ def _capacity(people: Sequence[tuple[str, int]]) -> tuple[int, int]:
 def _sample_pairs(people: Sequence[tuple[str, int]], count: int, rng: np.random.Generator) -> tuple[list, list]:
     """``count`` distinct matched and ``count`` distinct mismatched pairs among ``people``, uniformly."""
     matched_total, mismatched_total = _capacity(people)
-    matched = [_decode_matched(people, int(i)) for i in rng.choice(matched_total, count, replace=False)]
-    mismatched = [_decode_mismatched(people, int(i)) for i in rng.choice(mismatched_total, count, replace=False)]
-    return matched, mismatched
+    return (_decode_matched(people, rng.choice(matched_total, count, replace=False)),
+            _decode_mismatched(people, rng.choice(mismatched_total, count, replace=False)))
 
 
 def _deal_into_folds(counts: dict[str, int], folds: int, rng: np.random.Generator) -> list[list[tuple[str, int]]]:

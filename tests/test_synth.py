@@ -129,6 +129,24 @@ def test_pairs_folds_are_identity_disjoint_when_people_allow():
     assert synth.make_lfw_pairs(counts, seed=1) != (folds, disjoint)
 
 
+def test_pair_positions_decode_to_every_pair_exactly_once():
+    people = [("Ann_Lee", 3), ("Bob_Ray", 1), ("Cy_Day", 4), ("Di_Fox", 2)]
+    matched_total, mismatched_total = synth._capacity(people)
+    matched = synth._decode_matched(people, np.arange(matched_total))
+    mismatched = synth._decode_mismatched(people, np.arange(mismatched_total))
+    assert sorted(matched) == [(name, i, j) for name, count in people
+                               for i in range(1, count + 1) for j in range(i + 1, count + 1)]
+    assert sorted(mismatched) == sorted((a, i, b, j) for (a, ca), (b, cb) in itertools.combinations(people, 2)
+                                        for i in range(1, ca + 1) for j in range(1, cb + 1))
+
+
+def test_pairs_for_a_real_lfw_sized_set_are_quick():
+    """5,749 people (the size of LFW): folds of disjoint people, the real 300 pairs each."""
+    counts = synth.lfw_image_counts(0, synth.lfw_names(0, 5749), 24)
+    folds, disjoint = synth.make_lfw_pairs(counts, seed=0)
+    assert disjoint and synth.format_pairs(folds).startswith("10\t300\n")
+
+
 def test_pairs_folds_are_balanced_for_the_pipeline_default():
     """24 people (the pipeline's default) fill 10 disjoint folds with many pairs each, not a starved few."""
     counts = synth.lfw_image_counts(0, synth.lfw_names(0, 24), 24)
