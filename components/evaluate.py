@@ -30,8 +30,9 @@ def evaluate_model(
         model: the trained model directory.
         data: the fetched data folder.
         evaluation: folder with metrics.json, scores.csv, roc.json, threshold.json, report.html, manifest.json.
-        metrics: accuracy, its standard error over the folds, AUC, EER and TAR at FAR 1e-3 / 1e-2.
-        roc: ROC curve of the trained model's primary score.
+        metrics: accuracy, its standard error over the folds, AUC, EER and TAR at FAR 1e-3 / 1e-2
+            (also written to the artifact's file as JSON).
+        roc: ROC curve of the trained model's primary score (also written to the artifact's file as JSON).
         report: the self-contained HTML report (metrics, ROC, score histograms, training curves).
         images: archive of the data folder holding the pair images (lfw.tgz, or vggface2_test.tar.gz).
         pairs: pairs file of the data folder (LFW pairs.txt format), or "generate" to draw pairs from
@@ -65,3 +66,7 @@ def evaluate_model(
     roc.log_roc_curve([curve["far"][k] for k in keep], [curve["tar"][k] for k in keep],
                       [curve["thresholds"][k] for k in keep])
     shutil.copyfile(os.path.join(evaluation.path, "report.html"), report.path)
+    # The logged values also as files: kfp.local's cache only reuses outputs that exist on disk.
+    for logged in (metrics, roc):
+        with open(logged.path, "w", encoding="utf-8") as handle:
+            json.dump(logged.metadata, handle, indent=1, sort_keys=True)

@@ -1,0 +1,123 @@
+"""Each KFP component on small synthetic data: through kfp.local (the real executor, in subprocesses)
+where its inputs allow it, else through ``component.python_func`` with artifacts on local paths."""
+
+import json
+import os
+
+os.environ["DEEPFACE_IMAGE"] = "us-central1-docker.pkg.dev/test-proj/deepface/deepface-pipeline:0.1.0-test"
+
+import pytest  # noqa: E402
+from kfp import dsl  # noqa: E402
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Metrics, Model  # noqa: E402
+
+from components.evaluate import evaluate_model  # noqa: E402
+from components.fetch import fetch_data  # noqa: E402
+from components.labels import build_labels  # noqa: E402
+from components.synth import synth_data  # noqa: E402
+from components.tfrecords import build_tfrecords  # noqa: E402
+from components.train import train_model  # noqa: E402
+from pipelines.local import init_local  # noqa: E402
+
+# kfp.local's remark that the project image is not a "python" image: expected, tasks run in this environment.
+pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")
+
+SMALL_SYNTH = dict(train_identities=3, test_identities=2, lfw_identities=4, images_per_identity=4,
+                   image_size=48, lfw_image_size=64, seed=3)
+RELEASE_FILES = {"vggface2_train.tar.gz", "vggface2_test.tar.gz", "train_list.txt", "test_list.txt", "lfw.tgz",
+                 "pairs.txt", "MD5SUMS"}
+
+
+def artifact(kind, path) -> dsl.Artifact:
+    return kind(uri=str(path))
+
+
+@pytest.fixture
+def local_session(tmp_path):
+    init_local(tmp_path / "root", enable_caching=False)
+    return tmp_path / "root"
+
+
+def test_synth_component_through_kfp_local(local_session):
+    task = synth_data(**SMALL_SYNTH)
+    folder = task.outputs["data"].path
+    assert set(os.listdir(folder)) == RELEASE_FILES
+    assert folder.startswith(str(local_session))
+
+
+def test_synth_component_makes_nothing_when_data_is_given(local_session):
+    task = synth_data(data_uri="gs://faces-bucket/vggface2/", **SMALL_SYNTH)
+    assert os.listdir(task.outputs["data"].path) == []
+
+
+def test_synth_fetch_labels_chain_through_kfp_local(local_session):
+    @dsl.pipeline(name="data-chain")
+    def chain() -> Dataset:
+        synth = synth_data(**SMALL_SYNTH)
+        fetched = fetch_data(synthetic=synth.outputs["data"])
+        return build_labels(data=fetched.outputs["data"]).outputs["labels"]
+
+    labels = chain().output
+    classes = open(os.path.join(labels.path, "classes.txt"), encoding="utf-8").read().split()
+    assert len(classes) == SMALL_SYNTH["train_identities"] and classes == sorted(classes)
+    fetched_dir = os.path.join(os.path.dirname(os.path.dirname(labels.path)), "fetch-data", "data")
+    manifest = json.load(open(os.path.join(fetched_dir, "manifest.json"), encoding="utf-8"))
+    assert set(manifest["files"]) == RELEASE_FILES
+    assert {entry["verified"] for name, entry in manifest["files"].items() if name != "MD5SUMS"} != {"unverified"}
+
+
+@pytest.fixture(scope="module")
+def stages(synth_dir, tmp_path_factory) -> dict:
+    """Run fetch -> labels -> tfrecords -> train -> evaluate once through python_func on the shared data."""
+    out = tmp_path_factory.mktemp("components")
+    made = {
+        "data": artifact(Dataset, out / "data"), "labels": artifact(Dataset, out / "labels"),
+        "tfrecords": artifact(Dataset, out / "tfrecords"), "model": artifact(Model, out / "model"),
+        "evaluation": artifact(Dataset, out / "evaluation"), "metrics": artifact(Metrics, out / "metrics"),
+        "roc": artifact(ClassificationMetrics, out / "roc"), "report": artifact(HTML, out / "report.html"),
+    }
+    fetch_data.python_func(synthetic=artifact(Dataset, synth_dir), data=made["data"])
+    build_labels.python_func(data=made["data"], labels=made["labels"])
+    build_tfrecords.python_func(data=made["data"], labels=made["labels"], tfrecords=made["tfrecords"], preset="tiny")
+    train_model.python_func(tfrecords=made["tfrecords"], labels=made["labels"], model=made["model"], preset="tiny",
+                            epochs=1, batch_size=8, seed=0)
+    evaluate_model.python_func(model=made["model"], data=made["data"], evaluation=made["evaluation"],
+                               metrics=made["metrics"], roc=made["roc"], report=made["report"], batch_size=16,
+                               roc_points=20)
+    return made
+
+
+def test_fetch_copies_the_synthetic_folder(stages, synth_dir):
+    assert RELEASE_FILES <= set(os.listdir(stages["data"].path))
+    for name in RELEASE_FILES:
+        assert open(os.path.join(stages["data"].path, name), "rb").read() == (synth_dir / name).read_bytes()
+
+
+def test_tfrecords_are_stored_at_the_preset_size(stages):
+    from deepface.model import get_config
+
+    manifest = json.load(open(os.path.join(stages["tfrecords"].path, "manifest.json"), encoding="utf-8"))
+    assert manifest["image_size"] == get_config("tiny").image_size
+    assert any(name.startswith("train-") and name.endswith(".tfrecord") for name in os.listdir(stages["tfrecords"].path))
+
+
+def test_train_writes_a_complete_model_directory(stages):
+    files = set(os.listdir(stages["model"].path))
+    assert {"classifier.keras", "embedding.keras", "classes.txt", "metadata.json", "manifest.json"} <= files
+    assert stages["model"].metadata["preset"] == "tiny"
+
+
+def test_evaluate_logs_metrics_roc_and_report(stages):
+    summary = json.load(open(os.path.join(stages["evaluation"].path, "metrics.json"), encoding="utf-8"))["summary"]
+    logged = stages["metrics"].metadata
+    assert {"accuracy", "accuracy_sem", "auc", "eer"} <= set(logged)
+    assert any(name.startswith("tar_at_far_") for name in logged)
+    assert logged == {name: value for name, value in summary.items() if value is not None}
+    assert json.load(open(stages["metrics"].path, encoding="utf-8")) == logged  # a file, so kfp.local can cache it
+    assert json.load(open(stages["roc"].path, encoding="utf-8")) == stages["roc"].metadata
+    points = stages["roc"].metadata["confidenceMetrics"]
+    assert 2 <= len(points) <= 20
+    rates = [(p["falsePositiveRate"], p["recall"]) for p in points]
+    assert rates == sorted(rates) and rates[0] == (0.0, 0.0) and rates[-1] == (1.0, 1.0)
+    html = open(stages["report"].path, "rb").read()
+    assert html == open(os.path.join(stages["evaluation"].path, "report.html"), "rb").read()
+    assert html.lstrip().lower().startswith(b"<!doctype html")
