@@ -10,6 +10,9 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+# Loopback HTTP file server and GCS emulator fixtures (tests/servers.py) for every test module.
+pytest_plugins = ["servers"]
+
 # Parameters of the shared dataset; tests may read them to know the expected counts.
 SYNTH_PARAMS = dict(
     train_identities=8,
