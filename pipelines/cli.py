@@ -121,7 +121,10 @@ def compile_command(options, output: str, list_params: bool) -> None:
         from pipelines.params import parameter_specs
 
         for name, spec in sorted(parameter_specs(load_template(path).spec).items()):
-            click.echo(f"  {name} ({spec['parameterType']}, default {spec.get('defaultValue')!r}): {spec.get('description', '')}")
+            default = spec.get("defaultValue")
+            default = int(default) if spec["parameterType"] == "NUMBER_INTEGER" else default
+            description = " ".join(spec.get("description", "").split())
+            click.echo(f"  {name} = {default!r} ({spec['parameterType'].lower()}): {description}")
 
 
 @main.command("submit")
