@@ -1,0 +1,75 @@
+# One image for every pipeline component: the deepface package, kfp and TensorFlow.
+#
+#   docker build -t REGION-docker.pkg.dev/PROJECT/REPO/deepface-pipeline:VERSION-GITSHA .
+#   GPU flavour:  --build-arg TF_PACKAGE="tensorflow[and-cuda]"
+#   Behind a TLS-intercepting proxy:  --secret id=pip_cert,src=/path/to/ca-bundle.crt
+# On machines without a Docker engine or registry access, docker/build.sh builds this same file with
+# buildah on a local Debian base image and smoke-tests the result.
+#
+# Tag immutably (version + git sha): Vertex AI caches task results on the image string.
+# No ENTRYPOINT: KFP components run their own command (`python3 -m kfp.dsl.executor_main ...`).
+
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+
+# Non-root runtime user. KFP's launcher writes local artifact copies under /gcs, /minio and /s3 at the
+# filesystem root (Vertex AI mounts /gcs over it): make them writable for that user.
+RUN useradd --create-home --uid 1000 --user-group --shell /bin/bash deepface \
+    && mkdir -p /gcs /minio /s3 \
+    && chown deepface:deepface /gcs /minio /s3
+
+# Packaging tools, pinned here because constraints.txt pins only the runtime environment.
+ARG PIP_VERSION=26.3
+ARG SETUPTOOLS_VERSION=84.2.1
+ARG WHEEL_VERSION=0.48.0
+# A venv owned by root (read-only for the runtime user); first on PATH, so `python3` is the venv's.
+# Also works on Debian's python3, which refuses system-wide pip installs (externally managed).
+RUN --mount=type=secret,id=pip_cert \
+    if [ -f /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+    && python3 -m venv /opt/venv \
+    && pip install --quiet "pip==${PIP_VERSION}" "setuptools==${SETUPTOOLS_VERSION}" "wheel==${WHEEL_VERSION}"
+
+# Dependencies only (the slow, big layer): it depends on pyproject.toml and constraints.txt alone, so
+# a change to the source does not reinstall TensorFlow. Test extras ([dev]) are not installed.
+WORKDIR /opt/deepface
+COPY pyproject.toml constraints.txt ./
+COPY docker/constraints-cuda.txt ./docker/
+# TensorFlow requirement added to the package's own: "tensorflow" (CPU; the version comes from
+# constraints.txt) or "tensorflow[and-cuda]" (same version, with the CUDA libraries pinned in
+# docker/constraints-cuda.txt).
+ARG TF_PACKAGE=tensorflow
+RUN --mount=type=secret,id=pip_cert \
+    if [ -f /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+    && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install --quiet -c constraints.txt -c docker/constraints-cuda.txt -r /tmp/requirements.txt "${TF_PACKAGE}" \
+    && rm /tmp/requirements.txt
+
+# The package itself: a small layer, rebuilt when the source changes.
+COPY README.md ./
+COPY deepface ./deepface
+COPY components ./components
+COPY pipelines ./pipelines
+RUN pip install --quiet --no-deps --no-build-isolation . \
+    && rm -rf build ./*.egg-info \
+    && pip check
+
+USER 1000:1000
+WORKDIR /home/deepface
+CMD ["deepface", "--help"]
+
+ARG VERSION=unknown
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="deepface-pipeline" \
+      org.opencontainers.image.description="DeepFace training and evaluation pipeline (KFP v2 / Vertex AI)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0"

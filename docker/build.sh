@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Build the project image from ./Dockerfile with buildah (no Docker engine needed), then smoke-test it
+# inside, as its non-root user: `deepface --help`, the imports a KFP task needs, a tiny model build.
+#
+# Usage: docker/build.sh [--no-test | --print-ref]
+#   --no-test    build only
+#   --print-ref  print the image reference this tree would get, build nothing
+# Env:   BASE_IMAGE  base image (default localhost/base:bookworm, made by docker/make_base.sh when missing;
+#                    python:3.11-slim where a registry can be reached)
+#        DEEPFACE_IMAGE_REPO  image name without tag (default localhost/deepface-pipeline)
+#        TF_PACKAGE  tensorflow (default, CPU) or "tensorflow[and-cuda]" (GPU: give it its own
+#                    DEEPFACE_IMAGE_REPO)
+#        PIP_CERT    CA bundle for pip in the build (default: this machine's /etc/ssl/certs/ca-certificates.crt,
+#                    which holds a TLS-intercepting proxy's CA): a build secret, never stored in the image
+# The reference is the one the pipeline's components use (python3 -m components.image): an immutable
+# tag VERSION-gGITSHA, plus -dirty-CONTENTHASH when the files the image is built from differ from the
+# commit. Progress and timings go to stderr; the last stdout line is the image reference.
+# Tools missing here (buildah; podman and debootstrap for the local base) are installed with apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=test
+for arg in "$@"; do
+    case $arg in
+        --no-test) mode=build ;;
+        --print-ref) mode=ref ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) echo "build.sh: unknown argument $arg (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+base_image=${BASE_IMAGE:-localhost/base:bookworm}
+tf_package=${TF_PACKAGE:-tensorflow}
+for path in Dockerfile .dockerignore pyproject.toml constraints.txt docker/constraints-cuda.txt README.md \
+            deepface components pipelines; do
+    [[ -e $path ]] || { echo "build.sh: $path is missing: the image is built from it" >&2; exit 1; }
+done
+if [[ $tf_package != tensorflow && -z ${DEEPFACE_IMAGE_REPO:-}${DEEPFACE_IMAGE:-} ]]; then
+    echo "build.sh: TF_PACKAGE=$tf_package: set DEEPFACE_IMAGE_REPO to this flavour's own repository" \
+         "(e.g. ...-cuda), here and when compiling the pipeline, so that the two flavours never share a tag" >&2
+    exit 2
+fi
+
+# The reference the pipeline's components name (components/image.py, the one place that computes it):
+# $DEEPFACE_IMAGE_REPO:VERSION-gGITSHA[-dirty-CONTENTHASH], or $DEEPFACE_IMAGE.
+ref=$("${PYTHON:-python3}" -m components.image)
+if [[ $mode == ref ]]; then
+    echo "$ref"
+    exit 0
+fi
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -n 1)
+revision=$(git rev-parse --short=12 HEAD)
+
+docker/install_tools.sh buildah
+if [[ $base_image == localhost/base:bookworm ]]; then
+    docker/make_base.sh "$base_image"
+fi
+pull_args=()
+if [[ $base_image == localhost/* ]]; then
+    pull_args=(--pull-never)  # a local image: never look for it in a registry
+fi
+# pip in the build trusts this machine's CA bundle (a TLS-intercepting proxy's CA is often only there);
+# it is mounted for the pip steps only, never stored in a layer.
+pip_cert=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
+secret_args=()
+if [[ -f $pip_cert ]]; then
+    secret_args=(--secret "id=pip_cert,src=$pip_cert")
+fi
+
+start=$SECONDS
+echo "build.sh: building $ref from $base_image ($tf_package)" >&2
+buildah bud --isolation chroot --ulimit nofile=20000:20000 --layers "${pull_args[@]}" \
+    --build-arg "BASE_IMAGE=$base_image" \
+    --build-arg "TF_PACKAGE=$tf_package" \
+    --build-arg "VERSION=$version" \
+    --build-arg "REVISION=$revision" \
+    "${secret_args[@]}" \
+    --tag "$ref" --file Dockerfile . >&2
+echo "build.sh: built $ref in $((SECONDS - start)) s" >&2
+
+if [[ $mode == test ]]; then
+    start=$SECONDS
+    container=$(buildah from --pull-never "$ref")
+    trap 'buildah rm "$container" >/dev/null' EXIT
+    in_image() { buildah run --isolation chroot "$container" -- "$@"; }
+    uid=$(in_image id -u)
+    [[ $uid =~ ^[1-9][0-9]*$ ]] || { echo "build.sh: the image runs as root (id -u: '$uid')" >&2; exit 1; }
+    in_image deepface --help >&2
+    in_image python3 -c "
+import importlib.util, deepface, kfp, keras, tensorflow as tf
+from kfp.dsl import executor_main  # what KFP tasks run: python3 -m kfp.dsl.executor_main
+test_only = [name for name in ('pytest', 'tf_keras') if importlib.util.find_spec(name)]
+assert not test_only, f'test dependencies in the image: {test_only}'
+print(f'deepface {deepface.__version__}, kfp {kfp.__version__}, tensorflow {tf.__version__}, keras {keras.__version__}')
+" >&2
+    in_image python3 -c "
+from deepface.model import build_classifier
+model = build_classifier('tiny', num_classes=10)
+print(f'tiny DeepFace: {model.count_params():,} parameters, output {model.output_shape}')
+" >&2
+    echo "build.sh: smoke test passed as uid $uid in $((SECONDS - start)) s" >&2
+fi
+echo "$ref"
