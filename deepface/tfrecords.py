@@ -1,0 +1,679 @@
+"""Stage 4: TFRecord shards of face images, read from a tar stream or a directory.
+
+Record schema, version 1 (``SCHEMA_VERSION``): one ``tf.train.Example`` per image, with the features
+
+    image/encoded         bytes  the image. By default a JPEG of image_size x image_size: the whole
+                                 picture converted to RGB, resized (bilinear, antialiased) so that its
+                                 longer side is image_size, centred, the rest black (the geometry of
+                                 tf.image.resize_with_pad). With keep_original, the file's own bytes
+                                 (JPEG, PNG, GIF or BMP).
+    image/class/label     int64  class id: the line index of the identity in classes.txt
+    image/class/identity  bytes  the identity id, UTF-8 (e.g. b"n000002")
+    image/filename        bytes  the image's path inside the archive or directory, UTF-8
+
+Output directory (one split per directory):
+
+    <split>-00000-of-00012.tfrecord ...  about shard_bytes each, records in source order
+    manifest.json                        written last: settings, records per shard, skipped files
+
+How it runs: the main process reads the source once, in order (a tar archive as a stream, nothing
+extracted), and hands chunks of images to worker processes that validate, decode, resize and encode
+them, the expensive part. Results come back in source order and the main process writes them, so the
+shards are the same bytes whatever the number of workers.
+
+Interruptions: a shard is written under a temporary name (``.<split>-00003.tfrecord.done.tmp``) and
+renamed to ``<split>-00003.tfrecord.done`` when complete; ``.build_state.json`` lists the complete
+shards and where in the source each ends. A rerun with the same settings keeps them, reads through the
+source up to where they end, and finishes with the same bytes as an uninterrupted build. Once the
+source is read, the shards get their final ``-of-N`` names, then the manifest is written.
+
+Bad input: files whose names are not images are ignored and counted. Images that cannot be stored are
+skipped and listed with their reason in the manifest: empty file, not an image, corrupt or truncated,
+too many pixels (a decompression bomb by Pillow's MAX_IMAGE_PIXELS), a format TensorFlow cannot decode
+(keep_original only), an identity missing from classes.txt, no identity folder, or a name repeated in
+the archive. If more than max_bad_fraction of the images are skipped the build fails without a manifest;
+its shards are kept, so a rerun with a higher limit finishes at once.
+
+EXIF orientation is ignored, as TensorFlow's decoders ignore it, so both encodings give the same pixels.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import functools
+import io
+import logging
+import multiprocessing
+import os
+import re
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, NamedTuple
+
+import click
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from deepface.errors import DeepFaceError
+from deepface.io import hash_file, local_path, read_json, write_json
+from deepface.labels import (
+    CLASSES_FILE,
+    MAX_EXAMPLES,
+    NO_IDENTITY_FOLDER,
+    check_source,
+    identity_of,
+    is_image_name,
+    iter_members,
+    load_classes,
+)
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+ENCODING_RESIZED = "jpeg-resized"
+ENCODING_ORIGINAL = "original"
+DEFAULT_SHARD_BYTES = 150 * 2**20
+MANIFEST_FILE = "manifest.json"
+STATE_FILE = ".build_state.json"
+# What tf.io.decode_image reads, so what keep_original may store as is.
+TF_DECODABLE_FORMATS = ("BMP", "GIF", "JPEG", "PNG")
+RECORD_OVERHEAD = 16  # TFRecord framing per record: length (8 bytes), its CRC (4), the data's CRC (4)
+CHUNK_SIZE = 32  # files per task sent to a worker process
+IGNORED = "ignored"  # Item.reason of a file whose name is not an image's
+_SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+# --------------------------------------------------------------------------------------------------
+# One image (runs in the worker processes)
+# --------------------------------------------------------------------------------------------------
+
+
+class BadImage(Exception):
+    """An image file that cannot be stored; the message is the reason written to the manifest."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageOptions:
+    """How images are stored: resized to ``image_size`` and encoded at ``jpeg_quality``, or kept as is."""
+
+    image_size: int = 152
+    keep_original: bool = False
+    jpeg_quality: int = 90
+
+
+def pad_geometry(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """Where a ``width x height`` image goes in a ``size x size`` square, keeping its aspect ratio.
+
+    Returns:
+        ``(new_width, new_height, left, top)``: the longer side becomes ``size``, the shorter
+        ``floor(shorter * size / longer)`` (at least 1), centred with the offsets rounded down, as in
+        tf.image.resize_with_pad. Integer arithmetic, so the longer side is always exactly ``size``
+        (TensorFlow's float32 version leaves it one pixel short for some sizes).
+    """
+    longer = max(width, height)
+    new_width = max(1, width * size // longer)
+    new_height = max(1, height * size // longer)
+    left = (longer - width) * size // (2 * longer)
+    top = (longer - height) * size // (2 * longer)
+    return new_width, new_height, left, top
+
+
+def fit_with_pad(image: Image.Image, size: int) -> Image.Image:
+    """An RGB ``size x size`` image: ``image`` (RGB) resized keeping its aspect ratio, centred on black."""
+    new_width, new_height, left, top = pad_geometry(image.width, image.height, size)
+    if image.size != (new_width, new_height):
+        image = image.resize((new_width, new_height), Image.Resampling.BILINEAR)
+    if image.size == (size, size):
+        return image
+    canvas = Image.new("RGB", (size, size))
+    canvas.paste(image, (left, top))
+    return canvas
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB: 16-bit grey scaled to 8 bits; CMYK, palette, grey, alpha converted (alpha dropped)."""
+    if image.mode == "I" or image.mode.startswith("I;16"):  # 16-bit grey (PNG, TIFF)
+        pixels = np.asarray(image).astype(np.int64)
+        image = Image.fromarray((np.clip(pixels, 0, 65535) >> 8).astype(np.uint8))
+    elif image.mode == "F":
+        image = image.convert("L")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _describe(error: Exception) -> str:
+    """``Type: message`` without object addresses, so the reasons in a manifest are reproducible."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(error).__name__}: {error}")
+
+
+def decode_image(data: bytes, *, validate_only: bool = False) -> Image.Image:
+    """Fully decodes one image file with Pillow.
+
+    Args:
+        data: the file's bytes.
+        validate_only: decode JPEGs at 1/8 scale (libjpeg's DCT scaling): twice as fast, and the
+            compressed data is still read to the end, so corruption and truncation are still found.
+
+    Raises:
+        BadImage: empty, not an image, corrupt or truncated (including a JPEG whose data ends before
+            its end-of-image marker, which TensorFlow refuses although Pillow does not), or more pixels
+            than Pillow's MAX_IMAGE_PIXELS (a decompression bomb).
+    """
+    if not data:
+        raise BadImage("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # per-file chatter of the decoders
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if validate_only:
+                image.draft(image.mode, (1, 1))
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise BadImage(f"too many pixels (decompression bomb?): {error}") from None
+    except UnidentifiedImageError:
+        raise BadImage("not an image, or a corrupt one: Pillow cannot identify its format") from None
+    except Exception as error:  # any decoder failure on user data means: skip this file
+        raise BadImage(f"corrupt or truncated image: {_describe(error)}") from None
+    if image.format == "JPEG" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+        raise BadImage("corrupt or truncated image: the JPEG data ends before its end-of-image marker")
+    return image
+
+
+def encode_image(data: bytes, options: ImageOptions) -> bytes:
+    """The bytes to store for one image file: a resized JPEG, or (keep_original) the file's own bytes.
+
+    Raises:
+        BadImage: the file cannot be decoded (see `decode_image`), or keep_original is set and its
+            format is not one TensorFlow decodes.
+    """
+    image = decode_image(data, validate_only=options.keep_original)
+    if options.keep_original:
+        if image.format not in TF_DECODABLE_FORMATS:
+            raise BadImage(
+                f"unsupported format: {image.format} (TensorFlow decodes {', '.join(TF_DECODABLE_FORMATS)}); "
+                "build without keep_original to convert it"
+            )
+        return data
+    face = fit_with_pad(to_rgb(image), options.image_size)
+    buffer = io.BytesIO()
+    face.save(buffer, format="JPEG", quality=options.jpeg_quality)
+    return buffer.getvalue()
+
+
+class Item(NamedTuple):
+    """One file of the source on its way to a shard.
+
+    ``ordinal``: index among the source's files; ``name``: path inside the source; ``label``: class id
+    (-1 when skipped); ``data``: the file's bytes before processing, the bytes to store after, None when
+    skipped; ``reason``: why it is skipped, ``IGNORED`` for a file that is not an image, else None.
+    """
+
+    ordinal: int
+    name: str
+    label: int
+    data: bytes | None
+    reason: str | None
+
+
+def process_chunk(items: list[Item], options: ImageOptions) -> list[Item]:
+    """Encodes the images of a chunk (in a worker process); files already skipped pass through."""
+    processed = []
+    for item in items:
+        if item.data is not None:
+            try:
+                item = item._replace(data=encode_image(item.data, options))
+            except BadImage as error:
+                item = item._replace(data=None, reason=str(error))
+        processed.append(item)
+    return processed
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading the source and running the workers (main process)
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_items(source: Path, class_ids: dict[str, int], start: int, track_duplicates: bool) -> Iterator[Item]:
+    """The source's files from index ``start`` on, as Items; image bytes are read only for known identities."""
+    seen = set()
+    for ordinal, member in enumerate(iter_members(source)):
+        name = member.name
+        if not is_image_name(name):
+            if ordinal >= start:
+                yield Item(ordinal, name, -1, None, IGNORED)
+            continue
+        duplicate = track_duplicates and name in seen
+        if track_duplicates:
+            seen.add(name)
+        if ordinal < start:
+            continue
+        identity = identity_of(name)
+        if duplicate:
+            reason = "duplicate: an earlier file of the archive has the same name"
+        elif identity is None:
+            reason = NO_IDENTITY_FOLDER
+        elif identity not in class_ids:
+            reason = f"unknown identity: {identity} is not in {CLASSES_FILE}"
+        else:
+            yield Item(ordinal, name, class_ids[identity], member.read(), None)
+            continue
+        yield Item(ordinal, name, -1, None, reason)
+
+
+def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@contextlib.contextmanager
+def ordered_map(workers: int) -> Iterator[Callable]:
+    """A ``map(function, iterable)`` running on ``workers`` processes, yielding results in input order.
+
+    At most ``2 * workers + 2`` calls are in flight, so memory stays bounded however long the input.
+    With one worker, everything runs in this process. Workers are forked from multiprocessing's
+    forkserver, never from this (possibly multi-threaded, TensorFlow-holding) process; the forkserver
+    preloads this module, so a worker starts in ~0.05 s. As with any spawn or forkserver pool, a script
+    calling this needs the ``if __name__ == "__main__":`` guard.
+    """
+    if workers == 1:
+        yield map
+        return
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # effective if the forkserver is not running yet
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+    def bounded_map(function: Callable, iterable: Iterable) -> Iterator:
+        pending = collections.deque()
+        for argument in iterable:
+            pending.append(pool.submit(function, argument))
+            if len(pending) > 2 * workers + 2:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    try:
+        yield bounded_map
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Shards, build state and manifest
+# --------------------------------------------------------------------------------------------------
+
+
+def shard_name(split: str, index: int, num_shards: int) -> str:
+    """Final name of a shard: ``train-00012-of-00256.tfrecord``."""
+    return f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def _pending_name(split: str, index: int) -> str:
+    """Name of a complete shard while the total is unknown (it does not match ``*.tfrecord``)."""
+    return f"{split}-{index:05d}.tfrecord.done"
+
+
+def make_example(encoded: bytes, label: int, identity: str, filename: str) -> bytes:
+    """One serialized ``tf.train.Example`` of schema v1 (map keys sorted: same input, same bytes)."""
+    import tensorflow as tf
+
+    def feature(value: bytes | int) -> tf.train.Feature:
+        if isinstance(value, int):
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    features = {
+        "image/encoded": feature(encoded),
+        "image/class/label": feature(label),
+        "image/class/identity": feature(identity.encode("utf-8")),
+        "image/filename": feature(filename.encode("utf-8")),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
+
+
+class _ShardWriter:
+    """Writes one shard under a temporary name; `finish` renames it to its pending name."""
+
+    def __init__(self, out: Path, split: str, index: int):
+        import tensorflow as tf
+
+        self.path = out / _pending_name(split, index)
+        self._temporary = out / f".{self.path.name}.tmp"
+        self._writer = tf.io.TFRecordWriter(str(self._temporary))
+        self.bytes = 0
+
+    def write(self, record: bytes) -> None:
+        self._writer.write(record)
+        self.bytes += len(record) + RECORD_OVERHEAD
+
+    def finish(self) -> None:
+        self._writer.close()
+        with open(self._temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(self._temporary, self.path)
+
+    def discard(self) -> None:
+        self._writer.close()
+        self._temporary.unlink(missing_ok=True)
+
+
+@dataclasses.dataclass
+class Segment:
+    """A run of consecutive source files: the records of one shard and the files skipped among them.
+
+    ``end`` is the index (in the source) just past the segment's last file; the segment after the last
+    shard (the tail) has no shard ``file``.
+    """
+
+    file: str | None = None
+    records: int = 0
+    bytes: int = 0
+    end: int = 0
+    skipped: list = dataclasses.field(default_factory=list)  # [{"file": name, "reason": text}]
+    ignored: int = 0
+    ignored_examples: list = dataclasses.field(default_factory=list)
+
+    def add(self, item: Item) -> None:
+        self.end = item.ordinal + 1
+        if item.reason == IGNORED:
+            self.ignored += 1
+            if len(self.ignored_examples) < MAX_EXAMPLES:
+                self.ignored_examples.append(item.name)
+        elif item.reason is not None:
+            self.skipped.append({"file": item.name, "reason": item.reason})
+        else:
+            self.records += 1
+
+
+def _settings(source, classes_file: Path, num_classes: int, split: str, options: ImageOptions,
+              shard_bytes: int) -> dict:
+    """What determines the output bytes; an unfinished build resumes only with the same settings."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "source": str(source),
+        "split": split,
+        "image_size": options.image_size,
+        "encoding": ENCODING_ORIGINAL if options.keep_original else ENCODING_RESIZED,
+        "jpeg_quality": None if options.keep_original else options.jpeg_quality,
+        "shard_bytes": shard_bytes,
+        "num_classes": num_classes,
+        "classes_sha256": hash_file(classes_file),
+    }
+
+
+def _differences(old: dict, new: dict) -> str:
+    return ", ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in new if old.get(key) != new[key])
+
+
+def _load_state(out: Path, split: str, settings: dict) -> tuple[list[Segment], Segment | None]:
+    """The complete shards of an unfinished build with these settings (under their pending names), and
+    its tail if the source was read to the end. Removes temporaries and shards the state does not vouch for.
+    """
+    state_path = out / STATE_FILE
+    shards, tail = [], None
+    if state_path.exists():
+        state = read_json(state_path)
+        if state["settings"] != settings:
+            raise DeepFaceError(
+                f"{out} holds an unfinished build with other settings ({_differences(state['settings'], settings)}): "
+                "rerun with the same settings to finish it, or delete the directory or choose another --out."
+            )
+        saved = [Segment(**shard) for shard in state["shards"]]
+        tail = Segment(**state["tail"]) if state.get("tail") else None
+        for index, shard in enumerate(saved):
+            pending, final = out / shard.file, out / shard_name(split, index, len(saved))
+            if tail and not pending.exists() and final.exists():
+                os.replace(final, pending)  # the final renaming was interrupted: `_finish` redoes it
+            if not (pending.is_file() and pending.stat().st_size == shard.bytes):
+                logger.warning("shard %s of the unfinished build is missing or damaged: rebuilding from it", shard.file)
+                tail = None
+                break
+            shards.append(shard)
+    if any(out.glob(f"{split}-*-of-*.tfrecord")):
+        raise DeepFaceError(
+            f"{out} already holds {split} shards but no {MANIFEST_FILE}: they are not from this build. "
+            "Delete them or choose another --out."
+        )
+    vouched = {shard.file for shard in shards}
+    for leftover in [*out.glob(f".{split}-*.tfrecord.done.tmp"), *out.glob(f"{split}-*.tfrecord.done")]:
+        if leftover.name not in vouched:
+            leftover.unlink()
+    return shards, tail
+
+
+def _save_state(out: Path, settings: dict, shards: list[Segment], tail: Segment | None = None) -> None:
+    state = {"settings": settings, "shards": [dataclasses.asdict(shard) for shard in shards]}
+    if tail is not None:
+        state["tail"] = dataclasses.asdict(tail)
+    write_json(out / STATE_FILE, state)
+
+
+def _reason_counts(skipped: list[dict]) -> dict[str, int]:
+    return dict(sorted(collections.Counter(entry["reason"].split(":")[0] for entry in skipped).items()))
+
+
+def _finish(out: Path, settings: dict, shards: list[Segment], tail: Segment, max_bad_fraction: float) -> dict:
+    """Checks the skipped fraction, gives the shards their final names, writes the manifest."""
+    segments = [*shards, tail]
+    skipped = [entry for segment in segments for entry in segment.skipped]
+    records = sum(shard.records for shard in shards)
+    ignored = sum(segment.ignored for segment in segments)
+    source = settings["source"]
+    if records == 0:
+        raise DeepFaceError(
+            f"No image of {source} could be stored ({len(skipped)} skipped: {_reason_counts(skipped)}; "
+            f"{ignored} files ignored as not images): check --source and --labels."
+        )
+    fraction = len(skipped) / (records + len(skipped))
+    if fraction > max_bad_fraction:
+        examples = "; ".join(f"{entry['file']}: {entry['reason']}" for entry in skipped[:5])
+        raise DeepFaceError(
+            f"{len(skipped)} of {records + len(skipped)} images of {source} were skipped ({fraction:.2%} > "
+            f"max_bad_fraction {max_bad_fraction:.2%}): {_reason_counts(skipped)}, e.g. {examples}. Fix the "
+            "source or --labels, or raise --max-bad-fraction: a rerun keeps the shards already built."
+        )
+    split = settings["split"]
+    files = []
+    for index, shard in enumerate(shards):
+        final = shard_name(split, index, len(shards))
+        os.replace(out / shard.file, out / final)
+        files.append({"file": final, "records": shard.records, "bytes": shard.bytes})
+    manifest = {
+        **settings,
+        "shards": files,
+        "num_shards": len(files),
+        "num_records": records,
+        "num_skipped": len(skipped),
+        "skipped_by_reason": _reason_counts(skipped),
+        "skipped": skipped,
+        "ignored_files": {
+            "count": ignored,
+            "examples": [name for segment in segments for name in segment.ignored_examples][:MAX_EXAMPLES],
+        },
+    }
+    write_json(out / MANIFEST_FILE, manifest)
+    (out / STATE_FILE).unlink(missing_ok=True)
+    return manifest
+
+
+def _check_parameters(split: str, options: ImageOptions, shard_bytes: int, workers: int,
+                      max_bad_fraction: float) -> None:
+    if not _SPLIT_NAME.match(split):
+        raise DeepFaceError(f"split={split!r}: use letters, digits and '_' only (it names the shard files).")
+    if not 1 <= options.image_size <= 4096:
+        raise DeepFaceError(f"image_size={options.image_size}: use a side between 1 and 4096 pixels (the paper: 152).")
+    if not 1 <= options.jpeg_quality <= 100:
+        raise DeepFaceError(f"jpeg_quality={options.jpeg_quality}: use 1..100 (default 90).")
+    if shard_bytes < 1:
+        raise DeepFaceError(f"shard_bytes={shard_bytes}: use a positive size (default {DEFAULT_SHARD_BYTES}, 150 MiB).")
+    if workers < 1:
+        raise DeepFaceError(f"workers={workers}: use at least 1 (default: the number of CPUs).")
+    if not 0 <= max_bad_fraction <= 1:
+        raise DeepFaceError(f"max_bad_fraction={max_bad_fraction}: use a fraction between 0 and 1.")
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------------
+
+
+def build_tfrecords(
+    source: str | os.PathLike,
+    labels_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    split: str = "train",
+    image_size: int = 152,
+    keep_original: bool = False,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    workers: int | None = None,
+    max_bad_fraction: float = 0.01,
+    jpeg_quality: int = 90,
+) -> dict:
+    """Writes the images of ``source`` as TFRecord shards (schema v1) into ``out_dir``.
+
+    Args:
+        source: a tar archive (any compression; read once as a stream, nothing extracted) or a directory.
+            The identity of an image is its parent folder's name (``train/n000002/0001_01.jpg``).
+        labels_dir: output directory of `deepface.labels.build_labels`; its classes.txt gives the labels.
+        out_dir: output directory, for this split only.
+        split: prefix of the shard names (``train-00000-of-00012.tfrecord``).
+        image_size: side of the stored square faces (and of the network input).
+        keep_original: store the original file bytes (still validated by decoding) instead of a resized JPEG.
+        shard_bytes: a shard is closed once it holds at least this many bytes.
+        workers: processes decoding and encoding images; None = all CPUs. The output does not depend on it.
+        max_bad_fraction: fail (without a manifest) when a larger fraction of the images is skipped.
+        jpeg_quality: quality of the re-encoded JPEGs.
+
+    Returns:
+        The manifest, also written to ``out_dir/manifest.json`` (last). If that file already exists
+        with the same settings, the build is complete and nothing is done.
+
+    Raises:
+        DeepFaceError: bad parameters, missing or corrupt source or labels, an out_dir holding another
+            build, no image stored, or more than max_bad_fraction of the images skipped.
+    """
+    options = ImageOptions(image_size=image_size, keep_original=keep_original, jpeg_quality=jpeg_quality)
+    workers = available_cpus() if workers is None else workers
+    _check_parameters(split, options, shard_bytes, workers, max_bad_fraction)
+    source_path, kind = check_source(source)
+    if kind == "list":
+        raise DeepFaceError(
+            f"Source {source} is an image list: tfrecords needs the images, as an archive "
+            "(e.g. vggface2_train.tar.gz) or a directory of identity folders."
+        )
+    classes = load_classes(labels_dir)
+    classes_file = local_path(labels_dir)
+    classes_file = classes_file / CLASSES_FILE if classes_file.is_dir() else classes_file
+    out = local_path(out_dir)
+    if kind == "directory" and out.resolve().is_relative_to(source_path.resolve()):
+        raise DeepFaceError(f"--out {out_dir} is inside the source directory {source}: choose another directory.")
+    out.mkdir(parents=True, exist_ok=True)
+    settings = _settings(source, classes_file, len(classes), split, options, shard_bytes)
+
+    if (out / MANIFEST_FILE).exists():
+        manifest = read_json(out / MANIFEST_FILE)
+        if any(manifest.get(key) != value for key, value in settings.items()):
+            raise DeepFaceError(
+                f"{out} already holds a finished build with other settings ({_differences(manifest, settings)}): "
+                "delete it or choose another --out."
+            )
+        logger.info("%s already holds this build (%d records): nothing to do", out, manifest["num_records"])
+        return manifest
+
+    shards, tail = _load_state(out, split, settings)
+    if tail is None:
+        if shards:
+            logger.info("resuming: %d complete shards (%d records) in %s; reading past the first %d files of %s",
+                        len(shards), sum(s.records for s in shards), out, shards[-1].end, source)
+        tail = _write_shards(source_path, kind, classes, out, settings, shards, options, shard_bytes, workers)
+        _save_state(out, settings, shards, tail)
+    manifest = _finish(out, settings, shards, tail, max_bad_fraction)
+    logger.info("%d records in %d shards -> %s; skipped %d %s; ignored %d files that are not images",
+                manifest["num_records"], manifest["num_shards"], out, manifest["num_skipped"],
+                manifest["skipped_by_reason"], manifest["ignored_files"]["count"])
+    return manifest
+
+
+def _write_shards(source: Path, kind: str, classes: list[str], out: Path, settings: dict, shards: list[Segment],
+                  options: ImageOptions, shard_bytes: int, workers: int) -> Segment:
+    """Reads the source past the complete ``shards`` and writes the rest, appending each shard to
+    ``shards`` (and to the saved state) as it completes. Returns the tail: the files after the last shard."""
+    import tensorflow  # noqa: F401  (loaded before the clock starts)
+
+    class_ids = {identity: label for label, identity in enumerate(classes)}
+    start = shards[-1].end if shards else 0
+    items = _read_items(source, class_ids, start, track_duplicates=kind == "archive")
+    segment, writer = Segment(end=start), None
+    images, started = 0, time.monotonic()
+    progress = tqdm(desc=f"tfrecords {settings['split']}", unit="img", disable=None)
+    try:
+        with ordered_map(workers) as run:
+            for chunk in run(functools.partial(process_chunk, options=options), _chunks(items, CHUNK_SIZE)):
+                for item in chunk:
+                    segment.add(item)
+                    if item.reason is not None:
+                        continue
+                    writer = writer or _ShardWriter(out, settings["split"], len(shards))
+                    writer.write(make_example(item.data, item.label, classes[item.label], item.name))
+                    if writer.bytes >= shard_bytes:
+                        writer.finish()
+                        segment.file, segment.bytes = writer.path.name, writer.bytes
+                        shards.append(segment)
+                        _save_state(out, settings, shards)
+                        segment, writer = Segment(end=segment.end), None
+                counted = sum(item.reason != IGNORED for item in chunk)
+                images += counted
+                progress.update(counted)
+        if writer is not None:
+            writer.finish()
+            segment.file, segment.bytes = writer.path.name, writer.bytes
+            shards.append(segment)
+            _save_state(out, settings, shards)
+            segment, writer = Segment(end=segment.end), None
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+    finally:
+        progress.close()
+    seconds = time.monotonic() - started
+    logger.info("processed %d images in %.1f s: %.0f img/s with %d workers (%.0f per worker)",
+                images, seconds, images / max(seconds, 1e-9), workers, images / max(seconds, 1e-9) / workers)
+    return segment
+
+
+@click.command("tfrecords")
+@click.option("--source", required=True,
+              help="Image archive (tar, tar.gz...; read as a stream) or directory of identity folders.")
+@click.option("--labels", "labels_dir", required=True, help="Output directory of `deepface labels` (classes.txt).")
+@click.option("--out", "out_dir", required=True, help="Output directory: the shards and manifest.json.")
+@click.option("--split", default="train", show_default=True, help="Split name, the prefix of the shard files.")
+@click.option("--image-size", default=152, show_default=True, help="Side of the stored square faces, in pixels.")
+@click.option("--keep-original", is_flag=True,
+              help="Store the original file bytes (still validated) instead of a resized JPEG.")
+@click.option("--shard-mb", default=DEFAULT_SHARD_BYTES / 2**20, show_default=True, help="Target shard size in MiB.")
+@click.option("--workers", type=int, default=None, help="Worker processes  [default: the number of CPUs]")
+@click.option("--max-bad-fraction", default=0.01, show_default=True,
+              help="Fail when a larger fraction of the images must be skipped.")
+@click.option("--jpeg-quality", default=90, show_default=True, help="Quality of the re-encoded JPEGs.")
+def command(source: str, labels_dir: str, out_dir: str, shard_mb: float, **options) -> None:
+    """Write the images as sharded TFRecords (schema v1), in parallel; resumes an interrupted build."""
+    manifest = build_tfrecords(source, labels_dir, out_dir, shard_bytes=max(1, int(shard_mb * 2**20)), **options)
+    click.echo(f"{manifest['num_records']} records in {manifest['num_shards']} shards, "
+               f"{manifest['num_skipped']} skipped -> {out_dir}")

@@ -1,0 +1,399 @@
+"""The tfrecords stage: shards from a tar stream or a directory, records, bad input, resume, determinism."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+from conftest import SYNTH_PARAMS
+from PIL import Image
+from test_labels import write_tar
+
+from deepface.cli import main
+from deepface.data import parse_example
+from deepface.errors import DeepFaceError
+from deepface.io import read_json
+from deepface.labels import build_labels, iter_members, load_classes
+from deepface.tfrecords import STATE_FILE, build_tfrecords, fit_with_pad, shard_name
+
+SHARD_BYTES = 20_000  # a few 152-pixel faces per shard: several shards from the small dataset
+NUM_TRAIN_IMAGES = SYNTH_PARAMS["train_identities"] * SYNTH_PARAMS["images_per_identity"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers and fixtures
+# --------------------------------------------------------------------------------------------------
+
+
+def read_records(out_dir: Path) -> list[dict]:
+    """Every record of a finished build, in shard order, parsed with the data stage's schema-v1 parser."""
+    records = []
+    for shard in read_json(out_dir / "manifest.json")["shards"]:
+        for serialized in tf.data.TFRecordDataset(str(out_dir / shard["file"])):
+            example = parse_example(serialized)
+            records.append({
+                "shard": shard["file"],
+                "encoded": example["image/encoded"].numpy(),
+                "label": int(example["image/class/label"]),
+                "identity": example["image/class/identity"].numpy().decode(),
+                "filename": example["image/filename"].numpy().decode(),
+            })
+    return records
+
+
+def directory_bytes(directory: Path) -> dict[str, bytes]:
+    """Every file of a directory (hidden ones included) and its bytes."""
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+def image_bytes(image: Image.Image, format: str = "JPEG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format)
+    return buffer.getvalue()
+
+
+def noise_image(seed: int, width: int = 90, height: int = 70) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def with_jpeg_size(jpeg: bytes, width: int, height: int) -> bytes:
+    """A JPEG whose frame header claims ``width x height`` (a decompression bomb, as far as headers go)."""
+    frame = jpeg.index(b"\xff\xc0")
+    return jpeg[: frame + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[frame + 9:]
+
+
+@pytest.fixture(scope="module")
+def train_archive(synth_dir: Path) -> Path:
+    return synth_dir / "vggface2_train.tar.gz"
+
+
+@pytest.fixture(scope="module")
+def labels_dir(train_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("labels")
+    build_labels(train_archive, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(train_archive: Path, labels_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A build of the synthetic train archive with one worker (treat as read-only)."""
+    out = tmp_path_factory.mktemp("reference")
+    build_tfrecords(train_archive, labels_dir, out, shard_bytes=SHARD_BYTES, workers=1)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Records and shards
+# --------------------------------------------------------------------------------------------------
+
+
+def test_records_decode_and_their_labels_follow_classes_txt(reference, train_archive, labels_dir):
+    manifest = read_json(reference / "manifest.json")
+    records = read_records(reference)
+    classes = load_classes(labels_dir)
+
+    assert len(records) == manifest["num_records"] == NUM_TRAIN_IMAGES
+    assert manifest["num_skipped"] == 0 and manifest["skipped"] == []
+    assert [r["filename"] for r in records] == [m.name for m in iter_members(train_archive)]
+    for record in records:
+        assert record["identity"] == record["filename"].split("/")[-2]
+        assert classes[record["label"]] == record["identity"]
+        image = tf.io.decode_jpeg(record["encoded"])
+        assert image.shape == (152, 152, 3)
+
+    num_shards = manifest["num_shards"]
+    assert num_shards >= 3
+    assert [s["file"] for s in manifest["shards"]] == [shard_name("train", i, num_shards) for i in range(num_shards)]
+    assert sorted(p.name for p in reference.glob("*.tfrecord")) == [s["file"] for s in manifest["shards"]]
+    per_shard = {s["file"]: sum(r["shard"] == s["file"] for r in records) for s in manifest["shards"]}
+    assert per_shard == {s["file"]: s["records"] for s in manifest["shards"]}
+    for shard in manifest["shards"]:
+        assert (reference / shard["file"]).stat().st_size == shard["bytes"]
+        assert shard["bytes"] >= SHARD_BYTES or shard is manifest["shards"][-1]
+    assert manifest["schema_version"] == 1 and manifest["encoding"] == "jpeg-resized"
+    assert manifest["num_classes"] == len(classes)
+    assert manifest["classes_sha256"] == read_json(labels_dir / "manifest.json")["classes_sha256"]
+    assert not (reference / STATE_FILE).exists()
+
+
+def test_the_number_of_workers_does_not_change_the_bytes(reference, train_archive, labels_dir, tmp_path):
+    build_tfrecords(train_archive, labels_dir, tmp_path, shard_bytes=SHARD_BYTES, workers=2)
+    assert directory_bytes(tmp_path) == directory_bytes(reference)
+
+
+def test_a_directory_source_gives_the_same_shards(reference, train_archive, labels_dir, tmp_path):
+    with tarfile.open(train_archive) as archive:
+        archive.extractall(tmp_path / "extracted", filter="data")
+    manifest = build_tfrecords(tmp_path / "extracted", labels_dir, tmp_path / "out", shard_bytes=SHARD_BYTES, workers=1)
+    built, expected = directory_bytes(tmp_path / "out"), directory_bytes(reference)
+    assert built.pop("manifest.json") != expected.pop("manifest.json")  # they name different sources
+    assert built == expected
+    assert manifest["source"] == str(tmp_path / "extracted")
+
+
+def test_keep_original_stores_the_file_bytes(train_archive, labels_dir, tmp_path):
+    manifest = build_tfrecords(train_archive, labels_dir, tmp_path, keep_original=True, shard_bytes=SHARD_BYTES,
+                               workers=1)
+    originals = {member.name: member.read() for member in iter_members(train_archive)}
+    records = read_records(tmp_path)
+    assert {r["filename"]: r["encoded"] for r in records} == originals
+    assert manifest["encoding"] == "original" and manifest["jpeg_quality"] is None
+    assert manifest["num_shards"] >= 2
+
+
+def test_faces_are_fitted_like_tf_image_resize_with_pad():
+    for width, height in [(200, 120), (120, 200), (97, 63), (300, 301), (1000, 37), (64, 64)]:
+        white = Image.new("RGB", (width, height), (255, 255, 255))
+        ours = np.asarray(fit_with_pad(white, 152))
+        theirs = tf.image.resize_with_pad(np.asarray(white, np.float32), 152, 152).numpy()
+        assert ours.shape == (152, 152, 3)
+        np.testing.assert_array_equal(ours.max(axis=-1) > 0, theirs.max(axis=-1) > 0, err_msg=f"{width}x{height}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bad_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An archive mixing good images, images needing conversion and every kind of bad file, and its labels."""
+    root = tmp_path_factory.mktemp("bad")
+    good = image_bytes(noise_image(0))
+    scan_start = good.index(b"\xff\xda") + 14
+    deep = Image.fromarray(np.full((40, 60), 0x8000, np.uint16))  # 16-bit grey at half range
+    members = [(f"train/idA/{i:02d}.jpg", image_bytes(noise_image(i))) for i in range(8)] + [
+        ("train/README.txt", b"not an image: ignored"),
+        ("train/idA/cmyk.jpg", image_bytes(noise_image(20).convert("CMYK"))),
+        ("train/idA/grey.png", image_bytes(noise_image(21).convert("L"), "PNG")),
+        ("train/idA/deep.png", image_bytes(deep, "PNG")),
+        ("train/idA/alpha.png", image_bytes(noise_image(22).convert("RGBA"), "PNG")),
+        ("train/idA/scan.tif", image_bytes(noise_image(23), "TIFF")),
+        ("train/idB/ok.jpg", image_bytes(noise_image(30))),
+        ("train/idB/corrupt_header.jpg", good[:20] + bytes(range(256)) * 8),
+        ("train/idB/corrupt_scan.jpg", good[:scan_start] + bytes(range(255)) * 8),
+        ("train/idB/truncated.jpg", good[: len(good) // 2]),
+        ("train/idB/empty.jpg", b""),
+        ("train/idB/notes.jpg", b"a text file named .jpg\n"),
+        ("train/idB/bomb.jpg", with_jpeg_size(good, 10_000, 10_000)),
+        ("train/idB/huge_bomb.jpg", with_jpeg_size(good, 30_000, 30_000)),
+        ("train/idC/0001.jpg", image_bytes(noise_image(40))),
+        ("train/idA/00.jpg", image_bytes(noise_image(50))),
+        ("stray.jpg", image_bytes(noise_image(60))),
+    ]
+    image_list = root / "list.txt"
+    image_list.write_text("idA/00.jpg\nidB/ok.jpg\n")
+    build_labels(image_list, root / "labels")
+    return write_tar(root / "bad.tar.gz", members), root / "labels"
+
+
+@pytest.fixture(scope="module")
+def bad_build(bad_source: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A build of the bad archive that accepts its bad files, with one worker (treat as read-only)."""
+    archive, labels = bad_source
+    out = tmp_path_factory.mktemp("bad_build")
+    build_tfrecords(archive, labels, out, max_bad_fraction=0.5, shard_bytes=SHARD_BYTES, workers=1)
+    return out
+
+
+EXPECTED_SKIPS = {
+    "train/idB/corrupt_header.jpg": "not an image, or a corrupt one",
+    "train/idB/corrupt_scan.jpg": "corrupt or truncated image",
+    "train/idB/truncated.jpg": "corrupt or truncated image",
+    "train/idB/empty.jpg": "empty file",
+    "train/idB/notes.jpg": "not an image, or a corrupt one",
+    "train/idB/bomb.jpg": "too many pixels (decompression bomb?)",
+    "train/idB/huge_bomb.jpg": "too many pixels (decompression bomb?)",
+    "train/idC/0001.jpg": "unknown identity",
+    "train/idA/00.jpg": "duplicate",
+    "stray.jpg": "no identity folder",
+}
+
+
+def test_each_kind_of_bad_file_is_skipped_and_listed(bad_source, bad_build, tmp_path):
+    archive, labels = bad_source
+    manifest = build_tfrecords(archive, labels, tmp_path, max_bad_fraction=1.0, shard_bytes=SHARD_BYTES, workers=2)
+    assert directory_bytes(tmp_path) == directory_bytes(bad_build)  # whatever the workers and the limit
+    skipped = {entry["file"]: entry["reason"].split(":")[0] for entry in manifest["skipped"]}
+    assert skipped == EXPECTED_SKIPS
+    assert manifest["num_skipped"] == len(EXPECTED_SKIPS)
+    assert manifest["skipped_by_reason"]["corrupt or truncated image"] == 2
+    assert manifest["ignored_files"] == {"count": 1, "examples": ["train/README.txt"]}
+
+    records = {r["filename"]: r for r in read_records(tmp_path)}
+    converted = ["cmyk.jpg", "grey.png", "deep.png", "alpha.png", "scan.tif"]
+    stored = [f"train/idA/{i:02d}.jpg" for i in range(8)] + [f"train/idA/{name}" for name in converted]
+    assert sorted(records) == sorted(stored + ["train/idB/ok.jpg"])
+    assert records["train/idA/00.jpg"]["encoded"] != image_bytes(noise_image(50))  # the first 00.jpg is kept
+    for record in records.values():
+        assert tf.io.decode_jpeg(record["encoded"]).shape == (152, 152, 3)
+    deep = tf.io.decode_jpeg(records["train/idA/deep.png"]["encoded"]).numpy()
+    assert np.all(np.abs(deep[76, 60:90].astype(int) - 128) <= 2)  # 16 bits scaled to 8, not clipped to 255
+
+
+def test_keep_original_skips_formats_tensorflow_cannot_decode(bad_source, tmp_path):
+    archive, labels = bad_source
+    manifest = build_tfrecords(archive, labels, tmp_path, keep_original=True, max_bad_fraction=1.0, workers=1)
+    skipped = {entry["file"]: entry["reason"] for entry in manifest["skipped"]}
+    assert skipped.pop("train/idA/scan.tif").startswith("unsupported format: TIFF")
+    assert {name: reason.split(":")[0] for name, reason in skipped.items()} == EXPECTED_SKIPS
+    originals = {}
+    for member in iter_members(archive):
+        originals.setdefault(member.name, member.read())
+    for record in read_records(tmp_path):
+        assert record["encoded"] == originals[record["filename"]]
+
+
+def test_too_many_bad_files_fail_the_build_and_a_rerun_can_accept_them(bad_source, bad_build, tmp_path):
+    archive, labels = bad_source
+    with pytest.raises(DeepFaceError, match=r"10 of 24 images .* were skipped \(41\.67% > max_bad_fraction 1\.00%\)"):
+        build_tfrecords(archive, labels, tmp_path / "out", shard_bytes=SHARD_BYTES, workers=1)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert not list((tmp_path / "out").glob("*.tfrecord"))
+
+    with pytest.raises(DeepFaceError, match="unfinished build with other settings.*jpeg_quality: 90 -> 80"):
+        build_tfrecords(archive, labels, tmp_path / "out", shard_bytes=SHARD_BYTES, jpeg_quality=80)
+
+    # Accepting the bad files finishes the kept build, with the bytes of a build that accepted them at once.
+    build_tfrecords(archive, labels, tmp_path / "out", shard_bytes=SHARD_BYTES, max_bad_fraction=0.5, workers=1)
+    assert directory_bytes(tmp_path / "out") == directory_bytes(bad_build)
+
+
+# --------------------------------------------------------------------------------------------------
+# Interruptions and reruns
+# --------------------------------------------------------------------------------------------------
+
+BUILD_IN_CHILD = (
+    "import sys; from deepface.tfrecords import build_tfrecords; "
+    "build_tfrecords(sys.argv[1], sys.argv[2], sys.argv[3], shard_bytes=int(sys.argv[4]), workers=1)"
+)
+
+
+def test_a_build_killed_midway_resumes_to_the_same_bytes(train_archive, labels_dir, tmp_path):
+    # The child reads the archive through a named pipe that gets only part of it, so it is surely
+    # killed midway; the rerun then reads the whole archive under the same name.
+    stream, out = tmp_path / "train.tar.gz", tmp_path / "out"
+    os.mkfifo(stream)
+    data = train_archive.read_bytes()
+    killed = threading.Event()
+
+    def feed_part_of_the_archive() -> None:
+        with contextlib.suppress(BrokenPipeError), open(stream, "wb") as pipe:
+            pipe.write(data[: len(data) * 3 // 4])
+            pipe.flush()
+            killed.wait()
+
+    feeder = threading.Thread(target=feed_part_of_the_archive, daemon=True)
+    feeder.start()
+    log = open(tmp_path / "child.log", "wb")
+    child = subprocess.Popen([sys.executable, "-c", BUILD_IN_CHILD, str(stream), str(labels_dir), str(out),
+                              str(SHARD_BYTES)], stdout=log, stderr=log, start_new_session=True)
+    try:
+        state = None
+        while not (state and state["shards"]):  # poll until a complete shard is recorded
+            assert child.poll() is None, (tmp_path / "child.log").read_text()
+            time.sleep(0.05)
+            state = read_json(out / STATE_FILE) if (out / STATE_FILE).exists() else None
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        killed.set()
+        os.close(os.open(stream, os.O_RDONLY | os.O_NONBLOCK))  # releases the feeder if the child never read
+        feeder.join()
+        log.close()
+    assert not (out / "manifest.json").exists()
+    state = read_json(out / STATE_FILE)
+    kept = {shard["file"]: (out / shard["file"]).stat().st_ino for shard in state["shards"]}
+
+    stream.unlink()
+    stream.write_bytes(data)
+    manifest = build_tfrecords(stream, labels_dir, out, shard_bytes=SHARD_BYTES, workers=2)
+    assert len(kept) < manifest["num_shards"]
+    for index, inode in enumerate(kept.values()):  # complete shards were kept, not written again
+        assert (out / shard_name("train", index, manifest["num_shards"])).stat().st_ino == inode
+
+    build_tfrecords(stream, labels_dir, tmp_path / "uninterrupted", shard_bytes=SHARD_BYTES, workers=1)
+    assert directory_bytes(out) == directory_bytes(tmp_path / "uninterrupted")
+
+
+def test_an_interrupted_final_renaming_and_a_damaged_shard_are_repaired(bad_source, bad_build, tmp_path):
+    archive, labels = bad_source
+    with pytest.raises(DeepFaceError, match="were skipped"):  # the whole source read, the shards kept
+        build_tfrecords(archive, labels, tmp_path, shard_bytes=SHARD_BYTES, workers=1)
+    pending = sorted(tmp_path.glob("train-*.tfrecord.done"))
+    assert len(pending) >= 3
+    pending[0].rename(tmp_path / shard_name("train", 0, len(pending)))  # as a crash while renaming leaves it
+    with open(pending[2], "r+b") as shard:
+        shard.truncate(100)
+
+    build_tfrecords(archive, labels, tmp_path, max_bad_fraction=0.5, shard_bytes=SHARD_BYTES, workers=1)
+    assert directory_bytes(tmp_path) == directory_bytes(bad_build)
+
+
+def test_a_finished_build_is_not_redone_nor_overwritten(reference, train_archive, labels_dir, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    before = directory_bytes(out)
+    assert build_tfrecords(train_archive, labels_dir, out, shard_bytes=SHARD_BYTES) == read_json(out / "manifest.json")
+    with pytest.raises(DeepFaceError, match="finished build with other settings.*image_size: 152 -> 96"):
+        build_tfrecords(train_archive, labels_dir, out, shard_bytes=SHARD_BYTES, image_size=96)
+    assert directory_bytes(out) == before
+
+    (out / "manifest.json").unlink()  # shards that no manifest nor build state vouches for
+    with pytest.raises(DeepFaceError, match="not from this build"):
+        build_tfrecords(train_archive, labels_dir, out, shard_bytes=SHARD_BYTES)
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameters and command line
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"split": "train-1"}, "split='train-1'"),
+        ({"image_size": 0}, "image_size=0"),
+        ({"jpeg_quality": 101}, "jpeg_quality=101"),
+        ({"workers": 0}, "workers=0"),
+        ({"max_bad_fraction": 2.0}, "max_bad_fraction=2.0"),
+    ],
+)
+def test_bad_parameters_are_named(train_archive, labels_dir, tmp_path, options, expected):
+    with pytest.raises(DeepFaceError, match=re.escape(expected)):
+        build_tfrecords(train_archive, labels_dir, tmp_path, **options)
+
+
+def test_an_image_list_is_not_a_source(synth_dir, labels_dir, tmp_path):
+    with pytest.raises(DeepFaceError, match="is an image list"):
+        build_tfrecords(synth_dir / "train_list.txt", labels_dir, tmp_path)
+
+
+def test_command_line(train_archive, labels_dir, tmp_path):
+    runner = CliRunner()
+    arguments = ["tfrecords", "--source", str(train_archive), "--labels", str(labels_dir), "--out", str(tmp_path),
+                 "--shard-mb", "0.05", "--workers", "1", "--image-size", "64"]
+    result = runner.invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    assert f"{NUM_TRAIN_IMAGES} records" in result.output
+    manifest = read_json(tmp_path / "manifest.json")
+    assert manifest["image_size"] == 64 and manifest["shard_bytes"] == int(0.05 * 2**20)
+
+    result = runner.invoke(main, arguments[:-2] + ["--image-size", "-1"])
+    assert result.exit_code == 1
+    assert "image_size=-1" in result.output and "Traceback" not in result.output
