@@ -28,7 +28,7 @@ from google.protobuf import json_format
 
 from deepface.errors import DeepFaceError
 from pipelines.params import check_parameters
-from pipelines.pipeline import STAGES, make_pipeline
+from pipelines.pipeline import STAGES, CompileOptions, make_pipeline
 
 DEFAULT_PIPELINE_ROOT = "local_outputs"
 # Pipeline outputs (see pipelines.pipeline.Outputs) of each task.
@@ -117,7 +117,7 @@ def run_local(
     root = Path(pipeline_root)
     if "://" in str(pipeline_root):
         raise DeepFaceError(f"--pipeline-root {pipeline_root}: a local run needs a local folder")
-    pipeline = make_pipeline()
+    pipeline = make_pipeline(CompileOptions(train_retries=0))
     values = check_parameters(pipeline_spec_dict(pipeline), parameters or {})
     root.mkdir(parents=True, exist_ok=True)
     init_local(root, enable_caching=enable_caching)

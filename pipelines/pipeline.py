@@ -62,7 +62,8 @@ class CompileOptions:
         machine_type: machine of each training replica (``custom-job``), e.g. ``ct5lp-hightpu-4t``.
         replicas: training machines (``custom-job``); more than one trains with MultiWorkerMirroredStrategy.
         boot_disk_gb: boot disk of each training replica (``custom-job``).
-        train_retries: retries of the training step (it resumes from its last checkpoint).
+        train_retries: retries of the training step, for preemptions (it resumes from its last
+            checkpoint); 0 for local runs, where a retry would only repeat an error.
     """
 
     training: str = "pipeline"
@@ -114,7 +115,7 @@ def _train_component(options: CompileOptions):
         display_name="deepface-train",
         machine_type=options.machine_type,
         accelerator_type=options.accelerator,
-        accelerator_count=options.accelerator_count if options.accelerator else 0,
+        accelerator_count=options.accelerator_count,
         replica_count=options.replicas,
         boot_disk_size_gb=options.boot_disk_gb,
         service_account="{{$.pipeline_service_account}}",  # the pipeline run's own service account
@@ -189,8 +190,8 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
             test_identities=synthetic_identities, lfw_identities=synthetic_identities,
             images_per_identity=synthetic_images_per_identity, seed=data_seed,
         ), "synth")
+        # No task retry: fetch itself resumes interrupted transfers, and a retry would not fix bad input.
         fetch = _set_resources(fetch_data(synthetic=synth.outputs["data"], data_uri=data_uri), "fetch")
-        fetch.set_retry(num_retries=2, backoff_duration="30s")
         labels = _set_resources(build_labels(data=fetch.outputs["data"]), "labels")
         tfrecords = _set_resources(build_tfrecords(
             data=fetch.outputs["data"], labels=labels.outputs["labels"], preset=preset,

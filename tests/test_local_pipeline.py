@@ -65,3 +65,9 @@ def test_demo_command_reports_bad_parameters_in_one_line(tmp_path):
     result = CliRunner().invoke(deepface_main, ["demo", "--pipeline-root", str(tmp_path), "--param", "epochs=many"])
     assert result.exit_code == 1
     assert "epochs='many': expected an integer" in result.output and "Traceback" not in result.output
+
+
+def test_a_failing_stage_is_one_clear_error(tmp_path):
+    missing = tmp_path / "no-such-data"
+    with pytest.raises(DeepFaceError, match="'fetch-data'.*log is above"):
+        run_local({"data_uri": f"{missing}/"}, pipeline_root=tmp_path / "runs")

@@ -154,6 +154,14 @@ def test_bad_compile_option_on_the_command_line_is_one_line(tmp_path):
     assert not (tmp_path / "p.yaml").exists()
 
 
+def test_only_training_retries(spec, tmp_path):
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {name for name, body in tasks.items() if "retryPolicy" in body} == {"train-model"}
+    assert tasks["train-model"]["retryPolicy"]["maxRetryCount"] == CompileOptions().train_retries
+    local = compiled(tmp_path, CompileOptions(train_retries=0))["root"]["dag"]["tasks"]
+    assert not any("retryPolicy" in body for body in local.values())
+
+
 def test_caching_is_on_for_every_task(spec):
     tasks = spec["root"]["dag"]["tasks"]
     assert {name: body["cachingOptions"].get("enableCache") for name, body in tasks.items()} == {
