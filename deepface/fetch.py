@@ -660,6 +660,8 @@ def _prepare_out_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
         (path / MANIFEST_NAME).unlink(missing_ok=True)  # the output is incomplete until the new one is written
+        for stale in path.glob(f".{MANIFEST_NAME}.*.tmp"):  # left by a run killed while writing its manifest
+            stale.unlink()
     except OSError as error:
         raise _disk_error(path, error) from error
 
