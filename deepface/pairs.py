@@ -32,19 +32,15 @@ import dataclasses
 import logging
 import os
 import re
-import tarfile
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from deepface import io
 from deepface.errors import DeepFaceError
+from deepface.labels import identity_of, is_image_name, iter_members
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
-
 
 @dataclasses.dataclass(frozen=True)
 class Pair:
@@ -174,31 +170,19 @@ class ImageCollection:
     """The images of a tar archive (read in place, never extracted) or of a directory, by identity.
 
     ``identities[name][number]`` is the path of an image inside the archive or directory (``/``
-    separated); numbers follow the rule in the module docstring.
+    separated); numbers follow the rule in the module docstring. Files are walked and named as the labels
+    stage does it (``deepface.labels.iter_members``): an image is a file with an image suffix whose
+    identity is its parent folder.
     """
 
     def __init__(self, source: str | os.PathLike):
-        self.source = io.local_path(source)
-        if self.source.is_dir():
-            self.is_archive = False
-            paths = sorted(
-                path.relative_to(self.source).as_posix()
-                for path in self.source.rglob("*")
-                if path.is_file()
-            )
-        elif self.source.is_file() and self.source.name.lower().endswith(TAR_SUFFIXES):
-            self.is_archive = True
-            paths = sorted(member.name for member in self._tar_members())
-        else:
-            raise DeepFaceError(
-                f"images {source}: not a directory or a tar archive ({', '.join(TAR_SUFFIXES)}); "
-                "pass the LFW tarball (lfw.tgz), the VGGFace2 test tarball or an extracted folder."
-            )
-        self.identities = _number_images(p for p in paths if _is_image(p))
-        if not self.identities:
-            raise DeepFaceError(f"images {source}: holds no image files ({', '.join(IMAGE_SUFFIXES)}).")
-        logger.info("%s: %d images of %d identities", source,
-                    sum(map(len, self.identities.values())), len(self.identities))
+        self.source = source
+        paths = sorted(member.name for member in iter_members(source)
+                       if is_image_name(member.name) and identity_of(member.name))
+        if not paths:
+            raise DeepFaceError(f"images {source}: holds no image files in identity folders.")
+        self.identities = _number_images(paths)
+        logger.info("%s: %d images of %d identities", source, len(paths), len(self.identities))
 
     def path(self, name: str, number: int) -> str | None:
         """The path of image ``number`` of ``name``, or None if there is none."""
@@ -207,35 +191,17 @@ class ImageCollection:
     def read(self, paths: Iterable[str]) -> Iterator[tuple[str, bytes]]:
         """Yield ``(path, encoded bytes)`` for each of ``paths``, in storage order (one pass)."""
         wanted = set(paths)
-        if not self.is_archive:
-            for path in sorted(wanted):
-                yield path, (self.source / path).read_bytes()
-            return
-        with tarfile.open(self.source, "r:*") as archive:
-            for member in archive:
-                if member.isfile() and member.name in wanted:
-                    yield member.name, archive.extractfile(member).read()
-
-    def _tar_members(self) -> list[tarfile.TarInfo]:
-        try:
-            with tarfile.open(self.source, "r:*") as archive:
-                return [member for member in archive if member.isfile()]
-        except (tarfile.TarError, OSError, EOFError) as error:
-            raise DeepFaceError(f"images {self.source}: unreadable tar archive ({error}).") from None
-
-
-def _is_image(path: str) -> bool:
-    name = path.rsplit("/", 1)[-1]
-    return "/" in path and not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
+        for member in iter_members(self.source):
+            if member.name in wanted:
+                yield member.name, member.read()
 
 
 def _number_images(paths: Iterable[str]) -> dict[str, dict[int, str]]:
-    """Group sorted image paths by their folder's name and number them (see the module docstring)."""
+    """Group sorted image paths by identity (parent folder) and number them (see the module docstring)."""
     folders: dict[str, list[str]] = {}
     parents: dict[str, str] = {}
     for path in paths:
-        parent, _, _ = path.rpartition("/")
-        name = parent.rsplit("/", 1)[-1]
+        parent, name = path.rpartition("/")[0], identity_of(path)
         if parents.setdefault(name, parent) != parent:
             raise DeepFaceError(
                 f"identity {name!r} has images in two folders, {parents[name]}/ and {parent}/; "
@@ -332,29 +298,31 @@ def write_pairs(pairs: list[Pair], path: str | os.PathLike) -> None:
 
 def resolve_pairs(
     pairs: list[Pair], images: ImageCollection, *, allow_missing: bool = False
-) -> tuple[list[tuple[str, str]], list[str]]:
+) -> tuple[list[tuple[str | None, str | None]], dict[int, str]]:
     """The image paths of each pair.
 
     Returns:
-        ``(paths, problems)``: ``paths[k]`` is the ``(left, right)`` paths of ``pairs[k]``, or
-        ``(None, None)`` where an image is missing; ``problems`` describes each missing image.
+        ``(files, problems)``: ``files[k]`` is the ``(left, right)`` paths of ``pairs[k]`` (None for a
+        missing image); ``problems`` maps the index of each pair with a missing image to a description.
 
     Raises:
         DeepFaceError: if an image is missing and ``allow_missing`` is False.
     """
-    paths, problems = [], []
-    for pair in pairs:
-        left, right = images.path(pair.name1, pair.number1), images.path(pair.name2, pair.number2)
-        for path, name, number in ((left, pair.name1, pair.number1), (right, pair.name2, pair.number2)):
-            if path is None:
-                problems.append(f"image {number} of {name} is not in {images.source}")
-        paths.append((left, right) if left and right else (None, None))
+    files, problems = [], {}
+    for k, pair in enumerate(pairs):
+        sides = ((pair.name1, pair.number1), (pair.name2, pair.number2))
+        paths = tuple(images.path(name, number) for name, number in sides)
+        absent = [f"image {number} of {name}" for (name, number), path in zip(sides, paths) if path is None]
+        if absent:
+            problems[k] = f"{' and '.join(absent)} not in {images.source}"
+        files.append(paths)
     if problems and not allow_missing:
+        first = min(problems)
         raise DeepFaceError(
-            f"{len(problems)} pair image(s) missing, e.g. {problems[0]}; pass the images the pairs file "
-            "was made for, or allow missing pairs to skip (and count) them."
+            f"{len(problems)} pair(s) name images that are missing, e.g. pair {first + 1}: {problems[first]}; "
+            "pass the images the pairs file was made for, or allow missing pairs to skip (and count) them."
         )
-    return paths, problems
+    return files, problems
 
 
 __all__ = [

@@ -127,12 +127,12 @@ def test_vggface2_names_are_numbered_by_sorted_position(tmp_path):
 
 
 def test_unusable_image_sources_are_clear_errors(tmp_path):
-    with pytest.raises(DeepFaceError, match="not a directory or a tar archive"):
+    with pytest.raises(DeepFaceError, match="does not exist"):
         ImageCollection(tmp_path / "missing.tgz")
     with pytest.raises(DeepFaceError, match="holds no image files"):
-        ImageCollection(_write_tar(tmp_path / "empty.tar.gz", ["notes/readme.txt"]))
+        ImageCollection(_write_tar(tmp_path / "empty.tar.gz", ["notes/readme.txt", "top.jpg"]))
     (tmp_path / "broken.tgz").write_bytes(b"not a tar file")
-    with pytest.raises(DeepFaceError, match="unreadable tar archive"):
+    with pytest.raises(DeepFaceError, match="Cannot read archive .*broken.tgz"):
         ImageCollection(tmp_path / "broken.tgz")
     with pytest.raises(DeepFaceError, match="two folders"):
         ImageCollection(_write_tree(tmp_path / "both", ["train/n1/a.jpg", "test/n1/b.jpg"]))
@@ -140,13 +140,13 @@ def test_unusable_image_sources_are_clear_errors(tmp_path):
 
 def test_missing_pair_images_are_errors_unless_allowed(tmp_path):
     images = ImageCollection(_write_tar(tmp_path / "lfw.tgz", LFW_FILES))
-    pairs = [Pair("Ann_Lee", 1, "Ann_Lee", 3, 0), Pair("Ann_Lee", 2, "Bo", 1, 0), Pair("Cy", 1, "Bo", 1, 0)]
-    with pytest.raises(DeepFaceError, match="2 pair image.* missing, e.g. image 2 of Ann_Lee"):
+    pairs = [Pair("Ann_Lee", 1, "Ann_Lee", 3, 0), Pair("Ann_Lee", 2, "Bo", 1, 0), Pair("Cy", 1, "Bo", 9, 0)]
+    with pytest.raises(DeepFaceError, match="2 pair.* missing, e.g. pair 2: image 2 of Ann_Lee not in"):
         resolve_pairs(pairs, images)
-    paths, problems = resolve_pairs(pairs, images, allow_missing=True)
-    assert paths == [("lfw/Ann_Lee/Ann_Lee_0001.jpg", "lfw/Ann_Lee/Ann_Lee_0003.jpg"), (None, None),
-                     (None, None)]
-    assert len(problems) == 2 and "image 1 of Cy" in problems[1]
+    files, problems = resolve_pairs(pairs, images, allow_missing=True)
+    assert files == [("lfw/Ann_Lee/Ann_Lee_0001.jpg", "lfw/Ann_Lee/Ann_Lee_0003.jpg"),
+                     (None, "lfw/Bo/Bo_0001.jpg"), (None, None)]
+    assert sorted(problems) == [1, 2] and problems[2].startswith("image 1 of Cy and image 9 of Bo not in")
 
 
 def _identity_folder(root: Path, identities: int, images: int) -> ImageCollection:

@@ -1,0 +1,468 @@
+"""The evaluation stage: face verification of a trained model on LFW-style pairs.
+
+``evaluate(model_dir, images, pairs, out_dir)`` embeds every image the pairs name once (batched, through
+``deepface.data.preprocess_image`` as in training, read straight from the tar archive), scores each pair
+with three scores of the L2-normalised features (:data:`SCORES`), and measures each score with the LFW
+protocol (``deepface.metrics``). It writes, into ``out_dir``:
+
+    metrics.json     per score: 10-fold accuracy +- standard error, AUC, EER, TAR at FAR 1e-3 / 1e-2, best
+                     threshold; for the trained model and its untrained baseline; pair and image counts
+    scores.csv       one row per pair: fold, label, names, numbers, the files used, every score (exact
+                     float64 text: recomputing the metrics from this file gives the same numbers)
+    roc.json         the ROC points (FAR, TAR, threshold) of every score
+    threshold.json   the threshold of best accuracy on all pairs, per score, for ``deepface verify``
+    report.html      a self-contained page: metrics table, ROC curves, score histograms, training curves
+    pairs.txt        only with ``pairs="generate"``: the generated pairs, in LFW format
+    manifest.json    inputs, parameters, counts and the sha256 of every output; written last
+
+Decisions:
+
+- Pairs: ``pairs`` is an LFW pairs file (View 2 ``10\\t300``; a View 1 single-set file is split into 10
+  folds by position, i-th matched and i-th mismatched pair into fold ``i % 10``) or the word
+  ``generate``: pairs are then drawn from the identities of ``images`` (e.g. the VGGFace2 test split)
+  by ``deepface.pairs.generate_pairs`` with ``folds``, ``pairs_per_fold`` and ``pairs_seed``, and saved
+  as ``pairs.txt``. How pairs name VGGFace2 files is described in ``deepface.pairs``.
+- Missing or undecodable images are an error; with ``allow_missing`` their pairs are skipped, counted
+  in metrics.json and listed (score cells empty) in scores.csv.
+- Scores (higher/lower = same): ``cosine`` = inner product of the normalised features (higher; the paper's
+  unsupervised 95.92% score), ``l2`` = Euclidean distance between them (lower; ``sqrt(2 - 2 cosine)``,
+  so it ranks pairs as cosine does and differs only in threshold units), ``chi2`` =
+  ``sum((f1 - f2)^2 / (f1 + f2))`` (lower; the paper's chi^2 without the SVM-learned weights).
+- Flip test-time augmentation: the embedding of an image is the renormalised mean of the embeddings of
+  the image and its mirror.
+- Baseline: with ``baseline``, a freshly initialised classifier of the same preset (``seed``) is scored
+  the same way, its feature maxima taken over the evaluated images themselves, in the same pass over
+  the images, so the report shows how much training bought.
+- Thresholds for verification stay in the evaluation's ``threshold.json`` (the model directory, an
+  immutable artifact, is never modified); ``deepface verify --evaluation DIR`` reads it and checks that
+  it was computed for the same ``embedding.keras`` (sha256).
+
+Command line::
+
+    deepface evaluate --model out/model --images lfw.tgz --pairs pairs.txt --out out/eval
+    deepface evaluate --model out/model --images vggface2_test.tar.gz --pairs generate --out out/eval-vgg
+"""
+
+from __future__ import annotations
+
+import csv
+import io as text_io
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from deepface import io
+from deepface.errors import DeepFaceError
+from deepface.pairs import ImageCollection, Pair, generate_pairs, read_pairs, resolve_pairs, write_pairs
+
+logger = logging.getLogger(__name__)
+
+GENERATE = "generate"
+LFW_FOLDS = 10
+PRIMARY_SCORE = "cosine"
+VARIANTS = ("trained", "baseline")
+MAX_LISTED_PROBLEMS = 20  # in metrics.json; scores.csv lists every skipped pair
+OUTPUTS = ("pairs.txt", "scores.csv", "roc.json", "threshold.json", "metrics.json", "report.html")
+
+
+# ----------------------------------------------------------------------------------------------- scores
+
+
+def unit_rows(features: np.ndarray) -> np.ndarray:
+    """Rows of ``features`` ``[N, D]`` renormalised to unit L2 norm in float64 (zero rows stay zero).
+
+    The embeddings are already unit vectors in float32; renormalising them in float64 keeps the scores
+    of nearly parallel embeddings (angles ~1e-6, common for untrained networks) above rounding noise.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    norm = np.linalg.norm(features, axis=1, keepdims=True)
+    return np.divide(features, norm, out=np.zeros_like(features), where=norm > 0)
+
+
+def l2_distance(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Euclidean distance of unit rows (from :func:`merge_views`): ``[N, D]`` x ``[N, D]`` -> ``[N]``
+    (lower = same)."""
+    return np.linalg.norm(left - right, axis=1)
+
+
+def cosine_similarity(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Inner product of unit rows, ``[N, D]`` x ``[N, D]`` -> ``[N]`` (higher = same).
+
+    Computed as ``1 - l2^2 / 2`` (equal for unit vectors), which stays exact for nearly parallel vectors
+    where the inner product itself rounds to 1; it ranks pairs exactly as :func:`l2_distance` does.
+    """
+    return 1.0 - l2_distance(left, right) ** 2 / 2
+
+
+def chi2_distance(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """The paper's chi^2 distance of unit rows of non-negative features, unweighted:
+    ``sum (l - r)^2 / (l + r)`` over dimensions where ``l + r > 0``; ``[N, D]`` x ``[N, D]`` -> ``[N]``
+    (lower = same)."""
+    total = left + right
+    ratio = np.divide((left - right) ** 2, total, out=np.zeros_like(total), where=total > 0)
+    return ratio.sum(axis=1)
+
+
+# name -> (function, higher_is_same)
+SCORES: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], bool]] = {
+    "cosine": (cosine_similarity, True),
+    "l2": (l2_distance, False),
+    "chi2": (chi2_distance, False),
+}
+
+
+# -------------------------------------------------------------------------------------------- embedding
+
+
+def model_views(model, batch, flip: bool) -> np.ndarray:
+    """Outputs of ``model`` for a batch ``[B, S, S, 3]`` and, with ``flip``, for its mirror image.
+
+    Returns:
+        float32 ``[V, B, D]``, ``V = 2`` with ``flip`` (original, mirrored), else 1.
+    """
+    import tensorflow as tf
+
+    if flip:
+        batch = tf.concat([batch, tf.image.flip_left_right(batch)], axis=0)
+    outputs = np.asarray(model.predict_on_batch(batch), dtype=np.float32)
+    return outputs.reshape(2 if flip else 1, -1, outputs.shape[-1])
+
+
+def merge_views(views: np.ndarray) -> np.ndarray:
+    """One embedding per image from ``[V, N, D]`` views: their mean as float64 unit rows ``[N, D]``
+    (:func:`unit_rows`), the input of the scores."""
+    return unit_rows(np.asarray(views, dtype=np.float64).mean(axis=0))
+
+
+def embed_images(
+    models: list, images: ImageCollection, paths: list[str], *, image_size: int, batch_size: int, flip: bool
+) -> tuple[list[np.ndarray], list[str]]:
+    """Run every model over the images ``paths`` of ``images`` in one pass over the archive.
+
+    Images are decoded and preprocessed by ``deepface.data.preprocess_image`` in a tf.data pipeline that
+    overlaps with the models; an image that cannot be decoded is left out and reported.
+
+    Returns:
+        ``(outputs, undecodable)``: ``outputs[m]`` is float32 ``[V, len(paths), D_m]`` (see
+        :func:`model_views`; rows of undecodable images are NaN), ``undecodable`` the paths that failed.
+    """
+    import tensorflow as tf
+
+    from deepface.data import preprocess_image
+
+    index = {path: row for row, path in enumerate(paths)}
+
+    def encoded_images():
+        for path, data in images.read(paths):
+            yield index[path], data
+
+    dataset = (
+        tf.data.Dataset.from_generator(
+            encoded_images,
+            output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string)),
+        )
+        .map(lambda row, data: (row, preprocess_image(data, image_size)), num_parallel_calls=tf.data.AUTOTUNE)
+        .ignore_errors()
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    views = 2 if flip else 1
+    outputs = [np.full((views, len(paths), model.output_shape[-1]), np.nan, np.float32) for model in models]
+    seen = np.zeros(len(paths), bool)
+    started = time.perf_counter()
+    with tqdm(total=len(paths), unit="img", desc="embedding", disable=None) as progress:
+        for rows, batch in dataset:
+            rows = rows.numpy()
+            for model, output in zip(models, outputs):
+                output[:, rows] = model_views(model, batch, flip)
+            seen[rows] = True
+            progress.update(len(rows))
+    elapsed = time.perf_counter() - started
+    logger.info("embedded %d images with %d model(s) in %.1f s (%.1f img/s)%s", seen.sum(), len(models),
+                elapsed, seen.sum() / max(elapsed, 1e-9), " with flips" if flip else "")
+    return outputs, [path for path, ok in zip(paths, seen) if not ok]
+
+
+def baseline_feature_model(metadata: dict, seed: int):
+    """The raw F7 features of an untrained classifier built like the model (``metadata["preset"]``: a
+    preset name or the config written by training), its weights drawn with ``seed``."""
+    from deepface.model import ModelConfig, build_classifier, feature_extractor
+
+    preset = metadata.get("preset")
+    if preset is None or "num_classes" not in metadata:
+        raise DeepFaceError(
+            "the model directory's metadata.json lacks 'preset' or 'num_classes', needed to build the "
+            "untrained baseline; evaluate without the baseline (--no-baseline)."
+        )
+    config = ModelConfig(**preset) if isinstance(preset, dict) else preset
+    return feature_extractor(build_classifier(config, int(metadata["num_classes"]), seed=seed))
+
+
+def normalize_features(raw_views: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """The paper's normalisation of raw F7 views ``[V, N, D]``, the maxima taken over the ``usable`` rows:
+    through ``deepface.layers.FeatureNormalization``, exactly as the embedding model does it."""
+    from deepface.layers import FeatureNormalization
+
+    layer = FeatureNormalization(dtype="float32")
+    layer.build((None, raw_views.shape[-1]))
+    layer.set_feature_max(raw_views[:, usable].max(axis=(0, 1)))
+    return np.stack([np.asarray(layer(view)) for view in raw_views])
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+
+
+def protocol_folds(pairs: list[Pair]) -> tuple[np.ndarray, str]:
+    """Fold id per pair: the file's sets, or (one set) matched and mismatched pairs dealt into 10 folds.
+
+    Returns:
+        ``(folds [N], how)`` with ``how`` = ``"sets of the pairs file"`` or ``"position (i % 10)"``.
+    """
+    folds = np.array([pair.fold for pair in pairs])
+    if len(set(folds.tolist())) > 1:
+        return folds, "sets of the pairs file"
+    same = np.array([pair.same for pair in pairs])
+    position = np.empty(len(pairs), int)
+    position[same] = np.arange(same.sum())
+    position[~same] = np.arange((~same).sum())
+    return position % LFW_FOLDS, f"position (i % {LFW_FOLDS})"
+
+
+def _load_pairs(pairs: str, collection: ImageCollection, out_dir: Path, *, folds: int, pairs_per_fold: int,
+                pairs_seed: int) -> tuple[list[Pair], dict]:
+    """The pairs to score and a description of where they came from."""
+    if str(pairs) == GENERATE:
+        pair_list = generate_pairs(collection, folds=folds, pairs_per_fold=pairs_per_fold, seed=pairs_seed)
+        write_pairs(pair_list, out_dir / "pairs.txt")
+        return pair_list, {"generated": True, "folds": folds, "pairs_per_fold": pairs_per_fold,
+                           "seed": pairs_seed, "sha256": io.hash_file(out_dir / "pairs.txt")}
+    return read_pairs(pairs), {"generated": False, "path": str(pairs), "sha256": io.hash_file(pairs)}
+
+
+def _scores_csv(pairs, files, scores: dict[str, dict[str, np.ndarray]], scored: np.ndarray,
+                problems: dict[int, str]) -> str:
+    """scores.csv: one row per pair; scores as exact float64 text, empty for skipped pairs."""
+    columns = [f"{variant}_{name}" for variant in scores for name in scores[variant]]
+    buffer = text_io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["fold", "same", "name1", "number1", "name2", "number2", "file1", "file2", *columns,
+                     "problem"])
+    row_of_pair = np.cumsum(scored) - 1
+    for k, (pair, (file1, file2)) in enumerate(zip(pairs, files)):
+        values = ([repr(float(scores[v][n][row_of_pair[k]])) for v in scores for n in scores[v]]
+                  if scored[k] else [""] * len(columns))
+        writer.writerow([pair.fold, int(pair.same), pair.name1, pair.number1, pair.name2, pair.number2,
+                         file1 or "", file2 or "", *values, problems.get(k, "")])
+    return buffer.getvalue()
+
+
+def evaluate(
+    model_dir: str | os.PathLike,
+    images: str | os.PathLike,
+    pairs: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    batch_size: int = 64,
+    flip: bool = False,
+    baseline: bool = True,
+    seed: int = 0,
+    allow_missing: bool = False,
+    folds: int = LFW_FOLDS,
+    pairs_per_fold: int = 300,
+    pairs_seed: int = 0,
+) -> dict:
+    """Evaluate a model directory on verification pairs; see the module docstring for the outputs.
+
+    Args:
+        model_dir: a model directory written by training (``embedding.keras``, ``metadata.json``).
+        images: the images the pairs refer to: a tar archive (``lfw.tgz``, ``vggface2_test.tar.gz``) or
+            a directory of identity folders.
+        pairs: an LFW pairs file, or ``"generate"`` to draw pairs from the identities of ``images``.
+        out_dir: the output directory.
+        batch_size: images per forward pass.
+        flip: average each embedding with that of the mirrored image (test-time augmentation).
+        baseline: also score an untrained model of the same preset.
+        seed: initialisation seed of the baseline model.
+        allow_missing: skip (and count) pairs whose image is missing or undecodable instead of failing.
+        folds, pairs_per_fold, pairs_seed: how pairs are generated (``pairs="generate"`` only).
+
+    Returns:
+        The content of metrics.json.
+    """
+    from deepface.model import load_embedding_model
+
+    if batch_size < 1:
+        raise DeepFaceError(f"batch_size={batch_size} must be a positive integer.")
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "manifest.json").unlink(missing_ok=True)  # the directory is incomplete until the end
+    model, metadata = load_embedding_model(model_dir)
+    model_sha256 = io.hash_file(model_dir / "embedding.keras")
+    image_size = int(model.input_shape[1])
+    collection = ImageCollection(images)
+    pair_list, pairs_info = _load_pairs(pairs, collection, out_dir, folds=folds, pairs_per_fold=pairs_per_fold,
+                                        pairs_seed=pairs_seed)
+    files, problems = resolve_pairs(pair_list, collection, allow_missing=allow_missing)
+    pairs_missing_images = len(problems)
+    paths = sorted({path for k, pair_files in enumerate(files) if k not in problems for path in pair_files})
+    logger.info("%d pairs over %d images; embedding at %d px", len(pair_list), len(paths), image_size)
+
+    models = [model] + ([baseline_feature_model(metadata, seed)] if baseline else [])
+    outputs, undecodable = embed_images(models, collection, paths, image_size=image_size,
+                                        batch_size=batch_size, flip=flip)
+    if undecodable and not allow_missing:
+        raise DeepFaceError(
+            f"{len(undecodable)} image(s) of {collection.source} cannot be decoded, e.g. {undecodable[0]}; "
+            "replace them, or allow missing pairs to skip (and count) their pairs."
+        )
+    row = {path: k for k, path in enumerate(paths)}
+    bad = set(undecodable)
+    problems.update({k: "undecodable " + " and ".join(path for path in pair_files if path in bad)
+                     for k, pair_files in enumerate(files) if bad.intersection(pair_files)})
+    scored = np.array([k not in problems for k in range(len(pair_list))])
+    if not scored.any():
+        raise DeepFaceError("no pair could be scored: every pair lacks an image.")
+    left = np.array([row[a] for (a, _), ok in zip(files, scored) if ok])
+    right = np.array([row[b] for (_, b), ok in zip(files, scored) if ok])
+
+    embeddings = {"trained": merge_views(outputs[0])}
+    if baseline:
+        usable = np.array([path not in bad for path in paths])
+        embeddings["baseline"] = merge_views(normalize_features(outputs[1], usable))
+    scores = {variant: {name: function(emb[left], emb[right]) for name, (function, _) in SCORES.items()}
+              for variant, emb in embeddings.items()}
+
+    fold_ids, folds_from = protocol_folds(pair_list)
+    same = np.array([pair.same for pair in pair_list])[scored]
+    if same.all() or not same.any():
+        raise DeepFaceError("the scored pairs hold only one class (matched or mismatched); metrics need both.")
+    fold_ids = fold_ids[scored]
+    metrics_by_variant, roc_by_variant = {}, {}
+    from deepface.metrics import roc_points, verification_metrics
+
+    for variant, variant_scores in scores.items():
+        metrics_by_variant[variant] = {
+            name: verification_metrics(values, same, fold_ids, higher_is_same=SCORES[name][1])
+            for name, values in variant_scores.items()
+        }
+        roc_by_variant[variant] = {
+            name: roc_points(values, same, higher_is_same=SCORES[name][1])
+            for name, values in variant_scores.items()
+        }
+
+    counts = {
+        "pairs": len(pair_list), "pairs_scored": int(scored.sum()), "pairs_skipped": int((~scored).sum()),
+        "matched_scored": int(same.sum()), "images": len(paths), "pairs_missing_images": pairs_missing_images,
+        "images_undecodable": len(undecodable), "folds": int(np.unique(fold_ids).size),
+    }
+    primary = metrics_by_variant["trained"][PRIMARY_SCORE]
+    summary = {
+        "accuracy": primary["accuracy"], "accuracy_sem": primary["accuracy_sem"], "auc": primary["auc"],
+        "eer": primary["eer"],
+        **{f"tar_at_far_{far}": value["tar"] for far, value in primary["tar_at_far"].items()},
+    }
+    if baseline:
+        summary["baseline_accuracy"] = metrics_by_variant["baseline"][PRIMARY_SCORE]["accuracy"]
+    result = {
+        "primary_score": PRIMARY_SCORE,
+        "summary": summary,
+        "scores": {name: {"higher_is_same": higher} for name, (_, higher) in SCORES.items()},
+        "metrics": metrics_by_variant,
+        "counts": counts,
+        "problems": [f"pair {k + 1}: {problems[k]}" for k in sorted(problems)[:MAX_LISTED_PROBLEMS]],
+        "folds_from": folds_from,
+        "flip": flip,
+        "image_size": image_size,
+    }
+    context = {
+        "model_dir": str(model_dir), "model_sha256": model_sha256, "metadata": metadata,
+        "images": str(images), "pairs": pairs_info,
+        "parameters": {"batch_size": batch_size, "flip": flip, "baseline": baseline, "seed": seed,
+                       "allow_missing": allow_missing},
+    }
+    threshold = {
+        "score": PRIMARY_SCORE,
+        "thresholds": {
+            name: {"threshold": values["best_threshold"], "accuracy": values["best_accuracy"],
+                   "same_if": ">=" if values["higher_is_same"] else "<="}
+            for name, values in metrics_by_variant["trained"].items()
+        },
+        "flip": flip,
+        "image_size": image_size,
+        "model_sha256": model_sha256,
+        "model_dir": str(model_dir),
+    }
+
+    from deepface.report import render_report
+
+    io.write_text(out_dir / "scores.csv", _scores_csv(pair_list, files, scores, scored, problems))
+    io.write_json(out_dir / "roc.json", roc_by_variant)
+    io.write_json(out_dir / "threshold.json", threshold)
+    io.write_json(out_dir / "metrics.json", result)
+    history = model_dir / "history.json"
+    io.write_text(out_dir / "report.html", render_report(
+        result, context, scores, same, roc_by_variant,
+        history=io.read_json(history) if history.exists() else None,
+    ))
+    io.write_json(out_dir / "manifest.json", {
+        "stage": "evaluate",
+        **context,
+        "counts": counts,
+        "outputs": {name: {"bytes": (out_dir / name).stat().st_size, "sha256": io.hash_file(out_dir / name)}
+                    for name in OUTPUTS if name != "pairs.txt" or pairs_info["generated"]},
+        "versions": _versions(),
+    })
+    logger.info("%s accuracy %.4f +- %.4f, AUC %.4f, EER %.4f (%d pairs)%s", PRIMARY_SCORE,
+                primary["accuracy"], primary["accuracy_sem"] or 0.0, primary["auc"], primary["eer"],
+                counts["pairs_scored"],
+                f"; untrained baseline {summary['baseline_accuracy']:.4f}" if baseline else "")
+    return result
+
+
+def _versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    import deepface
+
+    return {"deepface": deepface.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__}
+
+
+@click.command("evaluate")
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Model directory written by `deepface train`.")
+@click.option("--images", required=True, type=click.Path(exists=True),
+              help="Images the pairs refer to: lfw.tgz, vggface2_test.tar.gz, or a folder of identity folders.")
+@click.option("--pairs", required=True, metavar="FILE|generate",
+              help="LFW pairs.txt, or 'generate' to draw pairs from the identities of --images.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Images per forward pass.")
+@click.option("--flip/--no-flip", default=False, show_default=True,
+              help="Average each embedding with that of the mirrored image.")
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Also score an untrained model of the same preset, for comparison.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the untrained baseline.")
+@click.option("--allow-missing", is_flag=True,
+              help="Skip and count pairs whose image is missing or undecodable instead of failing.")
+@click.option("--folds", default=LFW_FOLDS, show_default=True, type=click.IntRange(min=2),
+              help="Folds of generated pairs (--pairs generate).")
+@click.option("--pairs-per-fold", default=300, show_default=True, type=click.IntRange(min=1),
+              help="Matched (and as many mismatched) pairs per generated fold.")
+@click.option("--pairs-seed", default=0, show_default=True, type=int, help="Seed of generated pairs.")
+def command(model_dir, images, pairs, out_dir, **options) -> None:
+    """Measure face verification of a trained model on LFW-style pairs; write metrics and a report to OUT."""
+    result = evaluate(model_dir, images, pairs, out_dir, **options)
+    summary = result["summary"]
+    click.echo(f"{PRIMARY_SCORE} accuracy {summary['accuracy']:.4f} +- {summary['accuracy_sem'] or 0:.4f}, "
+               f"AUC {summary['auc']:.4f}, EER {summary['eer']:.4f}"
+               + (f" (untrained baseline {summary['baseline_accuracy']:.4f})" if "baseline_accuracy" in summary
+                  else "")
+               + f"; report: {Path(out_dir) / 'report.html'}")

@@ -1,0 +1,118 @@
+"""Verify that two face images show the same person, with a trained model.
+
+``deepface verify --model DIR IMG1 IMG2`` embeds both images (the same preprocessing as training and
+evaluation), prints their score and "same" or "different".
+
+The threshold. Either ``--threshold T`` in the units of the score, or ``--evaluation EVAL_DIR``: the output
+directory of ``deepface evaluate`` for this model, whose ``threshold.json`` holds the threshold of best
+accuracy on the evaluation pairs for every score, and whether flip test-time augmentation was used (verify
+then does the same). The threshold is kept with the evaluation rather than written into the model
+directory, which stays as training wrote it; verify refuses a threshold.json computed for a different
+``embedding.keras`` (sha256), since a threshold means nothing for another model.
+
+Scores: ``cosine`` (default; same when >= threshold), ``l2`` and ``chi2`` (distances; same when <=), as in
+``deepface.evaluate.SCORES``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import click
+import numpy as np
+
+from deepface import io
+from deepface.errors import DeepFaceError
+from deepface.evaluate import PRIMARY_SCORE, SCORES, merge_views, model_views
+
+logger = logging.getLogger(__name__)
+
+
+def load_threshold(evaluation_dir: str | os.PathLike, score: str, model_sha256: str) -> tuple[float, bool]:
+    """The threshold of ``score`` and the flip setting saved by ``deepface evaluate`` in ``evaluation_dir``.
+
+    Raises:
+        DeepFaceError: if threshold.json is absent, lacks the score, or belongs to another model.
+    """
+    path = Path(evaluation_dir) / "threshold.json"
+    if not path.exists():
+        raise DeepFaceError(f"{path} not found: --evaluation must be an output directory of `deepface evaluate`.")
+    saved = io.read_json(path)
+    if saved.get("model_sha256") != model_sha256:
+        raise DeepFaceError(
+            f"{path} was computed for another model (embedding.keras sha256 {saved.get('model_sha256')}); "
+            "evaluate this model, or pass --threshold."
+        )
+    if score not in saved.get("thresholds", {}):
+        raise DeepFaceError(f"{path} has no threshold for score {score!r}; pass --threshold.")
+    return float(saved["thresholds"][score]["threshold"]), bool(saved.get("flip", False))
+
+
+def verify(
+    model_dir: str | os.PathLike,
+    image1: str | os.PathLike,
+    image2: str | os.PathLike,
+    *,
+    threshold: float | None = None,
+    evaluation_dir: str | os.PathLike | None = None,
+    score: str = PRIMARY_SCORE,
+    flip: bool | None = None,
+) -> dict:
+    """Score two face images and decide whether they show the same person.
+
+    Args:
+        model_dir: a model directory written by training.
+        image1, image2: image files (JPEG/PNG; local, file:// or gs://).
+        threshold: the decision threshold in ``score`` units; if None, read from ``evaluation_dir``.
+        evaluation_dir: an output directory of ``deepface evaluate`` for this model.
+        score: ``cosine``, ``l2`` or ``chi2``.
+        flip: flip test-time augmentation; None follows the evaluation (off without one).
+
+    Returns:
+        ``{"score", "value", "threshold", "same", "flip"}``.
+    """
+    from deepface.data import load_image_file
+    from deepface.model import load_embedding_model
+
+    if score not in SCORES:
+        raise DeepFaceError(f"unknown score {score!r}; choose one of {sorted(SCORES)}.")
+    if threshold is None and evaluation_dir is None:
+        raise DeepFaceError(
+            "no threshold: pass --threshold T or --evaluation DIR (an output of `deepface evaluate`)."
+        )
+    model, _ = load_embedding_model(model_dir)
+    if threshold is None:
+        threshold, evaluated_flip = load_threshold(evaluation_dir, score,
+                                                   io.hash_file(Path(model_dir) / "embedding.keras"))
+        flip = evaluated_flip if flip is None else flip
+    image_size = int(model.input_shape[1])
+    batch = np.stack([load_image_file(image1, image_size), load_image_file(image2, image_size)])
+    left, right = merge_views(model_views(model, batch, bool(flip)))
+    function, higher_is_same = SCORES[score]
+    value = float(function(left[None], right[None])[0])
+    same = value >= threshold if higher_is_same else value <= threshold
+    return {"score": score, "value": value, "threshold": float(threshold), "same": bool(same), "flip": bool(flip)}
+
+
+@click.command("verify")
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Model directory written by `deepface train`.")
+@click.argument("image1")
+@click.argument("image2")
+@click.option("--threshold", type=float, default=None,
+              help="Decision threshold in score units (default: from --evaluation).")
+@click.option("--evaluation", "evaluation_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Output directory of `deepface evaluate` for this model: its threshold.json is used.")
+@click.option("--score", type=click.Choice(sorted(SCORES)), default=PRIMARY_SCORE, show_default=True,
+              help="cosine similarity, or l2 / chi2 distance of the normalised features.")
+@click.option("--flip/--no-flip", default=None,
+              help="Flip test-time augmentation (default: as in the evaluation; off without one).")
+def command(model_dir, image1, image2, threshold, evaluation_dir, score, flip) -> None:
+    """Say whether IMAGE1 and IMAGE2 show the same person."""
+    result = verify(model_dir, image1, image2, threshold=threshold, evaluation_dir=evaluation_dir, score=score,
+                    flip=flip)
+    relation = (">=" if result["same"] else "<") if SCORES[score][1] else ("<=" if result["same"] else ">")
+    verdict = "same person" if result["same"] else "different people"
+    click.echo(f"{score} {result['value']:.6f} {relation} threshold {result['threshold']:.6f}: {verdict}")
