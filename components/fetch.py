@@ -11,6 +11,7 @@ def fetch_data(
     synthetic: Input[Dataset],
     data: Output[Dataset],
     data_uri: str = "",
+    auth_header_env: str = "",
     retries: int = 2,
 ):
     """Copy every file of the data folder into the pipeline's storage, verifying MD5s.
@@ -22,6 +23,8 @@ def fetch_data(
             vggface2_train.tar.gz, train_list.txt, lfw.tgz and pairs.txt (and vggface2_test.tar.gz to
             verify on held-out identities); MD5s are checked against an MD5SUMS file beside them or
             the published VGGFace2 ones. Empty: the synthetic data.
+        auth_header_env: NAME of an environment variable of the task holding an HTTP header for https
+            sources (e.g. set from a Kubernetes secret); the header itself is never a parameter.
         retries: times an interrupted download is resumed before the step fails.
     """
     from deepface.fetch import fetch
@@ -29,4 +32,4 @@ def fetch_data(
     source = data_uri if data_uri else synthetic.path
     if not source.endswith("/"):
         source += "/"  # a folder: fetch every file under it
-    fetch([source], data.path, retries=retries)
+    fetch([source], data.path, auth_header_env=auth_header_env or None, retries=retries)

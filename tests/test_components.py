@@ -62,7 +62,27 @@ def test_synth_fetch_labels_chain_through_kfp_local(local_session):
     fetched_dir = os.path.join(os.path.dirname(os.path.dirname(labels.path)), "fetch-data", "data")
     manifest = json.load(open(os.path.join(fetched_dir, "manifest.json"), encoding="utf-8"))
     assert set(manifest["files"]) == RELEASE_FILES
-    assert {entry["verified"] for name, entry in manifest["files"].items() if name != "MD5SUMS"} != {"unverified"}
+    assert {entry["verified"] for name, entry in manifest["files"].items() if name != "MD5SUMS"} == {"MD5SUMS"}
+
+
+def test_fetch_component_reads_an_https_style_folder_with_a_header_from_the_environment(
+        synth_dir, http_server, tmp_path, monkeypatch):
+    names = ["pairs.txt", "train_list.txt"]
+    md5sums = "".join(line + "\n" for line in (synth_dir / "MD5SUMS").read_text().splitlines()
+                      if line.split()[-1] in names)
+    http_server.files = {f"data/{name}": (synth_dir / name).read_bytes() for name in names}
+    http_server.files["data/MD5SUMS"] = md5sums.encode()
+    http_server.required_header = ("X-Data-Token", "fetch-secret-62b1")
+    monkeypatch.setenv("DATA_TOKEN_HEADER", "X-Data-Token: fetch-secret-62b1")
+    data = artifact(Dataset, tmp_path / "data")
+    fetch_data.python_func(synthetic=artifact(Dataset, tmp_path / "unused"), data=data,
+                           data_uri=http_server.url("data/"), auth_header_env="DATA_TOKEN_HEADER")
+    for name in names:
+        assert (tmp_path / "data" / name).read_bytes() == (synth_dir / name).read_bytes()
+    manifest = (tmp_path / "data" / "manifest.json").read_text()
+    assert "fetch-secret-62b1" not in manifest
+    files = json.loads(manifest)["files"]
+    assert [files[name]["verified"] for name in names] == ["MD5SUMS", "MD5SUMS"]
 
 
 @pytest.fixture(scope="module")
