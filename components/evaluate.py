@@ -22,7 +22,7 @@ def evaluate_model(
     allow_missing: bool = False,
     seed: int = 0,
     pairs_seed: int = 0,
-    roc_points: int = 200,
+    roc_points: int = 100,
 ):
     """Score verification pairs with the LFW 10-fold protocol and publish the results.
 

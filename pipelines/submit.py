@@ -111,7 +111,8 @@ def check_pipeline_root(pipeline_root: str | None) -> None:
         raise DeepFaceError("missing --pipeline-root: a Cloud Storage folder for the run's artifacts, e.g. gs://my-bucket/pipeline-root")
     if not re.match(r"^gs://[a-z0-9][a-z0-9._-]{1,221}[a-z0-9](/.*)?$", pipeline_root):
         raise DeepFaceError(
-            f"--pipeline-root {pipeline_root!r}: Vertex AI keeps artifacts in Cloud Storage; give a gs://BUCKET/PATH folder"
+            f"--pipeline-root {pipeline_root!r}: Vertex AI keeps artifacts in Cloud Storage; give a gs://BUCKET/PATH folder "
+            "(a bucket name has 3-63 lowercase letters, digits, '-', '_' or '.')"
         )
 
 
@@ -150,14 +151,31 @@ def check_cron(cron: str | None) -> str:
 # ----- Vertex AI -----
 
 
+def google_credentials():
+    """Application Default Credentials, or a DeepFaceError that says how to get them."""
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    except DefaultCredentialsError as error:
+        raise DeepFaceError(
+            f"no Google Cloud credentials found ({error}): run `gcloud auth application-default login`, or set "
+            "GOOGLE_APPLICATION_CREDENTIALS to a service account key file"
+        ) from None
+    return credentials
+
+
 def _init_vertex(project: str, region: str, api_endpoint: str | None) -> None:
     from google.cloud import aiplatform
 
-    credentials = transport = None
+    transport = None
     if api_endpoint and api_endpoint.startswith("http://"):
         from google.auth.credentials import AnonymousCredentials
 
         credentials, transport = AnonymousCredentials(), "rest"
+    else:
+        credentials = google_credentials()
     aiplatform.init(project=project, location=region, credentials=credentials, api_endpoint=api_endpoint,
                     api_transport=transport)
 
@@ -256,15 +274,13 @@ def upload_template(template: Template, host: str, tags: Sequence[str] = ()) -> 
             raise DeepFaceError(f"--tag {tag!r}: letters, digits, '.', '-' and '_' only (not a sha256: version)")
     from kfp.registry import ApiAuth, RegistryClient
 
+    # Artifact Registry: Application Default Credentials; another registry: $DEEPFACE_REGISTRY_TOKEN, if set.
     token = os.environ.get(REGISTRY_TOKEN_ENV)
-    # Artifact Registry: kfp uses Application Default Credentials; other registries: the token, if any.
-    auth = ApiAuth(token) if token and "-kfp.pkg.dev/" not in host else None
-    try:
-        client = RegistryClient(host=host, auth=auth)
-    except Exception as error:  # google.auth.exceptions.DefaultCredentialsError and friends
-        raise DeepFaceError(
-            f"cannot authenticate to {host}: {error}; run `gcloud auth application-default login` first"
-        ) from None
+    if "-kfp.pkg.dev/" in host:
+        auth = google_credentials()
+    else:
+        auth = ApiAuth(token) if token else None
+    client = RegistryClient(host=host, auth=auth)
     package, version = client.upload_pipeline(file_name=template.path, tags=list(tags) or None)
     return package, version, f"{host}/{package}/{version}"
 

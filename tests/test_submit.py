@@ -279,3 +279,14 @@ def test_no_secret_reaches_the_vertex_request(fake, template_path, monkeypatch):
         text = request.body.decode("utf-8", "replace") + json.dumps(request.headers)
         assert "kfp-token-1b7e" not in text and "registry-token-4a2d" not in text
         assert "authorization" not in request.headers  # plain http endpoint: anonymous
+
+
+@pytest.mark.parametrize("command, args", [
+    ("submit", ["--project", PROJECT, "--region", REGION, "--pipeline-root", "gs://faces-bucket/runs"]),
+    ("upload", ["--project", PROJECT, "--region", REGION, "--repository", "templates"]),
+])
+def test_missing_google_credentials_is_one_clear_line(fake, template_path, monkeypatch, tmp_path, command, args):
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-such-key.json"))
+    result = invoke(command, *args, "--template", template_path)
+    assert result.exit_code == 1, result.output
+    assert "no Google Cloud credentials found" in result.output and "Traceback" not in result.output
