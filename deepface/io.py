@@ -54,6 +54,22 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
         raise
 
 
+TEMPORARY_GLOB = ".*.tmp"  # atomic_open's temporary names: .<target name>.<random>.tmp
+
+
+def remove_temporaries(directory: str | os.PathLike) -> int:
+    """Delete the temporaries that an interrupted (killed) atomic write left in ``directory``; returns how many.
+
+    Call it only when no other writer works in that directory (a stage resuming its own output).
+    """
+    removed = 0
+    for leftover in local_path(directory).glob(TEMPORARY_GLOB):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_open(path, "wb") as handle:
         handle.write(data)

@@ -60,7 +60,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from deepface.errors import DeepFaceError
-from deepface.io import hash_file, local_path, read_json, write_json
+from deepface.io import hash_file, local_path, read_json, remove_temporaries, write_json
 from deepface.labels import (
     CLASSES_FILE,
     MAX_EXAMPLES,
@@ -445,7 +445,8 @@ def _load_state(out: Path, split: str, settings: dict) -> tuple[list[Segment], S
             "Delete them or choose another --out."
         )
     vouched = {shard.file for shard in shards}
-    for leftover in [*out.glob(f".{split}-*.tfrecord.done.tmp"), *out.glob(f"{split}-*.tfrecord.done")]:
+    remove_temporaries(out)  # partial shards and state files of a killed build
+    for leftover in out.glob(f"{split}-*.tfrecord.done"):
         if leftover.name not in vouched:
             leftover.unlink()
     return shards, tail

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -41,3 +43,13 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out_dir = tmp_path_factory.mktemp("synth")
     make_synthetic_dataset(out_dir, **SYNTH_PARAMS)
     return out_dir
+
+
+def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """A .tar.gz holding ``members`` (name, bytes) in the given order (names may repeat)."""
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import tarfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import SYNTH_PARAMS
+from conftest import SYNTH_PARAMS, write_tar
 
 from deepface.cli import main
 from deepface.errors import DeepFaceError
@@ -17,16 +16,6 @@ from deepface.io import read_json
 from deepface.labels import build_labels, iter_members, load_classes
 
 OUTPUT_FILES = ("classes.txt", "class_counts.tsv", "manifest.json")
-
-
-def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    """A .tar.gz holding ``members`` (name, bytes) in the given order (names may repeat)."""
-    with tarfile.open(path, "w:gz") as archive:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import tensorflow as tf
 from click.testing import CliRunner
 from conftest import SYNTH_PARAMS
 from PIL import Image
-from test_labels import write_tar
+from conftest import write_tar
 
 from deepface.cli import main
 from deepface.data import parse_example
