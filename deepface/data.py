@@ -56,7 +56,7 @@ MAX_SHIFT = 0.05
 
 
 def preprocess_image(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Decodes one encoded image and makes it a network input.
+    """Decodes one encoded image and makes it a network input: `decode_to_size`, then `scale_image`.
 
     Args:
         encoded: scalar string tensor, the bytes of a JPEG, PNG, BMP or GIF (first frame) image of any
@@ -64,17 +64,59 @@ def preprocess_image(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
         image_size: side of the square output.
 
     Returns:
-        float32 tensor ``[image_size, image_size, 3]`` in [0, 1]. An image already of that size is only
-        scaled; any other is resized (bilinear, antialiased) to fit inside the square keeping its aspect
-        ratio, centred, and the rest is zero (`tf.image.resize_with_pad`).
+        float32 tensor ``[image_size, image_size, 3]`` in [0, 1].
+    """
+    return scale_image(decode_to_size(encoded, image_size))
+
+
+def decode_to_size(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Decodes one encoded image to 8 bits, fitted into ``image_size x image_size``.
+
+    An image already of that size is returned as decoded; any other is resized to fit inside the
+    square keeping its aspect ratio, centred on zeros (`resize_with_pad`), and rounded to 8 bits, as if
+    it had been stored resized.
+
+    Returns:
+        uint8 tensor ``[image_size, image_size, 3]``.
     """
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)  # uint8 [h, w, 3]
     image = tf.cond(
         tf.reduce_all(tf.shape(image)[:2] == image_size),
-        lambda: tf.cast(image, tf.float32),
-        lambda: tf.clip_by_value(tf.image.resize_with_pad(image, image_size, image_size, antialias=True), 0, 255),
+        lambda: image,
+        lambda: tf.saturate_cast(tf.round(resize_with_pad(image, image_size)), tf.uint8),
     )
-    return tf.ensure_shape(image * (1.0 / 255.0), [image_size, image_size, 3])
+    return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def scale_image(image: tf.Tensor) -> tf.Tensor:
+    """uint8 ``[..., 3]`` -> float32 in [0, 1], the same shape."""
+    return tf.cast(image, tf.float32) * (1.0 / 255.0)
+
+
+def resize_with_pad(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Fits an image into a square, keeping its aspect ratio, centred on zeros.
+
+    The geometry of `deepface.tfrecords.pad_geometry`, in integers: the longer side becomes ``size``,
+    the shorter ``floor(shorter * size / longer)`` (at least 1), offsets rounded down. (The float32
+    arithmetic of `tf.image.resize_with_pad` leaves some sides one pixel short, e.g. 480 of 640 -> 113
+    of 152 instead of 114.) Resampling is bilinear and antialiased, like Pillow's, so images stored
+    resized and images resized here look alike.
+
+    Args:
+        image: ``[height, width, 3]`` with values in [0, 255].
+        size: side of the square.
+
+    Returns:
+        float32 ``[size, size, 3]`` in [0, 255].
+    """
+    height, width = tf.unstack(tf.shape(image)[:2])
+    longer = tf.maximum(height, width)
+    new_height = tf.maximum(1, height * size // longer)
+    new_width = tf.maximum(1, width * size // longer)
+    top = (longer - height) * size // (2 * longer)
+    left = (longer - width) * size // (2 * longer)
+    resized = tf.image.resize(image, tf.stack([new_height, new_width]), antialias=True)
+    return tf.pad(resized, [[top, size - new_height - top], [left, size - new_width - left], [0, 0]])
 
 
 def load_image_file(path: str | os.PathLike, image_size: int) -> np.ndarray:
@@ -258,23 +300,19 @@ def make_dataset(
     if repeat:
         records = records.repeat()
 
-    def decode(serialized, augment_seed=None):
+    def decode(serialized, augment_seed=None):  # preprocess_image, augmenting the 8-bit image
         example = parse_example(serialized)
-        image = preprocess_image(example["image/encoded"], image_size)
+        image = decode_to_size(example["image/encoded"], image_size)
         if augment_seed is not None:
             image = augment_image(image, augment_seed)
-        return image, tf.cast(example["image/class/label"], tf.int32)
+        return scale_image(image), tf.cast(example["image/class/label"], tf.int32)
 
     if training and augment:  # a stateless seed [2] per record, drawn from the seed
         augment_seeds = tf.data.Dataset.random(seed=seeds[2], rerandomize_each_iteration=True).batch(2)
         records = tf.data.Dataset.zip(records, augment_seeds)
     examples = records.map(decode, num_parallel_calls=AUTOTUNE, deterministic=ordered)
-    batches = examples.batch(
-        batch_size,
-        drop_remainder=training if drop_remainder is None else drop_remainder,
-        num_parallel_calls=AUTOTUNE,
-        deterministic=ordered,
-    )
+    # A plain batch: tf.data fuses it with the parallel map above (cheaper than a parallel batch).
+    batches = examples.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
 
     options = tf.data.Options()
     options.deterministic = ordered
@@ -313,13 +351,13 @@ def augment_image(image: tf.Tensor, seed: tf.Tensor, max_shift: float = MAX_SHIF
     """Random horizontal flip and random shift, the same for the same seed.
 
     Args:
-        image: float32 ``[size, size, 3]``.
+        image: ``[size, size, channels]``, any dtype.
         seed: int ``[2]``, a stateless random seed.
         max_shift: the largest shift in each direction, as a fraction of the side; the uncovered border
             is zero.
 
     Returns:
-        float32 ``[size, size, 3]``.
+        ``[size, size, channels]``, the dtype of ``image``.
     """
     shift = round(max_shift * image.shape[0])
     flip_seed, shift_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))

@@ -125,6 +125,27 @@ def test_other_sizes_are_resized_with_centred_padding(format, height, width, exp
     np.testing.assert_allclose(image[face], np.broadcast_to(np.array(colour) / 255, image[face].shape), atol=3 / 255)
 
 
+def face_box(image: np.ndarray) -> tuple[int, int, int, int]:
+    """(width, height, left, top) of the non-zero part of an image [S, S, 3]."""
+    rows, cols = np.nonzero(image.max(axis=2))
+    return cols.max() - cols.min() + 1, rows.max() - rows.min() + 1, cols.min(), rows.min()
+
+
+def test_padding_geometry_is_exact_in_integers():
+    """480 x 640 -> 114 x 152 (480 * 152 / 640 = 114 exactly; float32 arithmetic gives 113)."""
+    image = preprocess_image(tf.constant(encode(solid(480, 640, (255, 255, 255)), "PNG")), 152).numpy()
+    assert face_box(image) == (152, 114, 0, 19)
+
+
+@pytest.mark.parametrize("height, width", [(300, 200), (640, 480), (480, 640), (99, 100), (77, 153), (500, 311), (10, 1000)])
+def test_padding_geometry_matches_the_tfrecords_stage(height, width):
+    """Original bytes resized here land where deepface.tfrecords puts the faces it stores resized."""
+    tfrecords = pytest.importorskip("deepface.tfrecords")
+    image = preprocess_image(tf.constant(encode(solid(height, width, (255, 255, 255)), "PNG")), 152).numpy()
+    assert face_box(image) == tfrecords.pad_geometry(width, height, 152)
+    np.testing.assert_allclose(image[image > 0], 1.0, atol=1e-6)
+
+
 def test_grey_image_gets_three_channels():
     grey = np.full((SIZE, SIZE), 90, np.uint8)
     buffer = io.BytesIO()
