@@ -69,22 +69,30 @@ def read_seed_weights(h5_path: str | os.PathLike) -> LayerWeights:
     if not h5py.is_hdf5(path):
         raise DeepFaceError(f"{path} is not an HDF5 file: expected weights saved by tf.keras "
                             "model.save_weights('x.h5'), such as VGGFace2_DeepFace_weights_val-0.9034.h5")
-    with h5py.File(path, "r") as h5:
-        root = h5["model_weights"] if "model_weights" in h5 else h5
-        layer_names = _read_string_list(root, "layer_names")
-        if not layer_names:
-            raise DeepFaceError(f"{path} has no 'layer_names' attribute: it is not a tf.keras HDF5 weights "
-                                "file (Keras 3 '.weights.h5' files are not supported; load those with Keras)")
-        layers: LayerWeights = {}
-        for layer_name in layer_names:
-            if layer_name not in root:
-                raise DeepFaceError(f"{path}: layer {layer_name!r} is listed in 'layer_names' but has no group; "
-                                    "the file is truncated or corrupt")
-            group = root[layer_name]
-            weights = {_short_weight_name(name): np.asarray(group[name])
-                       for name in _read_string_list(group, "weight_names")}
-            if weights:
-                layers[layer_name] = weights
+    try:
+        with h5py.File(path, "r") as h5:
+            return _read_layers(h5["model_weights"] if "model_weights" in h5 else h5, path)
+    except (OSError, KeyError) as error:  # h5py's errors for truncated or damaged files
+        raise DeepFaceError(f"{path}: cannot read the HDF5 file ({error}); it is truncated or corrupt: "
+                            "download it again") from error
+
+
+def _read_layers(root, path: Path) -> LayerWeights:
+    """The layers with weights under an HDF5 group laid out by tf_keras (see the module docstring)."""
+    layer_names = _read_string_list(root, "layer_names")
+    if not layer_names:
+        raise DeepFaceError(f"{path} has no 'layer_names' attribute: it is not a tf.keras HDF5 weights "
+                            "file (Keras 3 '.weights.h5' files are not supported; load those with Keras)")
+    layers: LayerWeights = {}
+    for layer_name in layer_names:
+        if layer_name not in root:
+            raise DeepFaceError(f"{path}: layer {layer_name!r} is listed in 'layer_names' but has no group; "
+                                "the file is truncated or corrupt")
+        group = root[layer_name]
+        weights = {_short_weight_name(name): np.asarray(group[name])
+                   for name in _read_string_list(group, "weight_names")}
+        if weights:
+            layers[layer_name] = weights
     return layers
 
 

@@ -197,6 +197,13 @@ def test_not_an_hdf5_file(tmp_path):
         read_seed_weights(tmp_path / "absent.h5")
 
 
+def test_truncated_file_gets_a_clear_error(seed_h5, tmp_path):
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(seed_h5.read_bytes()[: seed_h5.stat().st_size // 2])
+    with pytest.raises(DeepFaceError, match="truncated or corrupt"):
+        import_seed_weights(truncated, tmp_path / "out", preset=PRESET)
+
+
 def test_chunked_layer_names_attribute(tmp_path):
     """tf_keras splits attributes above 64 KB into name0, name1, ...; the reader joins them back."""
     from tf_keras.src.saving.legacy.hdf5_format import save_attributes_to_hdf5_group
