@@ -93,11 +93,7 @@ test_only = [name for name in ('pytest', 'tf_keras') if importlib.util.find_spec
 assert not test_only, f'test dependencies in the image: {test_only}'
 print(f'deepface {deepface.__version__}, kfp {kfp.__version__}, tensorflow {tf.__version__}, keras {keras.__version__}')
 " >&2
-    in_image python3 -c "
-from deepface.model import build_classifier
-model = build_classifier('tiny', num_classes=10)
-print(f'tiny DeepFace: {model.count_params():,} parameters, output {model.output_shape}')
-" >&2
+    in_image deepface model --preset tiny --num-classes 10 --json >&2
     echo "build.sh: smoke test passed as uid $uid in $((SECONDS - start)) s" >&2
 fi
 echo "$ref"

@@ -79,6 +79,7 @@ def test_build_tags_the_image_the_components_name(build, image):
     assert re.fullmatch(r"localhost/deepface-pipeline:\d+\.\d+\.\d+-g[0-9a-f]{12}(-dirty-[0-9a-f]{12})?", image)
     assert "smoke test passed as uid 1000" in result.stderr
     assert "deepface [OPTIONS] COMMAND" in result.stderr  # deepface --help ran in the image
+    assert '"parameters": ' in result.stderr  # deepface model --preset tiny built the model in the image
 
 
 def test_image_config(image):
