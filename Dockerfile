@@ -1,12 +1,13 @@
 # One image for every pipeline component: the deepface package, kfp and TensorFlow.
 #
-#   docker build -t REGION-docker.pkg.dev/PROJECT/REPO/deepface-pipeline:VERSION-GITSHA .
+#   docker build -t REGION-docker.pkg.dev/PROJECT/REPO/deepface-pipeline:$(python3 -m components.image | cut -d: -f2) .
 #   GPU flavour:  --build-arg TF_PACKAGE="tensorflow[and-cuda]"
 #   Behind a TLS-intercepting proxy:  --secret id=pip_cert,src=/path/to/ca-bundle.crt
 # On machines without a Docker engine or registry access, docker/build.sh builds this same file with
 # buildah on a local Debian base image and smoke-tests the result.
 #
-# Tag immutably (version + git sha): Vertex AI caches task results on the image string.
+# Tag immutably (VERSION-gGITSHA, as components/image.py names it): Vertex AI caches task results on
+# the image string.
 # No ENTRYPOINT: KFP components run their own command (`python3 -m kfp.dsl.executor_main ...`).
 
 ARG BASE_IMAGE=python:3.11-slim
