@@ -1,6 +1,7 @@
 # One image for every pipeline component: the deepface package, kfp and TensorFlow.
 #
-#   docker build -t REGION-docker.pkg.dev/PROJECT/REPO/deepface-pipeline:$(python3 -m components.image | cut -d: -f2) .
+#   export DEEPFACE_IMAGE_REPO=REGION-docker.pkg.dev/PROJECT/REPO/deepface-pipeline
+#   docker build -t "$(python3 -m components.image)" .
 #   GPU flavour:  --build-arg TF_PACKAGE="tensorflow[and-cuda]"
 #   Behind a TLS-intercepting proxy:  --secret id=pip_cert,src=/path/to/ca-bundle.crt
 # On machines without a Docker engine or registry access, docker/build.sh builds this same file with
