@@ -218,6 +218,51 @@ def normalize_features(raw_views: np.ndarray, usable: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- evaluation
 
 
+def score_pairs(models: dict, images: ImageCollection, files: list, problems: dict[int, str], *, image_size: int,
+                batch_size: int, flip: bool, allow_missing: bool) -> tuple[dict, np.ndarray, int, list[str]]:
+    """Embed the images of the pairs once, with every model, and score the pairs.
+
+    Args:
+        models: ``{"trained": embedding model}``, optionally with ``"baseline"``: a raw F7 model whose
+            features are normalised here (:func:`normalize_features`).
+        images: where the images are.
+        files: ``(left, right)`` image paths per pair (from ``deepface.pairs.resolve_pairs``).
+        problems: pair index -> why it cannot be scored (missing images); undecodable images are added.
+        image_size, batch_size, flip: as in :func:`evaluate`.
+        allow_missing: False raises on an undecodable image.
+
+    Returns:
+        ``(scores, scored, images embedded, undecodable paths)``: ``scores[variant][name]`` holds the
+        ``[M]`` scores of the ``M`` pairs where ``scored`` ``[N]`` is True.
+    """
+    paths = sorted({path for k, pair_files in enumerate(files) if k not in problems for path in pair_files})
+    logger.info("%d pairs over %d images; embedding at %d px", len(files), len(paths), image_size)
+    outputs, undecodable = embed_images(list(models.values()), images, paths, image_size=image_size,
+                                        batch_size=batch_size, flip=flip)
+    if undecodable and not allow_missing:
+        raise DeepFaceError(
+            f"{len(undecodable)} image(s) of {images.source} cannot be decoded, e.g. {undecodable[0]}; "
+            "replace them, or allow missing pairs to skip (and count) their pairs."
+        )
+    bad = set(undecodable)
+    problems.update({k: "undecodable " + " and ".join(path for path in pair_files if path in bad)
+                     for k, pair_files in enumerate(files) if bad.intersection(pair_files)})
+    scored = np.array([k not in problems for k in range(len(files))])
+    if not scored.any():
+        raise DeepFaceError("no pair could be scored: every pair lacks an image.")
+    row = {path: k for k, path in enumerate(paths)}
+    left = np.array([row[a] for (a, _), ok in zip(files, scored) if ok])
+    right = np.array([row[b] for (_, b), ok in zip(files, scored) if ok])
+    usable = np.array([path not in bad for path in paths])
+    scores = {}
+    for variant, views in zip(models, outputs):
+        embeddings = merge_views(normalize_features(views, usable) if variant == "baseline" else views)
+        scores[variant] = {name: function(embeddings[left], embeddings[right])
+                           for name, (function, _) in SCORES.items()}
+    return scores, scored, len(paths), undecodable
+
+
+
 def protocol_folds(pairs: list[Pair]) -> tuple[np.ndarray, str]:
     """Fold id per pair: the file's sets, or (one set) matched and mismatched pairs dealt into 10 folds.
 
@@ -310,68 +355,27 @@ def evaluate(
                                         pairs_seed=pairs_seed)
     files, problems = resolve_pairs(pair_list, collection, allow_missing=allow_missing)
     pairs_missing_images = len(problems)
-    paths = sorted({path for k, pair_files in enumerate(files) if k not in problems for path in pair_files})
-    logger.info("%d pairs over %d images; embedding at %d px", len(pair_list), len(paths), image_size)
-
-    models = [model] + ([baseline_feature_model(metadata, seed)] if baseline else [])
-    outputs, undecodable = embed_images(models, collection, paths, image_size=image_size,
-                                        batch_size=batch_size, flip=flip)
-    if undecodable and not allow_missing:
-        raise DeepFaceError(
-            f"{len(undecodable)} image(s) of {collection.source} cannot be decoded, e.g. {undecodable[0]}; "
-            "replace them, or allow missing pairs to skip (and count) their pairs."
-        )
-    row = {path: k for k, path in enumerate(paths)}
-    bad = set(undecodable)
-    problems.update({k: "undecodable " + " and ".join(path for path in pair_files if path in bad)
-                     for k, pair_files in enumerate(files) if bad.intersection(pair_files)})
-    scored = np.array([k not in problems for k in range(len(pair_list))])
-    if not scored.any():
-        raise DeepFaceError("no pair could be scored: every pair lacks an image.")
-    left = np.array([row[a] for (a, _), ok in zip(files, scored) if ok])
-    right = np.array([row[b] for (_, b), ok in zip(files, scored) if ok])
-
-    embeddings = {"trained": merge_views(outputs[0])}
+    models = {"trained": model}
     if baseline:
-        usable = np.array([path not in bad for path in paths])
-        embeddings["baseline"] = merge_views(normalize_features(outputs[1], usable))
-    scores = {variant: {name: function(emb[left], emb[right]) for name, (function, _) in SCORES.items()}
-              for variant, emb in embeddings.items()}
+        models["baseline"] = baseline_feature_model(metadata, seed)
+    scores, scored, embedded, undecodable = score_pairs(models, collection, files, problems, image_size=image_size,
+                                                        batch_size=batch_size, flip=flip, allow_missing=allow_missing)
 
     fold_ids, folds_from = protocol_folds(pair_list)
     same = np.array([pair.same for pair in pair_list])[scored]
     if same.all() or not same.any():
         raise DeepFaceError("the scored pairs hold only one class (matched or mismatched); metrics need both.")
     fold_ids = fold_ids[scored]
-    metrics_by_variant, roc_by_variant = {}, {}
-    from deepface.metrics import roc_points, verification_metrics
-
-    for variant, variant_scores in scores.items():
-        metrics_by_variant[variant] = {
-            name: verification_metrics(values, same, fold_ids, higher_is_same=SCORES[name][1])
-            for name, values in variant_scores.items()
-        }
-        roc_by_variant[variant] = {
-            name: roc_points(values, same, higher_is_same=SCORES[name][1])
-            for name, values in variant_scores.items()
-        }
+    metrics_by_variant, roc_by_variant = measure(scores, same, fold_ids)
 
     counts = {
         "pairs": len(pair_list), "pairs_scored": int(scored.sum()), "pairs_skipped": int((~scored).sum()),
-        "matched_scored": int(same.sum()), "images": len(paths), "pairs_missing_images": pairs_missing_images,
+        "matched_scored": int(same.sum()), "images": embedded, "pairs_missing_images": pairs_missing_images,
         "images_undecodable": len(undecodable), "folds": int(np.unique(fold_ids).size),
     }
-    primary = metrics_by_variant["trained"][PRIMARY_SCORE]
-    summary = {
-        "accuracy": primary["accuracy"], "accuracy_sem": primary["accuracy_sem"], "auc": primary["auc"],
-        "eer": primary["eer"],
-        **{f"tar_at_far_{far}": value["tar"] for far, value in primary["tar_at_far"].items()},
-    }
-    if baseline:
-        summary["baseline_accuracy"] = metrics_by_variant["baseline"][PRIMARY_SCORE]["accuracy"]
     result = {
         "primary_score": PRIMARY_SCORE,
-        "summary": summary,
+        "summary": _summary(metrics_by_variant),
         "scores": {name: {"higher_is_same": higher} for name, (_, higher) in SCORES.items()},
         "metrics": metrics_by_variant,
         "counts": counts,
@@ -418,11 +422,52 @@ def evaluate(
                     for name in OUTPUTS if name != "pairs.txt" or pairs_info["generated"]},
         "versions": _versions(),
     })
-    logger.info("%s accuracy %.4f +- %.4f, AUC %.4f, EER %.4f (%d pairs)%s", PRIMARY_SCORE,
-                primary["accuracy"], primary["accuracy_sem"] or 0.0, primary["auc"], primary["eer"],
-                counts["pairs_scored"],
-                f"; untrained baseline {summary['baseline_accuracy']:.4f}" if baseline else "")
+    logger.info("%s (%d pairs)", _headline(result["summary"]), counts["pairs_scored"])
     return result
+
+
+def measure(scores: dict[str, dict[str, np.ndarray]], same: np.ndarray, folds: np.ndarray) -> tuple[dict, dict]:
+    """The LFW-protocol metrics and the ROC points of every score of every variant.
+
+    Args:
+        scores: ``{variant: {score name: [N] scores}}``.
+        same: [N] bool labels.
+        folds: [N] fold ids.
+
+    Returns:
+        ``(metrics, roc)``, both ``{variant: {score name: ...}}`` (see ``deepface.metrics``).
+    """
+    from deepface.metrics import roc_points, verification_metrics
+
+    metrics = {variant: {name: verification_metrics(values, same, folds, higher_is_same=SCORES[name][1])
+                         for name, values in by_name.items()}
+               for variant, by_name in scores.items()}
+    roc = {variant: {name: roc_points(values, same, higher_is_same=SCORES[name][1])
+                     for name, values in by_name.items()}
+           for variant, by_name in scores.items()}
+    return metrics, roc
+
+
+def _summary(metrics: dict) -> dict:
+    """The headline numbers (primary score of the trained model, and the baseline's accuracy)."""
+    primary = metrics["trained"][PRIMARY_SCORE]
+    summary = {
+        "accuracy": primary["accuracy"], "accuracy_sem": primary["accuracy_sem"], "auc": primary["auc"],
+        "eer": primary["eer"],
+        **{f"tar_at_far_{far}": value["tar"] for far, value in primary["tar_at_far"].items()},
+    }
+    if "baseline" in metrics:
+        summary["baseline_accuracy"] = metrics["baseline"][PRIMARY_SCORE]["accuracy"]
+    return summary
+
+
+def _headline(summary: dict) -> str:
+    """One line: accuracy +- standard error, AUC, EER and the baseline's accuracy."""
+    line = (f"{PRIMARY_SCORE} accuracy {summary['accuracy']:.4f} +- {summary['accuracy_sem'] or 0:.4f}, "
+            f"AUC {summary['auc']:.4f}, EER {summary['eer']:.4f}")
+    if "baseline_accuracy" in summary:
+        line += f" (untrained baseline {summary['baseline_accuracy']:.4f})"
+    return line
 
 
 def _versions() -> dict[str, str]:
@@ -460,9 +505,4 @@ def _versions() -> dict[str, str]:
 def command(model_dir, images, pairs, out_dir, **options) -> None:
     """Measure face verification of a trained model on LFW-style pairs; write metrics and a report to OUT."""
     result = evaluate(model_dir, images, pairs, out_dir, **options)
-    summary = result["summary"]
-    click.echo(f"{PRIMARY_SCORE} accuracy {summary['accuracy']:.4f} +- {summary['accuracy_sem'] or 0:.4f}, "
-               f"AUC {summary['auc']:.4f}, EER {summary['eer']:.4f}"
-               + (f" (untrained baseline {summary['baseline_accuracy']:.4f})" if "baseline_accuracy" in summary
-                  else "")
-               + f"; report: {Path(out_dir) / 'report.html'}")
+    click.echo(f"{_headline(result['summary'])}; report: {Path(out_dir) / 'report.html'}")

@@ -10,7 +10,6 @@ import csv
 import dataclasses
 import json
 import re
-import shutil
 import tarfile
 from pathlib import Path
 
