@@ -29,11 +29,6 @@ def evaluate_model(
     Args:
         model: the trained model directory.
         data: the fetched data folder.
-        evaluation: folder with metrics.json, scores.csv, roc.json, threshold.json, report.html, manifest.json.
-        metrics: accuracy, its standard error over the folds, AUC, EER and TAR at FAR 1e-3 / 1e-2
-            (also written to the artifact's file as JSON).
-        roc: ROC curve of the trained model's primary score (also written to the artifact's file as JSON).
-        report: the self-contained HTML report (metrics, ROC, score histograms, training curves).
         images: archive of the data folder holding the pair images (lfw.tgz, or vggface2_test.tar.gz).
         pairs: pairs file of the data folder (LFW pairs.txt format), or "generate" to draw pairs from
             the identities of images (e.g. the held-out VGGFace2 test identities).
@@ -44,6 +39,13 @@ def evaluate_model(
         seed: initialisation seed of the untrained baseline.
         pairs_seed: seed of the generated pairs (pairs "generate" only).
         roc_points: most points of the logged ROC curve (evenly spaced along it; roc.json has all).
+
+    Returns:
+        evaluation: folder with metrics.json, scores.csv, roc.json, threshold.json, report.html, manifest.json.
+        metrics: accuracy, its standard error over the folds, AUC, EER and TAR at FAR 1e-3 / 1e-2
+            (also written to the artifact's file as JSON).
+        roc: ROC curve of the trained model's primary score (also written to the artifact's file as JSON).
+        report: the self-contained HTML report (metrics, ROC, score histograms, training curves).
     """
     import json
     import os

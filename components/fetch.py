@@ -18,7 +18,6 @@ def fetch_data(
 
     Args:
         synthetic: output of the synth step, copied when data_uri is empty.
-        data: the copied files under their own names, plus manifest.json (source, bytes, md5, how verified).
         data_uri: folder (gs://bucket/path/, https://host/path/ or a local path) holding
             vggface2_train.tar.gz, train_list.txt, lfw.tgz and pairs.txt (and vggface2_test.tar.gz to
             verify on held-out identities); MD5s are checked against an MD5SUMS file beside them or
@@ -26,6 +25,9 @@ def fetch_data(
         auth_header_env: NAME of an environment variable of the task holding an HTTP header for https
             sources (e.g. set from a Kubernetes secret); the header itself is never a parameter.
         retries: times an interrupted download is resumed before the step fails.
+
+    Returns:
+        data: the copied files under their own names, plus manifest.json (source, bytes, md5, how verified).
     """
     from deepface.fetch import fetch
 

@@ -16,9 +16,11 @@ def build_labels(
 
     Args:
         data: the fetched data folder.
-        labels: folder with classes.txt, class_counts.tsv and manifest.json.
         source: file of the data folder to index: an image list (train_list.txt, fast) or the train
             archive (vggface2_train.tar.gz, read as a stream).
+
+    Returns:
+        labels: folder with classes.txt, class_counts.tsv and manifest.json.
     """
     import os
 

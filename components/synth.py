@@ -24,8 +24,6 @@ def synth_data(
     creates an empty folder (in seconds), and the fetch step copies the data URI instead.
 
     Args:
-        data: folder with vggface2_train.tar.gz, vggface2_test.tar.gz, train_list.txt, test_list.txt,
-            lfw.tgz, pairs.txt and MD5SUMS (empty when data_uri is set).
         data_uri: the pipeline's data folder; when set, no synthetic data is made.
         train_identities: identities of the synthetic VGGFace2 train archive.
         test_identities: identities of the synthetic VGGFace2 test archive (disjoint from train).
@@ -34,6 +32,10 @@ def synth_data(
         image_size: nominal side of the VGGFace2 images, in pixels.
         lfw_image_size: side of the square LFW images, in pixels.
         seed: the same seed and sizes give the same bytes.
+
+    Returns:
+        data: folder with vggface2_train.tar.gz, vggface2_test.tar.gz, train_list.txt, test_list.txt,
+            lfw.tgz, pairs.txt and MD5SUMS (empty when data_uri is set).
     """
     import os
 

@@ -22,12 +22,14 @@ def build_tfrecords(
     Args:
         data: the fetched data folder.
         labels: the class map (classes.txt) from the labels step.
-        tfrecords: folder of <split>-NNNNN-of-NNNNN.tfrecord shards and manifest.json.
         preset: model preset (tiny, small or paper) whose input size the faces are stored at.
         source: archive of the data folder to convert (read as a stream, nothing extracted).
         split: prefix of the shard names.
         keep_original: store each file's original bytes instead of a resized JPEG.
         max_bad_fraction: fail when a larger share of the images cannot be stored.
+
+    Returns:
+        tfrecords: folder of <split>-NNNNN-of-NNNNN.tfrecord shards and manifest.json.
     """
     import os
 

@@ -29,8 +29,6 @@ def train_model(
     Args:
         tfrecords: training TFRecord shards.
         labels: the class map (classes.txt).
-        model: model directory: classifier.keras, embedding.keras, classes.txt, metadata.json,
-            history.json, training_curves.png, TensorBoard logs/, manifest.json.
         preset: model size: tiny, small (DeepFace topology, fewer filters) or paper (the real network).
         epochs: training epochs (the paper: about 15).
         batch_size: global batch size over all replicas (the paper: 128).
@@ -41,6 +39,10 @@ def train_model(
         strategy: auto (from the hardware), tpu, gpu, multi-gpu, multi-worker or cpu.
         precision: auto (bfloat16 on TPU, else float32), float32, bfloat16 or float16.
         seed: seeds the weights, dropout, data order and augmentation.
+
+    Returns:
+        model: model directory: classifier.keras, embedding.keras, classes.txt, metadata.json,
+            history.json, training_curves.png, TensorBoard logs/, manifest.json.
     """
     from deepface.train import train
 

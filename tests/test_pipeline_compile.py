@@ -88,6 +88,20 @@ def test_parameters_have_the_function_defaults_and_descriptions(spec):
     assert parameters["preset"]["defaultValue"] == "tiny"
 
 
+def test_every_component_input_and_output_is_described():
+    from components.evaluate import evaluate_model
+    from components.fetch import fetch_data
+    from components.labels import build_labels
+    from components.synth import synth_data
+    from components.tfrecords import build_tfrecords
+    from components.train import train_model
+
+    for component in (synth_data, fetch_data, build_labels, build_tfrecords, train_model, evaluate_model):
+        interface = component.component_spec
+        for name, io in {**interface.inputs, **(interface.outputs or {})}.items():
+            assert (io.description or "").strip(), f"{component.name}.{name} has no description"
+
+
 def test_artifact_types(spec):
     outputs = {name: c.get("outputDefinitions", {}).get("artifacts", {}) for name, c in spec["components"].items()}
     evaluate = outputs["comp-evaluate-model"]
