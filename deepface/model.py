@@ -5,8 +5,10 @@ Topology (the paper's, with the seed project's layer names)::
     C1 conv 11x11 -> M2 maxpool 3x3/2 (same) -> C3 conv 9x9 -> L4 local 9x9 -> L5 local 7x7/2
        -> L6 local 5x5 -> F0 flatten -> F7 dense -> D0 dropout -> F8 softmax
 
-ReLU after every layer but F8; kernels N(0, 0.01), biases 0.5 (as the seed). Presets keep this
-topology and change only sizes:
+ReLU after every layer but F8; the ``paper`` preset initialises kernels N(0, 0.01) and biases 0.5 (as the
+seed). The small presets keep this topology and change sizes, and use He-normal kernels with zero biases:
+with N(0, 0.01) and so few channels the activations shrink layer by layer until F7 is nearly constant
+(std ~1e-6 across images) and a few hundred SGD steps leave the loss at ln(classes).
 
 =======  =====  ==================  =====  ===========================  ==========================
 preset   input  C1/C3/L4/L5/L6      F7     parameters                   use
@@ -49,7 +51,7 @@ class ModelConfig:
     l6_filters: int = 16
     f7_units: int = 4096
     dropout: float = 0.5
-    kernel_stddev: float = 0.01
+    kernel_stddev: float | None = 0.01  # None: He normal, sqrt(2 / fan_in)
     bias_value: float = 0.5
 
     def to_dict(self) -> dict:
@@ -59,9 +61,9 @@ class ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig("paper", image_size=152),
     "small": ModelConfig("small", 96, c1_filters=16, c3_filters=8, l4_filters=8, l5_filters=8, l6_filters=8,
-                         f7_units=512),
+                         f7_units=512, kernel_stddev=None, bias_value=0.0),
     "tiny": ModelConfig("tiny", 80, c1_filters=8, c3_filters=4, l4_filters=4, l5_filters=4, l6_filters=4,
-                        f7_units=128),
+                        f7_units=128, kernel_stddev=None, bias_value=0.0),
 }
 
 
@@ -73,6 +75,20 @@ def get_config(preset: str | ModelConfig) -> ModelConfig:
         return PRESETS[preset]
     except KeyError:
         raise DeepFaceError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def spatial_sizes(preset: str | ModelConfig) -> dict[str, int]:
+    """Side of each layer's output map, e.g. paper: C1 142, M2 71, C3 63, L4 55, L5 25, L6 21."""
+    size = get_config(preset).image_size
+    sizes = {"C1": size - 10}
+    sizes["M2"] = -(-sizes["C1"] // 2)  # 'same' padding, stride 2
+    sizes["C3"] = sizes["M2"] - 8
+    sizes["L4"] = sizes["C3"] - 8
+    sizes["L5"] = (sizes["L4"] - 7) // 2 + 1
+    sizes["L6"] = sizes["L5"] - 4
+    if sizes["L6"] < 1:
+        raise DeepFaceError(f"image_size {size} is too small for the DeepFace topology: use 71 or more")
+    return sizes
 
 
 def build_classifier(
@@ -100,24 +116,29 @@ def build_classifier(
         raise DeepFaceError(f"num_classes must be >= 2, got {num_classes}")
     seeds = iter(range(0 if seed is None else seed * 1000, 10**9))
 
-    def init():
-        kernel = keras.initializers.RandomNormal(0.0, config.kernel_stddev, seed=None if seed is None else next(seeds))
+    def init(fan_in: int) -> dict:
+        """Initializers of one layer; He normal uses the true fan-in (a locally connected kernel's first
+        axis is positions, not receptive field, so Keras' own HeNormal would get it wrong)."""
+        stddev = config.kernel_stddev or float(np.sqrt(2.0 / fan_in))
+        kernel = keras.initializers.RandomNormal(0.0, stddev, seed=None if seed is None else next(seeds))
         return dict(kernel_initializer=kernel, bias_initializer=keras.initializers.Constant(config.bias_value),
                     dtype=dtype_policy)
 
-    s = config.image_size
+    s, c = config.image_size, config
+    l6_size = spatial_sizes(config)["L6"]
     inputs = keras.Input((s, s, 3), name="image")
-    x = keras.layers.Conv2D(config.c1_filters, 11, activation="relu", name="C1", **init())(inputs)
+    x = keras.layers.Conv2D(c.c1_filters, 11, activation="relu", name="C1", **init(11 * 11 * 3))(inputs)
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="M2", dtype=dtype_policy)(x)
-    x = keras.layers.Conv2D(config.c3_filters, 9, activation="relu", name="C3", **init())(x)
-    x = LocallyConnected2D(config.l4_filters, 9, activation="relu", name="L4", **init())(x)
-    x = LocallyConnected2D(config.l5_filters, 7, strides=2, activation="relu", name="L5", **init())(x)
-    x = LocallyConnected2D(config.l6_filters, 5, activation="relu", name="L6", **init())(x)
+    x = keras.layers.Conv2D(c.c3_filters, 9, activation="relu", name="C3", **init(9 * 9 * c.c1_filters))(x)
+    x = LocallyConnected2D(c.l4_filters, 9, activation="relu", name="L4", **init(9 * 9 * c.c3_filters))(x)
+    x = LocallyConnected2D(c.l5_filters, 7, strides=2, activation="relu", name="L5",
+                           **init(7 * 7 * c.l4_filters))(x)
+    x = LocallyConnected2D(c.l6_filters, 5, activation="relu", name="L6", **init(5 * 5 * c.l5_filters))(x)
     x = keras.layers.Flatten(name="F0", dtype=dtype_policy)(x)
-    x = keras.layers.Dense(config.f7_units, activation="relu", name="F7", **init())(x)
-    x = keras.layers.Dropout(config.dropout, seed=seed, name="D0", dtype=dtype_policy)(x)
+    x = keras.layers.Dense(c.f7_units, activation="relu", name="F7", **init(l6_size**2 * c.l6_filters))(x)
+    x = keras.layers.Dropout(c.dropout, seed=seed, name="D0", dtype=dtype_policy)(x)
     outputs = keras.layers.Dense(int(num_classes), activation="softmax", name="F8",
-                                 **{**init(), "dtype": "float32"})(x)
+                                 **{**init(c.f7_units), "dtype": "float32"})(x)
     return keras.Model(inputs, outputs, name="DeepFace")
 
 

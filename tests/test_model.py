@@ -15,7 +15,7 @@ SEED_LAYER_NAMES = ["C1", "M2", "C3", "L4", "L5", "L6", "F0", "F7", "D0", "F8"]
 
 
 def test_paper_preset_has_exactly_the_seed_parameter_count():
-    model = df_model.build_classifier("paper", 8631)
+    model = df_model.build_classifier("paper", 8631, seed=0)
     assert model.count_params() == 137_774_071
     assert model.count_params() - model.get_layer("F8").count_params() == 102_412_864
     assert [layer.name for layer in model.layers[1:]] == SEED_LAYER_NAMES
@@ -24,6 +24,10 @@ def test_paper_preset_has_exactly_the_seed_parameter_count():
     assert model.get_layer("L6").kernel.shape == (441, 400, 16)
     assert model.get_layer("L4").bias.shape == (55, 55, 16)
     assert model.input_shape == (None, 152, 152, 3)
+    assert df_model.spatial_sizes("paper") == {"C1": 142, "M2": 71, "C3": 63, "L4": 55, "L5": 25, "L6": 21}
+    kernel, bias = model.get_layer("L6").get_weights()  # the paper's initialisation
+    assert abs(kernel.std() - 0.01) < 0.0005 and abs(kernel.mean()) < 0.0005
+    assert np.all(bias == 0.5)
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small"])
@@ -44,9 +48,10 @@ def test_initialisation_and_seed():
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(wa, wb)
     assert not np.array_equal(a.get_layer("L4").get_weights()[0], c.get_layer("L4").get_weights()[0])
-    kernel, bias = a.get_layer("L4").get_weights()
-    assert abs(kernel.std() - 0.01) < 0.001 and abs(kernel.mean()) < 0.001
-    assert np.all(bias == 0.5)
+    kernel, bias = a.get_layer("L4").get_weights()  # small presets: He normal, zero bias
+    fan_in = kernel.shape[1]
+    assert abs(kernel.std() - np.sqrt(2 / fan_in)) < 0.1 * np.sqrt(2 / fan_in)
+    assert np.all(bias == 0.0)
 
 
 def test_unknown_preset_is_a_clear_error():
