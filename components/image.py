@@ -27,7 +27,7 @@ from deepface.errors import DeepFaceError
 DEFAULT_REPOSITORY = "localhost/deepface-pipeline"
 # What the Dockerfile copies into the image (keep in step with .dockerignore and docker/build.sh).
 IMAGE_CONTEXT = (
-    "Dockerfile", ".dockerignore", "pyproject.toml", "constraints.txt", "README.md",
+    "Dockerfile", ".dockerignore", "pyproject.toml", "constraints.txt", "docker/constraints-cuda.txt", "README.md",
     "deepface", "components", "pipelines",
 )
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")

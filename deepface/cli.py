@@ -14,18 +14,18 @@ import click
 
 from deepface.errors import DeepFaceError
 
-# subcommand name -> module that defines `command`
+# subcommand name -> (module that defines `command`, one-line help shown by `deepface --help`)
 COMMANDS = {
-    "synth": "deepface.synth",
-    "fetch": "deepface.fetch",
-    "labels": "deepface.labels",
-    "tfrecords": "deepface.tfrecords",
-    "train": "deepface.train",
-    "evaluate": "deepface.evaluate",
-    "verify": "deepface.verify",
-    "model": "deepface.model",
-    "import-weights": "deepface.weights",
-    "demo": "deepface.demo",
+    "synth": ("deepface.synth", "Write a synthetic face dataset laid out like VGGFace2 and LFW."),
+    "fetch": ("deepface.fetch", "Copy data (local, file://, gs://, https://) and verify MD5s."),
+    "labels": ("deepface.labels", "Build the class map (sorted identities) from a list, archive or folder."),
+    "tfrecords": ("deepface.tfrecords", "Build sharded TFRecords from an archive or folder (resumable)."),
+    "train": ("deepface.train", "Train DeepFace from TFRecords (TPU, GPUs or CPU; resumable)."),
+    "evaluate": ("deepface.evaluate", "Evaluate face verification (LFW protocol) and write the report."),
+    "verify": ("deepface.verify", "Say whether two face images show the same person."),
+    "model": ("deepface.model", "Build a DeepFace preset and print its summary and parameter count."),
+    "import-weights": ("deepface.weights", "Import the seed project's tf.keras HDF5 weights."),
+    "demo": ("deepface.demo", "Run the whole pipeline locally on the embedded synthetic data."),
 }
 
 
@@ -36,9 +36,9 @@ class LazyGroup(click.Group):
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        module_name = COMMANDS.get(name)
-        if module_name is None:
+        if name not in COMMANDS:
             return None
+        module_name = COMMANDS[name][0]
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
@@ -46,6 +46,11 @@ class LazyGroup(click.Group):
                 return None
             raise
         return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List subcommands from COMMANDS without importing them (no TensorFlow start-up for --help)."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_text) for name, (_, help_text) in sorted(COMMANDS.items())])
 
     def invoke(self, ctx: click.Context):
         try:
