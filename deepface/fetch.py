@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import logging
 import os
 import posixpath
@@ -48,6 +49,8 @@ logger = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 MD5SUMS_NAME = "MD5SUMS"
 CHUNK_SIZE = 1 << 20
+PART_SUFFIX = ".part"  # a file being downloaded is <name>.part until complete and verified
+MAX_NAME_BYTES = 255  # NAME_MAX of Linux file systems (and of GCS FUSE mounts)
 
 # Published checksums of the VGGFace2 release archives, by file name.
 KNOWN_MD5 = {
@@ -122,7 +125,8 @@ def _is_prefix(source: str) -> bool:
 
 
 def _checked_relative_name(name: str, source: str) -> str:
-    """``name`` as a clean relative POSIX path, refusing anything that would escape the output directory."""
+    """``name`` as a clean relative POSIX path, refusing anything that would escape the output directory,
+    is not UTF-8 (the manifest could not record it) or is too long to store with its ``.part`` suffix."""
     clean = name
     while clean.startswith("./"):
         clean = clean[2:]
@@ -131,6 +135,17 @@ def _checked_relative_name(name: str, source: str) -> str:
         raise DeepFaceError(
             f"refusing file name {name!r} listed under {redact_uri(source)}: it would be written outside the "
             "output directory; remove it from the source"
+        )
+    try:
+        longest = max(len(part.encode("utf-8")) for part in path.parts)
+    except UnicodeEncodeError:
+        raise DeepFaceError(
+            f"refusing file name {name!r} listed under {redact_uri(source)}: it is not UTF-8 text; rename it"
+        ) from None
+    if longest + len(PART_SUFFIX) > MAX_NAME_BYTES:
+        raise DeepFaceError(
+            f"refusing file name {name!r} listed under {redact_uri(source)}: a name of {longest} bytes is too long "
+            f"to store (at most {MAX_NAME_BYTES - len(PART_SUFFIX)}); rename it"
         )
     return path.as_posix()
 
@@ -196,10 +211,11 @@ class _PartFile:
 
 
 def _disk_error(path: Path, error: OSError) -> DeepFaceError:
-    return DeepFaceError(
-        f"cannot write {path}: {error.strerror or error}; free some disk space or choose another output "
-        "directory (--out)"
-    )
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = "free some disk space or choose another output directory (--out)"
+    else:
+        hint = "check its permissions or choose another output directory (--out)"
+    return DeepFaceError(f"cannot write {path}: {error.strerror or error}; {hint}")
 
 
 class LocalBackend:
@@ -614,7 +630,7 @@ def _fetch_one(item: _Planned, out_dir: Path, retries: int, chunk_size: int) -> 
         logger.info("%s already present (%d bytes, MD5 %s)", source.name, target.stat().st_size, present_md5)
         return {**entry, "bytes": target.stat().st_size, "md5": present_md5}
 
-    part_path = target.with_name(target.name + ".part")
+    part_path = target.with_name(target.name + PART_SUFFIX)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -1,0 +1,437 @@
+"""The bad-input corpus (tests/corpus.py) through every stage's command line.
+
+Each input gets the behaviour its stage promises: skipped and counted in the stage's manifest, or a
+clear one-line error (exit code 1) naming the input, never an unexpected exception with a traceback.
+Every command runs in a sandbox whose every file is compared before and after: a command may only
+write inside its output directory (the archives hold absolute, ``..`` and symlinked members that an
+extraction would write elsewhere).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from corpus import (
+    CLASSES_FILES,
+    IGNORED,
+    IMAGE_LISTS,
+    LONG,
+    NON_UTF8,
+    PAIRS_FILES,
+    STORED,
+    Member,
+    corrupt_gzip,
+    cut_at_member,
+    encode,
+    hostile_members,
+    images,
+    noise_image,
+    non_utf8_identity,
+    not_an_archive,
+    truncated,
+    write_tar,
+)
+
+from deepface.cli import main
+
+IMAGE_SIZE = "32"
+
+
+class Sandbox:
+    """A directory tree for one test: inputs, a working directory and output directories.
+
+    `invoke` runs a command line and checks that it ended either normally or with a user error, and
+    that it wrote nothing outside the output directory it was given.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root  # everything a command could reach by a relative or absolute escape is inside
+        self.inputs = root / "a" / "b" / "inputs"
+        self.work = root / "a" / "b" / "work"
+        self.inputs.mkdir(parents=True)
+        self.work.mkdir()
+        (root / "a" / "b" / "outputs").mkdir()
+        self.escape = root / "escape_abs"  # the target of absolute member names; must never appear
+
+    def out(self, name: str) -> Path:
+        return self.root / "a" / "b" / "outputs" / name
+
+    def snapshot(self, exclude: Path | None) -> dict[str, tuple[int, int]]:
+        files = {}
+        for path in self.root.rglob("*"):
+            if exclude is not None and path.is_relative_to(exclude):
+                continue
+            stat = path.lstat()  # a directory's own times change when an output directory appears in it
+            files[path.relative_to(self.root).as_posix()] = (0, 0) if path.is_dir() else (stat.st_size, stat.st_mtime_ns)
+        return files
+
+    def invoke(self, args: list[str], out: Path | None = None, group=main) -> Result:
+        before = self.snapshot(out)
+        cwd = os.getcwd()
+        os.chdir(self.work)
+        try:
+            result = CliRunner().invoke(group, [str(arg) for arg in args])
+        finally:
+            os.chdir(cwd)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise AssertionError(f"{args[0]} crashed instead of naming the bad input") from result.exception
+        assert "Traceback" not in result.output
+        after = self.snapshot(out)
+        assert after == before, f"{args[0]} wrote outside its output directory: {sorted(set(after) ^ set(before))}"
+        assert not self.escape.exists()
+        return result
+
+
+def expect_error(result: Result, *names: str) -> str:
+    """The error line of a command that failed on a user error; it must name each of ``names``."""
+    assert result.exit_code == 1, result.output
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith("Error: "), result.output
+    for name in names:
+        assert name in message, f"{name!r} not in {message!r}"
+    return message
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Sandbox:
+    return Sandbox(tmp_path)
+
+
+def labels_and_tfrecords(sandbox: Sandbox, source: Path, *extra: str) -> tuple[dict, dict]:
+    """Run labels then tfrecords (accepting any fraction of bad images) on ``source``; their manifests."""
+    labels, records = sandbox.out("labels"), sandbox.out("tfrecords")
+    result = sandbox.invoke(["labels", "--source", source, "--out", labels], labels)
+    assert result.exit_code == 0, result.output
+    result = sandbox.invoke(["tfrecords", "--source", source, "--labels", labels, "--out", records,
+                             "--image-size", IMAGE_SIZE, "--workers", "1", "--max-bad-fraction", "1", *extra], records)
+    assert result.exit_code == 0, result.output
+    return read_json(labels / "manifest.json"), read_json(records / "manifest.json")
+
+
+def check_image_handling(manifest: dict, expected: dict[str, str], folder: str) -> None:
+    """Each corpus image was stored, ignored or skipped with its reason, and counted."""
+    skipped = {entry["file"]: entry["reason"] for entry in manifest["skipped"]}
+    for name, outcome in expected.items():
+        path = f"{folder}/{name}"
+        if outcome == STORED:
+            assert path not in skipped
+        elif outcome == IGNORED:
+            assert path not in skipped
+        else:
+            assert skipped.pop(path).startswith(outcome), (path, outcome)
+    assert manifest["num_skipped"] == sum(outcome not in (STORED, IGNORED) for outcome in expected.values())
+    assert manifest["ignored_files"]["count"] == sum(outcome == IGNORED for outcome in expected.values())
+
+
+# --------------------------------------------------------------------------------------------------
+# Images (labels and tfrecords, from an archive and from a directory)
+
+
+def test_every_kind_of_image_in_an_archive_is_stored_or_skipped_and_counted(sandbox):
+    corpus = images()
+    archive = write_tar(sandbox.inputs / "train.tar.gz", [
+        *(Member(f"train/n000001/{name}", data) for name, (data, _) in corpus.items()),
+        Member("train/n000002/0001_01.jpg", encode(noise_image(7))),
+    ])
+    labels, records = labels_and_tfrecords(sandbox, archive)
+    expected = {name: outcome for name, (_, outcome) in corpus.items()}
+    check_image_handling(records, expected, "train/n000001")
+    assert records["num_records"] == 1 + sum(outcome == STORED for outcome in expected.values())
+    assert labels["ignored"]["count"] == sum(outcome == IGNORED for outcome in expected.values())
+
+
+def test_every_kind_of_image_in_a_directory_is_stored_or_skipped_and_counted(sandbox):
+    corpus = images()
+    source = sandbox.inputs / "train"
+    (source / "n000001").mkdir(parents=True)
+    (source / "n000003").mkdir()  # an empty identity folder: no class, no error
+    for name, (data, _) in corpus.items():
+        (source / "n000001" / name).write_bytes(data)
+    (source / "n000002" / LONG).mkdir(parents=True)  # a long folder name below the identity
+    (source / "n000002" / f"{LONG}.jpg").write_bytes(encode(noise_image(8)))
+    labels, records = labels_and_tfrecords(sandbox, source)
+    check_image_handling(records, {name: outcome for name, (_, outcome) in corpus.items()}, "n000001")
+    assert (sandbox.out("labels") / "classes.txt").read_text() == "n000001\nn000002\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Hostile archive members
+
+
+def test_hostile_archive_members_are_never_extracted_nor_followed(sandbox):
+    hostile = {case: spec for case, spec in hostile_members(sandbox.escape).items() if "UTF-8" not in case}
+    good = [Member(f"train/n000002/{k}.jpg", encode(noise_image(k))) for k in range(3)]
+    archive = write_tar(sandbox.inputs / "train.tar.gz", [*good, *(member for member, _ in hostile.values())])
+    labels, records = labels_and_tfrecords(sandbox, archive)
+    stored = {f"train/n000002/{k}.jpg" for k in range(3)} | {
+        member.name.lstrip("/") if member.name.startswith("/") else os.path.normpath(member.name)
+        for member, outcome in hostile.values() if outcome == STORED
+    }
+    assert records["num_records"] == len(stored)
+    assert records["num_skipped"] == 0
+    # links, devices and folders are left out; nothing was written anywhere but the outputs (Sandbox)
+    assert labels["num_images"] == len(stored)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "labels and tfrecords drop symlinks, hard links and devices of an archive silently (not counted "
+    "in either manifest), and take absolute and '..' member names as images"))
+def test_links_devices_and_unsafe_member_names_are_skipped_and_counted(sandbox):
+    hostile = {case: spec for case, spec in hostile_members(sandbox.escape).items() if "UTF-8" not in case}
+    unsafe = [member for case, (member, _) in hostile.items()
+              if case in ("absolute path", "dot-dot path", "inner dot-dot", "symlink out", "symlink up",
+                          "hard link out", "device", "fifo")]
+    archive = write_tar(sandbox.inputs / "train.tar.gz",
+                        [Member("train/n000002/0001.jpg", encode(noise_image(1))), *unsafe])
+    labels, records = labels_and_tfrecords(sandbox, archive)
+    assert labels["ignored"]["count"] == len(unsafe)
+    assert records["ignored_files"]["count"] + records["num_skipped"] == len(unsafe)
+    assert records["num_records"] == 1
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "labels: an identity folder whose name is not UTF-8 crashes with UnicodeEncodeError when "
+    "classes.txt is written (deepface/labels.py _check_identity accepts it)"))
+def test_an_identity_folder_name_that_is_not_utf8_is_a_clear_error(sandbox):
+    archive = write_tar(sandbox.inputs / "train.tar.gz",
+                        [Member("train/n000001/0001.jpg", encode(noise_image(1))), non_utf8_identity()])
+    result = sandbox.invoke(["labels", "--source", archive, "--out", sandbox.out("labels")], sandbox.out("labels"))
+    expect_error(result, "UTF-8")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "tfrecords: an image whose file name is not UTF-8 crashes with UnicodeEncodeError in make_example "
+    "(image/filename) instead of being skipped and counted"))
+def test_an_image_file_name_that_is_not_utf8_is_skipped_and_counted(sandbox):
+    archive = write_tar(sandbox.inputs / "train.tar.gz", [
+        Member("train/n000001/0001.jpg", encode(noise_image(1))),
+        Member(f"train/n000001/{NON_UTF8}.jpg", encode(noise_image(2))),
+    ])
+    labels, records = labels_and_tfrecords(sandbox, archive)
+    assert records["num_records"] == 1 and records["num_skipped"] == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Broken archives
+
+
+def good_archive(sandbox: Sandbox, mode: str = "w:gz") -> bytes:
+    members = [Member(f"train/n{k % 3:06d}/{k:04d}.jpg", encode(noise_image(k, 64, 64))) for k in range(24)]
+    return write_tar(sandbox.inputs / "good.tar.gz", members, mode).read_bytes()
+
+
+SILENT_TRUNCATION = pytest.mark.xfail(strict=True, reason=(
+    "labels.iter_members (labels, tfrecords, evaluate): tarfile ends the iteration without an error at a "
+    "damaged header or at a missing end-of-archive marker, so half the archive is read as if it were all of it"))
+
+
+@pytest.mark.parametrize("damage", [
+    "truncated", "not a tar", "empty file",
+    pytest.param("corrupt gzip", marks=SILENT_TRUNCATION),
+    pytest.param("tar cut at a member", marks=SILENT_TRUNCATION),
+])
+def test_a_broken_archive_is_a_clear_error_naming_it(sandbox, damage):
+    data = good_archive(sandbox, "w" if damage == "tar cut at a member" else "w:gz")
+    damaged = {"truncated": lambda: truncated(data), "corrupt gzip": lambda: corrupt_gzip(data),
+               "tar cut at a member": lambda: cut_at_member(data, 12),
+               "not a tar": not_an_archive, "empty file": lambda: b""}[damage]()
+    archive = sandbox.inputs / "broken.tar.gz"
+    archive.write_bytes(damaged)
+    labels = sandbox.out("labels")
+    result = sandbox.invoke(["labels", "--source", archive, "--out", labels], labels)
+    expect_error(result, str(archive))
+    assert not (labels / "manifest.json").exists()
+
+    # tfrecords, with the class map of the intact archive
+    (sandbox.inputs / "good.tar.gz").rename(sandbox.inputs / "intact.tar.gz")
+    assert sandbox.invoke(["labels", "--source", sandbox.inputs / "intact.tar.gz", "--out", labels], labels).exit_code == 0
+    records = sandbox.out("tfrecords")
+    result = sandbox.invoke(["tfrecords", "--source", archive, "--labels", labels, "--out", records,
+                             "--image-size", IMAGE_SIZE, "--workers", "1"], records)
+    expect_error(result, str(archive))
+    assert not (records / "manifest.json").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Text inputs: image lists, class maps
+
+
+@pytest.mark.parametrize("case", sorted(IMAGE_LISTS))
+def test_image_lists(sandbox, case):
+    listing = sandbox.inputs / "train_list.txt"
+    listing.write_bytes(IMAGE_LISTS[case])
+    out = sandbox.out("labels")
+    result = sandbox.invoke(["labels", "--source", listing, "--out", out], out)
+    if case == "duplicated entries":  # counted once, and reported
+        assert result.exit_code == 0, result.output
+        manifest = read_json(out / "manifest.json")
+        assert manifest["num_images"] == 2 and manifest["duplicates"]["count"] == 1
+        return
+    message = expect_error(result, str(listing))
+    if case in ("no identity folder", "not an image name", "tab in identity"):
+        assert "line 2" in message
+    assert not (out / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("case", sorted(CLASSES_FILES))
+def test_malformed_class_maps_are_errors_naming_file_and_line(sandbox, case):
+    content, where = CLASSES_FILES[case]
+    labels = sandbox.inputs / "labels"
+    labels.mkdir()
+    (labels / "classes.txt").write_bytes(content)
+    archive = write_tar(sandbox.inputs / "train.tar.gz", [Member("train/n000001/1.jpg", encode(noise_image(1)))])
+    out = sandbox.out("tfrecords")
+    result = sandbox.invoke(["tfrecords", "--source", archive, "--labels", labels, "--out", out,
+                             "--image-size", IMAGE_SIZE, "--workers", "1"], out)
+    expect_error(result, str(labels / "classes.txt"), where)
+
+
+def test_a_missing_class_map_is_an_error_naming_it(sandbox):
+    archive = write_tar(sandbox.inputs / "train.tar.gz", [Member("train/n000001/1.jpg", encode(noise_image(1)))])
+    out = sandbox.out("tfrecords")
+    result = sandbox.invoke(["tfrecords", "--source", archive, "--labels", sandbox.inputs / "nolabels", "--out", out], out)
+    expect_error(result, "nolabels")
+
+
+# --------------------------------------------------------------------------------------------------
+# fetch: names it cannot store, checksums that do not match
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+@pytest.mark.parametrize("case", ["not UTF-8", "too long", "wrong MD5", "malformed MD5SUMS", "escaping MD5SUMS"])
+def test_fetch_refuses_what_it_cannot_store_or_verify(sandbox, case):
+    source = sandbox.inputs / "release"
+    source.mkdir()
+    data = encode(noise_image(1))
+    names = {"not UTF-8": os.fsencode(f"{NON_UTF8}.jpg"), "too long": f"{'y' * 251}.jpg".encode()}
+    if case in names:
+        (os.fsencode(source) + b"/" + names[case])
+        Path(os.fsdecode(os.fsencode(source) + b"/" + names[case])).write_bytes(data)
+    else:
+        (source / "a.jpg").write_bytes(data)
+        md5sums = {"wrong MD5": f"{md5(b'other')}  a.jpg\n", "malformed MD5SUMS": "a.jpg  d41d8cd9\n",
+                   "escaping MD5SUMS": f"{md5(data)}  ../../escape.jpg\n"}[case]
+        (source / "MD5SUMS").write_text(md5sums)
+    out = sandbox.out("fetch")
+    result = sandbox.invoke(["fetch", "--source", source, "--out", out], out)
+    expected = {"not UTF-8": "not UTF-8", "too long": "too long", "wrong MD5": "MD5 mismatch for a.jpg",
+                "malformed MD5SUMS": "line 1", "escaping MD5SUMS": "../../escape.jpg"}[case]
+    expect_error(result, expected)
+    assert not (out / "manifest.json").exists()
+    if out.exists():  # a file that failed its check is not kept under its name, nor as a .part
+        assert not list(out.glob("*.jpg*"))
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluate and verify: pairs files and images, with a tiny trained model
+
+
+@pytest.fixture(scope="module")
+def model_dir(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model trained for two steps on the synthetic train split (only its interface matters)."""
+    from deepface.labels import build_labels
+    from deepface.tfrecords import build_tfrecords
+    from deepface.train import train
+
+    root = tmp_path_factory.mktemp("model")
+    build_labels(synth_dir / "vggface2_train.tar.gz", root / "labels")
+    build_tfrecords(synth_dir / "vggface2_train.tar.gz", root / "labels", root / "tfrecords", image_size=80, workers=1)
+    train(root / "tfrecords", root / "labels", root / "model", preset="tiny", epochs=1, batch_size=8,
+          steps_per_epoch=2, checkpoint_steps=0, feature_max_batches=1, strategy="cpu")
+    return root / "model"
+
+
+def lfw_folder(root: Path, extra: dict[str, bytes] | None = None) -> Path:
+    """``lfw/<name>/<name>_000N.jpg`` for people A, B and C (two images each), plus ``extra`` files."""
+    for k, name in enumerate("ABC"):
+        (root / "lfw" / name).mkdir(parents=True)
+        for number in (1, 2):
+            (root / "lfw" / name / f"{name}_{number:04d}.jpg").write_bytes(encode(noise_image(10 * k + number, 64, 64)))
+    for relative, data in (extra or {}).items():
+        (root / "lfw" / relative).write_bytes(data)
+    return root / "lfw"
+
+
+VALID_PAIRS = b"1\t2\nA\t1\t2\nB\t1\t2\nA\t1\tB\t1\nB\t2\tC\t1\n"
+
+
+PAIRS_NOT_READABLE = pytest.mark.xfail(strict=True, reason=(
+    "pairs.read_pairs catches only FileNotFoundError: a pairs file that is not UTF-8 (UnicodeDecodeError) "
+    "or a directory (IsADirectoryError) crashes evaluate with a traceback"))
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(case, marks=PAIRS_NOT_READABLE) if case == "not UTF-8" else case for case in sorted(PAIRS_FILES)
+] + [pytest.param("a directory", marks=PAIRS_NOT_READABLE)])
+def test_malformed_pairs_files_are_errors_naming_the_line(sandbox, model_dir, case):
+    pairs = sandbox.inputs / "pairs.txt"
+    if case == "a directory":
+        pairs.mkdir()
+        needles = ("pairs.txt",)
+    else:
+        content, needles = PAIRS_FILES[case]
+        pairs.write_bytes(content)
+    out = sandbox.out("evaluation")
+    result = sandbox.invoke(["evaluate", "--model", model_dir, "--images", lfw_folder(sandbox.inputs), "--pairs", pairs,
+                             "--out", out, "--no-baseline"], out)
+    expect_error(result, *needles)
+    assert not (out / "manifest.json").exists()
+
+
+def test_undecodable_evaluation_images_are_an_error_or_skipped_and_counted(sandbox, model_dir):
+    corpus = images()
+    images_dir = lfw_folder(sandbox.inputs, {"C/C_0001.jpg": corpus["truncated.jpg"][0]})
+    pairs = sandbox.inputs / "pairs.txt"
+    pairs.write_bytes(VALID_PAIRS)
+    out = sandbox.out("evaluation")
+    args = ["evaluate", "--model", model_dir, "--images", images_dir, "--pairs", pairs, "--out", out, "--no-baseline"]
+    expect_error(sandbox.invoke(args, out), "C_0001.jpg")
+    assert not (out / "manifest.json").exists()
+
+    result = sandbox.invoke([*args, "--allow-missing"], out)
+    assert result.exit_code == 0, result.output
+    assert (out / "manifest.json").exists()
+    assert "C_0001.jpg" in (out / "scores.csv").read_text()  # the pair left out is listed with its reason
+
+
+VERIFY_IMAGES = ["zero_bytes.jpg", "truncated.jpg", "corrupt_header.jpg", "text_named.jpg", "truncated.png"]
+
+
+@pytest.mark.parametrize("name", VERIFY_IMAGES)
+def test_verify_names_an_unreadable_image(sandbox, model_dir, name):
+    bad, good = sandbox.inputs / name, sandbox.inputs / "good.jpg"
+    bad.write_bytes(images()[name][0])
+    good.write_bytes(images()["good.jpg"][0])
+    expect_error(sandbox.invoke(["verify", "--model", model_dir, "--threshold", "0.5", good, bad]), name)
+
+
+def test_verify_reads_odd_formats(sandbox, model_dir):
+    corpus = images()
+    for name in ["png.png", "gif.gif", "cmyk.jpg", "grey16.png", "png_named.jpg", "alpha.png"]:
+        (sandbox.inputs / name).write_bytes(corpus[name][0])
+        result = sandbox.invoke(["verify", "--model", model_dir, "--threshold", "0.5", sandbox.inputs / name,
+                                 sandbox.inputs / name])
+        assert result.exit_code == 0 and "same person" in result.output, (name, result.output)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "verify/evaluate decode with tf.io.decode_image, which has no pixel limit: a 600-byte JPEG claiming "
+    "10000x10000 pixels is decoded (300 MB of garbage) instead of refused like tfrecords refuses it "
+    "(30000x30000 would take 2.7 GB)"))
+def test_verify_refuses_a_decompression_bomb(sandbox, model_dir):
+    bomb, good = sandbox.inputs / "bomb.jpg", sandbox.inputs / "good.jpg"
+    bomb.write_bytes(images()["bomb_warning.jpg"][0])  # 10000 x 10000: the largest safe to try here
+    good.write_bytes(images()["good.jpg"][0])
+    expect_error(sandbox.invoke(["verify", "--model", model_dir, "--threshold", "0.5", good, bomb]), "bomb.jpg")
