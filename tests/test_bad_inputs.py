@@ -339,8 +339,9 @@ def test_fetch_refuses_what_it_cannot_store_or_verify(sandbox, case):
 
 
 @pytest.fixture(scope="module")
-def model_dir(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny model trained for two steps on the synthetic train split (only its interface matters)."""
+def trained(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """labels/, tfrecords/ (80 px) and model/: a tiny model trained for two steps on the synthetic
+    train split (only its interface matters)."""
     from deepface.labels import build_labels
     from deepface.tfrecords import build_tfrecords
     from deepface.train import train
@@ -350,7 +351,12 @@ def model_dir(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     build_tfrecords(synth_dir / "vggface2_train.tar.gz", root / "labels", root / "tfrecords", image_size=80, workers=1)
     train(root / "tfrecords", root / "labels", root / "model", preset="tiny", epochs=1, batch_size=8,
           steps_per_epoch=2, checkpoint_steps=0, feature_max_batches=1, strategy="cpu")
-    return root / "model"
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_dir(trained: Path) -> Path:
+    return trained / "model"
 
 
 def lfw_folder(root: Path, extra: dict[str, bytes] | None = None) -> Path:
@@ -435,3 +441,96 @@ def test_verify_refuses_a_decompression_bomb(sandbox, model_dir):
     bomb.write_bytes(images()["bomb_warning.jpg"][0])  # 10000 x 10000: the largest safe to try here
     good.write_bytes(images()["good.jpg"][0])
     expect_error(sandbox.invoke(["verify", "--model", model_dir, "--threshold", "0.5", good, bomb]), "bomb.jpg")
+
+
+# --------------------------------------------------------------------------------------------------
+# Invalid parameters: stages and pipeline commands
+
+
+def test_invalid_stage_parameters_are_errors_naming_them(sandbox, trained):
+    archive = write_tar(sandbox.inputs / "train.tar.gz", [Member("train/n000001/1.jpg", encode(noise_image(1)))])
+    labels, records = trained / "labels", trained / "tfrecords"
+    other_labels = sandbox.inputs / "other_labels"
+    other_labels.mkdir()
+    (other_labels / "classes.txt").write_text("n999998\nn999999\n")
+    unfinished = sandbox.inputs / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "train-00000.tfrecord.done").write_bytes(b"")
+    out = sandbox.out("stage")
+    train = ["train", "--tfrecords", records, "--labels", labels, "--out", out, "--preset", "tiny"]
+    tfrecords = ["tfrecords", "--source", archive, "--labels", labels, "--out", out]
+    cases = [
+        (tfrecords + ["--split", "../../escape"], "split='../../escape'"),
+        (tfrecords + ["--image-size", "0"], "image_size=0"),
+        (tfrecords + ["--max-bad-fraction", "2"], "max_bad_fraction=2"),
+        (tfrecords + ["--jpeg-quality", "101"], "jpeg_quality=101"),
+        (tfrecords + ["--workers", "0"], "workers=0"),
+        (["fetch", "--source", "ftp://host/a.tgz", "--out", out], "unsupported source"),
+        (["fetch", "--source", archive, "--out", out, "--md5", "xyz"], "--md5 'xyz'"),
+        (["fetch", "--source", archive, "--out", "gs://bucket/out"], "--out gs://bucket/out"),
+        (["labels", "--source", sandbox.inputs / "missing.tar.gz", "--out", out], "missing.tar.gz"),
+        (train + ["--epochs", "0"], "--epochs 0"),
+        (train + ["--learning-rate", "-1"], "--learning-rate -1"),
+        (train + ["--validation-fraction", "1.5"], "--validation-fraction 1.5"),
+        (train + ["--steps-per-epoch", "0"], "--steps-per-epoch 0"),
+        (train + ["--batch-size", "0"], "--batch-size"),
+        (train + ["--batch-size", "100000"], "--batch-size"),
+        (["train", "--tfrecords", records, "--labels", labels, "--out", out, "--preset", "small"], "small"),
+        (["train", "--tfrecords", records, "--labels", other_labels, "--out", out, "--preset", "tiny"], "classes"),
+        (["train", "--tfrecords", unfinished, "--labels", labels, "--out", out, "--preset", "tiny"], "unfinished"),
+    ]
+    for args, needle in cases:
+        expect_error(sandbox.invoke(args, out), needle)
+        assert not (out / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("params, needle", [
+    (["nope=1"], "unknown pipeline parameter 'nope'"),
+    (["epoch=3"], "did you mean 'epochs'"),
+    (["epochs=three"], "epochs='three': expected an integer"),
+    (["learning_rate=fast"], "expected a number"),
+    (["augment=maybe"], "expected true or false"),
+    (["epochs"], "write NAME=VALUE"),
+    (["epochs=2", "epochs=3"], "given twice"),
+])
+def test_invalid_pipeline_parameters_are_refused_before_anything_runs(sandbox, params, needle):
+    from pipelines.cli import main as pipelines_main
+
+    root = sandbox.out("pipeline_root")
+    args = ["run-local", "--pipeline-root", root, *(item for param in params for item in ("--param", param))]
+    expect_error(sandbox.invoke(args, root, group=pipelines_main), needle)
+    assert not root.exists() or not any(root.iterdir())  # no task ran
+
+
+@pytest.mark.parametrize("options, needle", [
+    (["--replicas", "0"], "--replicas 0"),
+    (["--replicas", "2"], "needs --training custom-job"),
+    (["--accelerator", "TPU_V5_LITEPODSLICE"], "needs --training custom-job"),
+    (["--accelerator", "nvidia l4"], "--accelerator 'nvidia l4'"),
+    (["--accelerator-count", "0"], "--accelerator-count 0"),
+    (["--train-cpu", "lots"], "--train-cpu 'lots'"),
+    (["--train-memory", "32 gigs"], "--train-memory '32 gigs'"),
+])
+def test_invalid_compile_options_are_errors_naming_them(sandbox, options, needle):
+    from pipelines.cli import main as pipelines_main
+
+    out = sandbox.out("compiled")
+    expect_error(sandbox.invoke(["compile", "--output", out / "pipeline.yaml", *options], out, group=pipelines_main),
+                 needle)
+    assert not (out / "pipeline.yaml").exists()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "pipelines.params.parse_overrides checks only names and types: preset=huge, epochs=0 or "
+    "batch_size=-1 are accepted at submission and fail in a task minutes later"))
+@pytest.mark.parametrize("param", ["preset=huge", "epochs=0", "batch_size=-1", "validation_fraction=1.5",
+                                   "synthetic_identities=0"])
+def test_out_of_range_pipeline_parameters_are_refused_at_submission(param):
+    from pipelines.local import pipeline_spec_dict
+    from pipelines.params import parse_overrides
+    from pipelines.pipeline import make_pipeline
+
+    from deepface.errors import DeepFaceError
+
+    with pytest.raises(DeepFaceError, match=param.split("=")[0]):
+        parse_overrides(pipeline_spec_dict(make_pipeline()), [param])
