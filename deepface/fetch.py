@@ -92,8 +92,33 @@ def redact_uri(uri: str) -> str:
         return uri
     parts = urlsplit(uri)
     host = parts.netloc.rpartition("@")[2]
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _TOKEN_PARAMETER.search(k)]
-    return urlunsplit((parts.scheme, host, parts.path, urlencode(query), ""))
+    return urlunsplit((parts.scheme, host, parts.path, _safe_query(parts.query), ""))
+
+
+def _safe_query(query: str) -> str:
+    """A URL query string without its token-like parameters."""
+    return urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if not _TOKEN_PARAMETER.search(k)])
+
+
+class _RedactQueries(logging.Filter):
+    """Removes token-like query parameters from the arguments of other libraries' log records.
+
+    urllib3 logs every request's path with its query at DEBUG level (``deepface -v``), which would
+    print a signed URL's signature.
+    """
+
+    _QUERY = re.compile(r"\?([^\s\"'#]*)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._QUERY.sub(lambda m: "?" + _safe_query(m.group(1)), arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
+_REDACT_QUERIES = _RedactQueries()
 
 
 def _scheme(source: str) -> str:
@@ -363,6 +388,7 @@ class HttpBackend:
     """http:// and https:// URIs through requests, with an optional header from the environment."""
 
     def __init__(self, secret_header: tuple[str, str] | None, auth_header_env: str | None, timeout: float):
+        logging.getLogger("urllib3.connectionpool").addFilter(_REDACT_QUERIES)  # added once
         self._secret_header = secret_header
         self._auth_header_env = auth_header_env
         self._timeout = timeout
