@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test test-fast bench lock image image-test clean help
+.PHONY: venv demo test test-fast bench lock image image-test compile clean help
 
 help:  ## list the workflows
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -37,6 +37,9 @@ lock:  ## re-resolve and pin every dependency into constraints.txt (needs the pa
 	/tmp/deepface-lock/bin/pip install --quiet -e '.[dev]'
 	( sed -n '1,2p' constraints.txt; /tmp/deepface-lock/bin/pip freeze --exclude-editable ) > constraints.txt.new
 	mv constraints.txt.new constraints.txt
+
+compile: $(STAMP)  ## write the pipeline template deepface-pipeline.yaml (KFP v2 / Vertex AI)
+	$(PY) -m pipelines compile --output deepface-pipeline.yaml
 
 image:  ## build the project image with buildah (immutable tag VERSION-gGITSHA); prints its reference
 	docker/build.sh --no-test

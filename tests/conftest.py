@@ -7,6 +7,8 @@ import os
 import tarfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Pin the component image before any test imports `components` (the default tag hashes uncommitted changes).
+os.environ["DEEPFACE_IMAGE"] = "us-central1-docker.pkg.dev/test-proj/deepface/deepface-pipeline:0.1.0-test"
 
 from pathlib import Path  # noqa: E402
 

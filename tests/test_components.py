@@ -4,19 +4,17 @@ where its inputs allow it, else through ``component.python_func`` with artifacts
 import json
 import os
 
-os.environ["DEEPFACE_IMAGE"] = "us-central1-docker.pkg.dev/test-proj/deepface/deepface-pipeline:0.1.0-test"
+import pytest
+from kfp import dsl
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Metrics, Model
 
-import pytest  # noqa: E402
-from kfp import dsl  # noqa: E402
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Metrics, Model  # noqa: E402
-
-from components.evaluate import evaluate_model  # noqa: E402
-from components.fetch import fetch_data  # noqa: E402
-from components.labels import build_labels  # noqa: E402
-from components.synth import synth_data  # noqa: E402
-from components.tfrecords import build_tfrecords  # noqa: E402
-from components.train import train_model  # noqa: E402
-from pipelines.local import init_local  # noqa: E402
+from components.evaluate import evaluate_model
+from components.fetch import fetch_data
+from components.labels import build_labels
+from components.synth import synth_data
+from components.tfrecords import build_tfrecords
+from components.train import train_model
+from pipelines.local import init_local
 
 # kfp.local's remark that the project image is not a "python" image: expected, tasks run in this environment.
 pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")

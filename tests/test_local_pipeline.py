@@ -3,15 +3,13 @@ with new epochs that reruns only train and evaluate."""
 
 import os
 
-os.environ["DEEPFACE_IMAGE"] = "us-central1-docker.pkg.dev/test-proj/deepface/deepface-pipeline:0.1.0-test"
+import pytest
+from click.testing import CliRunner
 
-import pytest  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
-
-from deepface.cli import main as deepface_main  # noqa: E402
-from deepface.errors import DeepFaceError  # noqa: E402
-from pipelines.local import run_local  # noqa: E402
-from pipelines.pipeline import STAGES  # noqa: E402
+from deepface.cli import main as deepface_main
+from deepface.errors import DeepFaceError
+from pipelines.local import run_local
+from pipelines.pipeline import STAGES
 
 # Smaller than the demo defaults, same code paths.
 PARAMS = {"synthetic_identities": 6, "synthetic_images_per_identity": 8, "epochs": 1, "batch_size": 16}

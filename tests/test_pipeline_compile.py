@@ -7,16 +7,15 @@ import os
 import subprocess
 
 # The image the components are built with (before they are imported): a registry image with a fixed tag.
-os.environ["DEEPFACE_IMAGE"] = "us-central1-docker.pkg.dev/test-proj/deepface/deepface-pipeline:0.1.0-test"
 
-import pytest  # noqa: E402
-import yaml  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
+import pytest
+import yaml
+from click.testing import CliRunner
 
-from components import image  # noqa: E402
-from deepface.errors import DeepFaceError  # noqa: E402
-from pipelines.cli import main  # noqa: E402
-from pipelines.pipeline import STAGE_RESOURCES, CompileOptions, compile_pipeline, make_pipeline  # noqa: E402
+from components import image
+from deepface.errors import DeepFaceError
+from pipelines.cli import main
+from pipelines.pipeline import STAGE_RESOURCES, CompileOptions, compile_pipeline, make_pipeline
 
 TASK_OF_STAGE = {"synth": "synth-data", "fetch": "fetch-data", "labels": "build-labels",
                  "tfrecords": "build-tfrecords", "train": "train-model", "evaluate": "evaluate-model"}

@@ -7,18 +7,15 @@ on 127.0.0.1; the tests assert on the requests it received. Bad input must fail 
 from __future__ import annotations
 
 import json
-import os
 
-os.environ["DEEPFACE_IMAGE"] = "us-central1-docker.pkg.dev/test-proj/deepface/deepface-pipeline:0.1.0-test"
+import pytest
+import yaml
+from click.testing import CliRunner
+from fake_vertex import FakeCloud
 
-import pytest  # noqa: E402
-import yaml  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
-from fake_vertex import FakeCloud  # noqa: E402
-
-from components.image import IMAGE  # noqa: E402
-from pipelines.cli import main  # noqa: E402
-from pipelines.pipeline import compile_pipeline  # noqa: E402
+from components.image import IMAGE
+from pipelines.cli import main
+from pipelines.pipeline import compile_pipeline
 
 PROJECT, REGION = "test-proj", "us-central1"
 SERVICE_ACCOUNT = f"runner@{PROJECT}.iam.gserviceaccount.com"
