@@ -444,6 +444,41 @@ def test_verify_refuses_a_decompression_bomb(sandbox, model_dir):
 
 
 # --------------------------------------------------------------------------------------------------
+# Damaged TFRecords given to train
+
+
+def damage_shard(records: Path, damage: str) -> str:
+    """Damage the first shard (or the manifest) of a copy of a TFRecord directory; the damaged file's name."""
+    shard = sorted(records.glob("*.tfrecord"))[0]
+    data = shard.read_bytes()
+    if damage == "truncated shard":
+        shard.write_bytes(data[: len(data) - 100])
+    elif damage == "flipped byte":
+        shard.write_bytes(data[: len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF]) + data[len(data) // 2 + 1:])
+    else:
+        (records / "manifest.json").write_text('{"shards": [')
+        return "manifest.json"
+    return shard.name
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "train: read_shard_set neither parses manifest.json safely (JSONDecodeError) nor compares shard sizes "
+    "with the manifest, and a corrupt record surfaces as tf.errors.DataLossError with a traceback mid-training"))
+@pytest.mark.parametrize("damage", ["truncated shard", "flipped byte", "malformed manifest"])
+def test_damaged_tfrecords_are_a_clear_train_error_naming_the_file(sandbox, trained, damage):
+    import shutil
+
+    records = sandbox.inputs / "tfrecords"
+    shutil.copytree(trained / "tfrecords", records)
+    name = damage_shard(records, damage)
+    out = sandbox.out("model")
+    result = sandbox.invoke(["train", "--tfrecords", records, "--labels", trained / "labels", "--out", out,
+                             "--preset", "tiny", "--epochs", "1", "--batch-size", "8", "--strategy", "cpu",
+                             "--feature-max-batches", "1"], out)
+    expect_error(result, name)
+
+
+# --------------------------------------------------------------------------------------------------
 # Invalid parameters: stages and pipeline commands
 
 
