@@ -73,6 +73,7 @@ def run_verbose(module: str, args: list, env: dict[str, str], outputs: dict[str,
 # A data run: fetch (with credentials) -> labels -> tfrecords -> train -> evaluate
 
 
+@pytest.mark.slow
 def test_no_token_reaches_the_logs_manifests_or_artifacts_of_a_run(synth_dir, tmp_path):
     release = {name: (synth_dir / name).read_bytes()
                for name in ("vggface2_train.tar.gz", "lfw.tgz", "pairs.txt", "MD5SUMS")}
