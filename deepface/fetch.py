@@ -702,7 +702,9 @@ def _prepare_out_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
         (path / MANIFEST_NAME).unlink(missing_ok=True)  # the output is incomplete until the new one is written
-        for stale in path.glob(f".{MANIFEST_NAME}.*.tmp"):  # left by a run killed while writing its manifest
+        # The manifest is this stage's only atomic write: remove what a kill inside it left. (Not
+        # io.remove_temporaries: a fetched file may itself be named like a temporary, .<name>.tmp.)
+        for stale in path.glob(f".{MANIFEST_NAME}.*.tmp"):
             stale.unlink()
     except OSError as error:
         raise _disk_error(path, error) from error
