@@ -21,9 +21,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import fnmatch
 import os
 import random
-import re
 import signal
 import struct
 import subprocess
@@ -36,6 +36,8 @@ from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 from servers import HttpFileServer
+
+from deepface.io import TEMPORARY_GLOB
 
 CI_KILLS = 10
 POLL_SECONDS = 0.01  # how often a condition is checked while waiting for the child
@@ -59,18 +61,15 @@ def kill_points(seed: int, count: int, low: int, high: int) -> list[int]:
     return sorted(random.Random(seed).sample(population, min(count, len(population))))
 
 
-# The temporary name deepface.io.atomic_open writes under (tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")).
-ATOMIC_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
-
-
 def tree_bytes(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` (hidden ones included) by relative POSIX path, with its bytes."""
     return {path.relative_to(root).as_posix(): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
 def split_temporaries(tree: dict[str, bytes]) -> tuple[dict[str, bytes], list[str]]:
-    """``tree`` without the temporaries of atomic writes, and their names (left by a kill mid-write)."""
-    leftovers = [name for name in tree if ATOMIC_TEMPORARY.match(name.rsplit("/", 1)[-1])]
+    """``tree`` without the temporary files of unfinished writes (deepface.io.TEMPORARY_GLOB, what a
+    kill mid-write leaves), and their names."""
+    leftovers = [name for name in tree if fnmatch.fnmatch(name.rsplit("/", 1)[-1], TEMPORARY_GLOB)]
     return {name: data for name, data in tree.items() if name not in leftovers}, leftovers
 
 
