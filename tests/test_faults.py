@@ -282,8 +282,7 @@ def test_a_tfrecords_rerun_removes_what_a_kill_left_mid_write(tmp_path):
 # --------------------------------------------------------------------------------------------------
 # train: killed once its checkpoints reach a seeded global step (or while it exports the model).
 
-TRAIN_EPOCHS, TRAIN_STEPS_PER_EPOCH = 3, 4
-TRAIN_STEPS = TRAIN_EPOCHS * TRAIN_STEPS_PER_EPOCH
+TRAIN_STEPS_PER_EPOCH = 4
 
 
 @pytest.fixture(scope="module")
@@ -309,14 +308,18 @@ def inode(path: Path) -> int | None:
 
 
 def train_with_kills(tfrecords: Path, labels: Path, tmp_path: Path, seed: int, kills: int) -> list[dict]:
+    """Kill points are global steps drawn with the seed; every step is checkpointed, and there are a
+    few more steps than kills (4 per epoch), so each kill lands on its own checkpoint or on the export."""
+    epochs = -(-(kills + 2) // TRAIN_STEPS_PER_EPOCH)
+    total = epochs * TRAIN_STEPS_PER_EPOCH
     out = tmp_path / "model"
     args = ["train", "--tfrecords", str(tfrecords), "--labels", str(labels), "--out", str(out), "--preset", "tiny",
-            "--epochs", str(TRAIN_EPOCHS), "--steps-per-epoch", str(TRAIN_STEPS_PER_EPOCH), "--batch-size", "8",
+            "--epochs", str(epochs), "--steps-per-epoch", str(TRAIN_STEPS_PER_EPOCH), "--batch-size", "8",
             "--checkpoint-steps", "1", "--feature-max-batches", "1", "--shuffle-buffer", "64", "--strategy", "cpu"]
     positions, done = [0], []
-    for number, point in enumerate(kill_points(seed, kills, 1, TRAIN_STEPS + 1)):
+    for number, point in enumerate(kill_points(seed, kills, 1, total + 1)):
         start = positions[-1]
-        if start < TRAIN_STEPS:  # wait for a checkpoint past both the drawn step and the start
+        if start < total:  # wait for a checkpoint past both the drawn step and the start
             target = max(point, start + 1)
             aim = f"checkpoint of step {target}"
             condition = lambda: latest_checkpoint(out) >= target  # noqa: E731
@@ -331,16 +334,16 @@ def train_with_kills(tfrecords: Path, labels: Path, tmp_path: Path, seed: int, k
     run(args, tmp_path / "final.log")
 
     history = json.loads((out / "history.json").read_text())
-    assert history["optimizer_steps"] == TRAIN_STEPS  # every step done once: none lost, none repeated
-    assert all(len(values) == TRAIN_EPOCHS for values in history["metrics"].values())
+    assert history["optimizer_steps"] == total  # every step done once: none lost, none repeated
+    assert all(len(values) == epochs for values in history["metrics"].values())
     # Each run continued at the epoch and step of the last checkpoint before it; runs killed before
     # their first checkpoint left no trace, and the steps of the runs add up to one uninterrupted run.
     expected = [(start, end - start) for start, end in zip(positions, positions[1:]) if end > start]
-    expected.append((positions[-1], TRAIN_STEPS - positions[-1]))
+    expected.append((positions[-1], total - positions[-1]))
     assert [(divmod(start, TRAIN_STEPS_PER_EPOCH), steps) for start, steps in expected] == [
         ((run["start_epoch"], run["start_step"]), run["steps"]) for run in history["runs"]
     ]
-    assert sum(run["steps"] for run in history["runs"]) == TRAIN_STEPS
+    assert sum(run["steps"] for run in history["runs"]) == total
     assert (out / "manifest.json").exists() and not (out / "checkpoints").exists()
     leftovers = split_temporaries(tree_bytes(out))[1]
     if leftovers:  # see test_a_train_rerun_removes_what_a_kill_left_mid_write
