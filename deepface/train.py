@@ -602,7 +602,6 @@ class TrainingState(keras.callbacks.Callback):
             model_variables=list(model.variables), optimizer=model.optimizer, progress=self._progress
         )
         self.manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep=max_to_keep, checkpoint_name="ckpt")
-        self._model_for_restore = model
 
     @property
     def global_step(self) -> int:
@@ -628,7 +627,10 @@ class TrainingState(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         # fit() has just reset the metrics: a resumed epoch continues from its saved sums.
         if self._pending_metrics is not None:
-            for variable, value in zip(self.model.metrics_variables, self._pending_metrics):
+            variables = self.model.metrics_variables
+            if len(variables) != len(self._pending_metrics):
+                raise RuntimeError(f"{len(variables)} metric variables, {len(self._pending_metrics)} saved")
+            for variable, value in zip(variables, self._pending_metrics):
                 variable.assign(value)
             self._pending_metrics = None
 
@@ -718,7 +720,8 @@ class ScalarSummaries(keras.callbacks.Callback):
         for writer in self._writers.values():
             writer.flush()
 
-    def on_train_end(self, logs=None):
+    def close(self) -> None:
+        """Close the event files (training may span several ``fit`` calls, so not at the end of each)."""
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
@@ -775,76 +778,80 @@ def compile_classifier(
     return model
 
 
-def training_batches_fn(
+def epoch_batches_fn(
     data: TrainingData,
+    epoch: int,
     *,
     global_batch_size: int,
     steps_per_epoch: int,
     seed: int,
     shuffle_buffer: int,
     augment: bool,
-    start_epoch: int,
-    skip_steps: int,
-    end_epoch: int,
+    skip_steps: int = 0,
 ) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
-    """A ``dataset_fn`` for ``strategy.distribute_datasets_from_function``: the training batches of
-    epochs ``start_epoch`` .. ``end_epoch - 1``, less the first ``skip_steps`` batches.
+    """A ``dataset_fn`` for ``strategy.distribute_datasets_from_function``: the training batches of one
+    epoch, ``steps_per_epoch`` of them, less the first ``skip_steps``.
 
-    Every epoch is its own deterministic pipeline (seed `epoch_seed`), cut to ``steps_per_epoch``
-    batches, so the batches of (epoch, step) are the same in a resumed run as in an uninterrupted one,
-    and resuming mid-epoch reads through at most one epoch's records. Each pipeline is built inside
-    ``flat_map``, hence afresh for every iterator: a seeded shuffle otherwise reshuffles for each new
-    iterator, and Keras opens one extra iterator to build the model under a distribution strategy.
+    Every epoch is its own deterministic pipeline (seed `epoch_seed`), so the batches of (epoch, step)
+    are the same in a resumed run as in an uninterrupted one, and resuming mid-epoch reads through at
+    most one epoch's records. The pipeline is built inside ``flat_map``, hence afresh for every
+    iterator: a seeded shuffle otherwise reshuffles for each new iterator, and Keras opens one extra
+    iterator to build the model under a distribution strategy.
     """
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        def one_epoch(epoch: int, skip: int = 0) -> tf.data.Dataset:
-            def pipeline(_):
-                return make_dataset(
-                    data.train_shards, batch_size=context.get_per_replica_batch_size(global_batch_size),
-                    image_size=data.image_size, training=True, shuffle_buffer=shuffle_buffer, augment=augment,
-                    seed=epoch_seed(seed, epoch), deterministic=True, repeat=True,
-                    num_input_pipelines=context.num_input_pipelines, input_pipeline_id=context.input_pipeline_id,
-                ).take(steps_per_epoch).skip(skip)
+        def pipeline(_):
+            return make_dataset(
+                data.train_shards, batch_size=context.get_per_replica_batch_size(global_batch_size),
+                image_size=data.image_size, training=True, shuffle_buffer=shuffle_buffer, augment=augment,
+                seed=epoch_seed(seed, epoch), deterministic=True, repeat=True,
+                num_input_pipelines=context.num_input_pipelines, input_pipeline_id=context.input_pipeline_id,
+            ).take(steps_per_epoch).skip(skip_steps)
 
-            return tf.data.Dataset.from_tensors(0).flat_map(pipeline)
-
-        batches = one_epoch(start_epoch, skip_steps)
-        for epoch in range(start_epoch + 1, end_epoch):
-            batches = batches.concatenate(one_epoch(epoch))
-        return batches.prefetch(tf.data.AUTOTUNE)
+        return tf.data.Dataset.from_tensors(0).flat_map(pipeline).prefetch(tf.data.AUTOTUNE)
 
     return dataset_fn
+
+
+def validation_batches(data: TrainingData, batch_size: int, *, static_shapes: bool) -> tf.data.Dataset | None:
+    """The validation records in order, in batches of at most ``batch_size`` (None without validation).
+
+    ``static_shapes`` (TPU) drops the last partial batch. The dataset's length is declared, so that
+    Keras stops at the last batch instead of running into the end of the data at every evaluation.
+    """
+    if not data.validation_records:
+        return None
+    batch = min(batch_size, data.validation_records)
+    batches = data.validation_records // batch if static_shapes else -(-data.validation_records // batch)
+    dataset = make_dataset(data.validation_shards, batch_size=batch, image_size=data.image_size, training=False,
+                           drop_remainder=static_shapes)
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches))
 
 
 def fit_remaining(
     model: keras.Model,
     distribution: tf.distribute.Strategy,
     state: TrainingState,
-    batches_fn: Callable[..., Callable],
+    epoch_batches: Callable[..., Callable],
     *,
     epochs: int,
     steps_per_epoch: int,
     **fit_args,
 ) -> None:
-    """Train from the state's position (epoch, step) to the end of ``epochs``.
+    """Train from the state's position (epoch, step) to the end of ``epochs``, one ``fit`` per epoch.
 
-    ``fit`` has no notion of a step inside an epoch, so an interrupted epoch is finished by a ``fit``
-    of its remaining steps, then the following epochs run in a second ``fit``.
+    ``fit`` knows no step inside an epoch, so a resumed epoch is a ``fit`` of its remaining steps.
+
+    Args:
+        epoch_batches: ``(epoch, skip_steps=...) -> dataset_fn``, e.g. a partial `epoch_batches_fn`.
+        fit_args: passed to ``model.fit`` (callbacks, validation data, verbosity).
     """
-    if state.step and state.epoch < epochs:
+    while state.epoch < epochs:
+        skip = state.step
         state.begin_fit()
-        batches = distribution.distribute_datasets_from_function(
-            batches_fn(start_epoch=state.epoch, skip_steps=state.step, end_epoch=state.epoch + 1)
-        )
-        model.fit(batches, initial_epoch=state.epoch, epochs=state.epoch + 1,
-                  steps_per_epoch=steps_per_epoch - state.step, **fit_args)
-    if state.epoch < epochs:
-        state.begin_fit()
-        batches = distribution.distribute_datasets_from_function(
-            batches_fn(start_epoch=state.epoch, skip_steps=0, end_epoch=epochs)
-        )
-        model.fit(batches, initial_epoch=state.epoch, epochs=epochs, steps_per_epoch=steps_per_epoch, **fit_args)
+        batches = distribution.distribute_datasets_from_function(epoch_batches(state.epoch, skip_steps=skip))
+        model.fit(batches, initial_epoch=state.epoch, epochs=state.epoch + 1, steps_per_epoch=steps_per_epoch - skip,
+                  shuffle=False, **fit_args)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -902,6 +909,28 @@ def export_models(
     logger.info("Computing the F7 maxima over %s batches of %d training images", feature_max_batches or "all", batch_size)
     feature_max = compute_feature_max(classifier, images, steps=feature_max_batches)
     return classifier, build_embedding_model(classifier, feature_max)
+
+
+def write_model_files(
+    dirs: OutputDirs,
+    *,
+    classifier: keras.Model,
+    embedding: keras.Model,
+    classes_bytes: bytes,
+    metadata: dict,
+    history: dict,
+    title: str,
+) -> dict[str, dict]:
+    """Writes every file of the model directory but the manifest; returns ``{name: {bytes, sha256}}``."""
+    writer = ModelDirWriter(dirs.model_dir)
+    writer.write_model("classifier.keras", classifier)
+    writer.write_model("embedding.keras", embedding)
+    writer.write(CLASSES_FILE, classes_bytes)
+    writer.write_json("metadata.json", metadata)
+    writer.write_json("history.json", history)
+    writer.write("training_curves.png", training_curves_png(history, title=title))
+    writer.add_tree(dirs.tensorboard_dir, LOGS_SUBDIR)
+    return dict(sorted(writer.files.items()))
 
 
 def _versions() -> dict:
@@ -1080,29 +1109,21 @@ def train(
             state.manager.latest_checkpoint, state.epoch, state.step, steps, state.global_step,
             float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
         )
-    callbacks = [plateau, state, EpochLogger(epochs, batch_size)]
-    if plan.is_chief:
-        callbacks.append(ScalarSummaries(dirs.tensorboard_dir))
-    validation_data = None
-    if data.validation_records:
-        validation_batch = min(batch_size, data.validation_records)
-        drop_remainder = plan.kind == "tpu"  # static shapes on TPU
-        batches = (data.validation_records // validation_batch if drop_remainder
-                   else -(-data.validation_records // validation_batch))
-        # A known length lets Keras stop at the last batch instead of running into the end of the data.
-        validation_data = make_dataset(
-            data.validation_shards, batch_size=validation_batch, image_size=data.image_size, training=False,
-            drop_remainder=drop_remainder,
-        ).apply(tf.data.experimental.assert_cardinality(batches))
-    batches_fn = functools.partial(
-        training_batches_fn, data, global_batch_size=batch_size, steps_per_epoch=steps, seed=seed,
+    # Non-chief workers write their summaries to a throw-away directory (their checkpoints' one).
+    summaries = ScalarSummaries(dirs.tensorboard_dir if plan.is_chief else posixpath.join(checkpoint_dir, LOGS_SUBDIR))
+    callbacks = [plateau, state, EpochLogger(epochs, batch_size), summaries]
+    validation_data = validation_batches(data, batch_size, static_shapes=plan.kind == "tpu")
+    epoch_batches = functools.partial(
+        epoch_batches_fn, data, global_batch_size=batch_size, steps_per_epoch=steps, seed=seed,
         shuffle_buffer=shuffle_buffer, augment=augment,
     )
-    fit_remaining(
-        model, distribution, state, batches_fn, epochs=epochs, steps_per_epoch=steps,
-        validation_data=validation_data, callbacks=callbacks,
-        verbose=1 if sys.stdout.isatty() else 0, shuffle=False,
-    )
+    try:
+        fit_remaining(
+            model, distribution, state, epoch_batches, epochs=epochs, steps_per_epoch=steps,
+            validation_data=validation_data, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0,
+        )
+    finally:
+        summaries.close()
     run = state.runs[-1]
     logger.info("Training done: %d epochs of %d steps; this run trained %d steps from epoch %d, step %d",
                 state.epoch, steps, run["steps"], run["start_epoch"], run["start_step"])
@@ -1151,18 +1172,14 @@ def train(
         "feature_max_batches": feature_max_batches,
         "versions": _versions(),
     }
-    writer = ModelDirWriter(dirs.model_dir)
-    writer.write_model("classifier.keras", classifier)
-    writer.write_model("embedding.keras", embedding)
-    writer.write(CLASSES_FILE, data.classes_bytes)
-    writer.write_json("metadata.json", metadata)
-    writer.write_json("history.json", history)
-    writer.write("training_curves.png", training_curves_png(history, title=f"DeepFace {config.name}"))
-    writer.add_tree(dirs.tensorboard_dir, LOGS_SUBDIR)
+    files = write_model_files(
+        dirs, classifier=classifier, embedding=embedding, classes_bytes=data.classes_bytes, metadata=metadata,
+        history=history, title=f"DeepFace {config.name}",
+    )
     manifest = {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "stage": "train",
-        "files": dict(sorted(writer.files.items())),
+        "files": files,
         "preset": config.name,
         "num_classes": len(data.classes),
         "image_size": data.image_size,

@@ -483,3 +483,21 @@ def test_cli_reports_bad_input_in_one_line(data, tmp_path):
     assert result.exit_code == 1
     assert "--batch-size 1000 is larger than the 80 training records" in result.output
     assert "Traceback" not in result.output
+
+
+# --------------------------------------------------------------------------------------------------
+# The accelerator benchmark stays runnable
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_smoke_runs_on_cpu(tmp_path):
+    results_file = tmp_path / "results.json"
+    command = [sys.executable, "benchmarks/gpu_train.py", "--preset", "tiny", "--steps", "2", "--json", str(results_file)]
+    completed = subprocess.run(command, cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=600,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads(results_file.read_text())["results"]
+    assert [(result["data"], result["xla"]) for result in results] == [("memory", False), ("memory", True)]
+    assert all(result["img_per_s"] > 0 and result["steps"] == 2 for result in results)
+    assert "vs XLA off" in completed.stdout
