@@ -198,32 +198,45 @@ def tfrecords_with_kills(archive: bytes, labels: Path, tmp_path: Path, seed: int
       read all of it (1 or 2 worker processes);
     - ``shard``: the pipe gets all but the archive's last byte; the kill comes once the build state
       lists 1 to 3 (seeded) more complete shards than the run started with, so it lands while the
-      next shard is being written.
+      next shard is being written (or, after the last shard, before the shards get their final names).
 
-    The pipe never gets the whole archive, so no killed run can finish before its kill.
+    The pipe never gets the whole archive, so no killed run can finish before its kill. The kills are
+    chained in one output directory until all shards but the last are kept; then the build is finished,
+    compared with the reference, and a new chain starts in a new directory.
     """
     stream = tmp_path / "source" / "vggface2_train.tar.gz"  # same name in every run: it is in the manifest
     stream.parent.mkdir()
-    reference, out = tmp_path / "reference", tmp_path / "out"
+    reference = tmp_path / "reference"
 
     def args(directory: Path, workers: int) -> list[str]:
         return ["tfrecords", "--source", str(stream), "--labels", str(labels), "--out", str(directory),
                 "--image-size", TFRECORDS_IMAGE_SIZE, "--shard-mb", SHARD_MB, "--workers", str(workers)]
+
+    def finish(out: Path) -> None:
+        feeder = FifoFeeder(stream, archive)
+        feeder.start()
+        try:
+            run(args(out, 2), out.with_suffix(".log"))
+        finally:
+            feeder.stop()
+        assert tree_bytes(out) == tree_bytes(reference)  # every shard and the manifest, byte for byte, nothing else
 
     stream.write_bytes(archive)
     run(args(reference, 1), tmp_path / "reference.log")
     stream.unlink()
     total_shards = read_json(reference / "manifest.json")["num_shards"]
     rng = random.Random(seed)
-    done = []
-    for number, point in enumerate(kill_points(seed, kills, 1, len(archive))):
+    done, chain = [], 0
+    for number in range(kills):
+        out = tmp_path / f"out{chain}"
         kept_before = kept_shards(out)
-        if rng.random() < 0.5 or kept_before >= total_shards - 1:
+        if rng.random() < 0.5:
+            point = rng.randrange(1, len(archive))
             kill = {"kind": "stream", "archive_byte": point, "workers": rng.choice([1, 2])}
             feeder = FifoFeeder(stream, archive, point)
             condition = feeder.drained
-        else:  # the last shard is written only at the end of the archive: never reached here
-            target = min(kept_before + rng.randint(1, 3), total_shards - 1)
+        else:  # up to all shards kept, the build then blocked on the archive's last byte
+            target = min(kept_before + rng.randint(1, 3), total_shards)
             kill = {"kind": "shard", "after_shards": target, "workers": 1}
             feeder = FifoFeeder(stream, archive, len(archive) - 1)
             condition = lambda: kept_shards(out) >= target  # noqa: E731
@@ -232,15 +245,13 @@ def tfrecords_with_kills(archive: bytes, labels: Path, tmp_path: Path, seed: int
         # the kill left nothing that looks complete: no manifest, no shard under a final name
         assert not (out / "manifest.json").exists()
         assert not list(out.glob("*-of-*.tfrecord"))
-        done.append({**kill, "shards_kept": f"{kept_before}->{kept_shards(out)} of {total_shards}",
+        done.append({**kill, "chain": chain, "shards_kept": f"{kept_before}->{kept_shards(out)} of {total_shards}",
                      "shard_in_progress": bool(list(out.glob(".*.tfrecord.done.tmp")))})
-    feeder = FifoFeeder(stream, archive)
-    feeder.start()
-    try:
-        run(args(out, 2), tmp_path / "final.log")
-    finally:
-        feeder.stop()
-    assert tree_bytes(out) == tree_bytes(reference)  # every shard and the manifest, byte for byte, nothing else
+        if kept_shards(out) >= total_shards - 1:
+            finish(out)
+            chain += 1
+    if (tmp_path / f"out{chain}").exists():
+        finish(tmp_path / f"out{chain}")
     return done
 
 
