@@ -33,11 +33,12 @@ Vertex AI's ``AIP_MODEL_DIR`` (used when no output directory is given), ``AIP_CH
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import glob
 import hashlib
 import importlib.util
-import functools
 import json
 import logging
 import os
@@ -46,7 +47,7 @@ import posixpath
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import click
 import keras
@@ -57,7 +58,7 @@ from tensorflow.core.framework import summary_pb2
 import deepface
 from deepface.data import list_shards, make_dataset
 from deepface.errors import DeepFaceError
-from deepface.io import dumps_json, is_remote, local_path, read_json, write_bytes
+from deepface.io import dumps_json, is_remote, local_path, read_json, remove_temporaries, write_bytes
 from deepface.labels import CLASSES_FILE, load_classes
 from deepface.model import (
     PRESETS,
@@ -370,40 +371,47 @@ def read_shard_set(tfrecords_dir: str | os.PathLike) -> ShardSet:
     """Reads the manifest of a TFRecord directory and checks its shards against it.
 
     Raises:
-        DeepFaceError: no manifest (an unfinished build), shards missing, empty or not in the manifest.
+        DeepFaceError: no manifest (an unfinished build) or an unreadable one; shards missing, empty,
+            not in the manifest, or of another size than the manifest says (e.g. truncated).
     """
     directory = _as_tf_path(tfrecords_dir)
     manifest_path = posixpath.join(directory, MANIFEST_FILE)
+    rebuild = "rebuild the directory with `deepface tfrecords`"
     if not tf.io.gfile.exists(manifest_path):
         raise DeepFaceError(
             f"{manifest_path} not found: --tfrecords must be a finished output of `deepface tfrecords` "
             "(its manifest.json is written last; rerun that stage to finish the build)."
         )
     manifest_bytes = _read(manifest_path)
-    manifest = json.loads(manifest_bytes)
     try:
-        records = {posixpath.basename(entry["file"]): int(entry["records"]) for entry in manifest["shards"]}
+        manifest = json.loads(manifest_bytes)
+        entries = {posixpath.basename(entry["file"]): entry for entry in manifest["shards"]}
+        records = {name: int(entry["records"]) for name, entry in entries.items()}
         image_size = int(manifest["image_size"])
-    except (KeyError, TypeError, ValueError) as error:
+    except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
         raise DeepFaceError(
-            f"{manifest_path} lacks {error} (shards with file and records, image_size): rebuild with `deepface tfrecords`."
+            f"{manifest_path} is not a TFRecords manifest ({type(error).__name__}: {error}; it needs shards "
+            f"with file and records, and image_size): {rebuild}."
         ) from None
     shards = list_shards(directory, manifest.get("split"))
     found = {posixpath.basename(shard) for shard in shards}
     missing, unlisted = sorted(set(records) - found), sorted(found - set(records))
     if missing:
-        raise DeepFaceError(
-            f"{len(missing)} shard(s) listed in {manifest_path} are missing, e.g. {missing[0]}: "
-            "rerun `deepface tfrecords` into that directory."
-        )
+        raise DeepFaceError(f"{len(missing)} shard(s) listed in {manifest_path} are missing, e.g. {missing[0]}: {rebuild}.")
     if unlisted:
         raise DeepFaceError(
-            f"{posixpath.join(directory, unlisted[0])} is not listed in {manifest_path}: remove stray shards "
-            "or rebuild the directory with `deepface tfrecords`."
+            f"{posixpath.join(directory, unlisted[0])} is not listed in {manifest_path}: remove stray shards or {rebuild}."
         )
-    empty = [shard for shard in shards if records[posixpath.basename(shard)] < 1 or tf.io.gfile.stat(shard).length == 0]
-    if empty:
-        raise DeepFaceError(f"{len(empty)} empty TFRecord shard(s), e.g. {empty[0]}: rebuild with `deepface tfrecords`.")
+    for shard in shards:
+        name, size = posixpath.basename(shard), tf.io.gfile.stat(shard).length
+        if records[name] < 1 or size == 0:
+            raise DeepFaceError(f"TFRecord shard {shard} is empty: {rebuild}.")
+        expected = entries[name].get("bytes")
+        if expected is not None and size != int(expected):
+            raise DeepFaceError(
+                f"TFRecord shard {shard} has {size} bytes, its manifest says {expected} (truncated or "
+                f"overwritten): {rebuild}."
+            )
     return ShardSet(
         directory=directory,
         shards=tuple(shards),
@@ -413,6 +421,31 @@ def read_shard_set(tfrecords_dir: str | os.PathLike) -> ShardSet:
         classes_sha256=manifest.get("classes_sha256"),
         manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
     )
+
+
+def find_corrupt_shard(shards: Sequence[str]) -> str | None:
+    """The first shard whose records fail TFRecord's checksums, or None (reads every shard)."""
+    for shard in shards:
+        try:
+            tf.data.TFRecordDataset(shard).reduce(np.int64(0), lambda count, _: count + 1).numpy()
+        except tf.errors.DataLossError:
+            return shard
+    return None
+
+
+@contextlib.contextmanager
+def naming_corrupt_shards(shards: Sequence[str]) -> Iterator[None]:
+    """Turns TensorFlow's DataLossError (a record failing its checksum, found while reading the data)
+    into a DeepFaceError naming the shard."""
+    try:
+        yield
+    except tf.errors.DataLossError:
+        shard = find_corrupt_shard(shards)
+        where = f"TFRecord shard {shard} is corrupt (a record fails its checksum)" if shard else "A TFRecord shard is corrupt"
+        raise DeepFaceError(
+            f"{where}: rebuild the TFRecords with `deepface tfrecords`, then rerun training: it resumes from "
+            "its last checkpoint."
+        ) from None
 
 
 def read_class_map(labels_dir: str | os.PathLike) -> tuple[bytes, list[str]]:
@@ -960,7 +993,10 @@ def _check_run_config(checkpoint_dir: str, run_config: dict, is_chief: bool) -> 
 
 
 def _start_clean(dirs: OutputDirs, overwrite: bool) -> None:
-    """Refuse to retrain over a complete model directory unless asked to; then start from scratch."""
+    """Refuse to retrain over a complete model directory unless asked to (then start from scratch), and
+    delete what a killed run left half-written there (temporaries of atomic writes)."""
+    if not is_remote(dirs.model_dir) and os.path.isdir(dirs.model_dir):
+        remove_temporaries(dirs.model_dir)
     manifest_path = posixpath.join(dirs.model_dir, MANIFEST_FILE)
     if not tf.io.gfile.exists(manifest_path):
         return
@@ -1117,11 +1153,13 @@ def train(
         epoch_batches_fn, data, global_batch_size=batch_size, steps_per_epoch=steps, seed=seed,
         shuffle_buffer=shuffle_buffer, augment=augment,
     )
+    all_shards = [*data.train_shards, *data.validation_shards]
     try:
-        fit_remaining(
-            model, distribution, state, epoch_batches, epochs=epochs, steps_per_epoch=steps,
-            validation_data=validation_data, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0,
-        )
+        with naming_corrupt_shards(all_shards):
+            fit_remaining(
+                model, distribution, state, epoch_batches, epochs=epochs, steps_per_epoch=steps,
+                validation_data=validation_data, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0,
+            )
     finally:
         summaries.close()
     run = state.runs[-1]
@@ -1131,9 +1169,10 @@ def train(
         tf.io.gfile.rmtree(checkpoint_dir)
         return {}
 
-    classifier, embedding = export_models(
-        model, config, data, batch_size=batch_size // replicas, feature_max_batches=feature_max_batches
-    )
+    with naming_corrupt_shards(all_shards):
+        classifier, embedding = export_models(
+            model, config, data, batch_size=batch_size // replicas, feature_max_batches=feature_max_batches
+        )
     history = {
         "metrics": state.history,
         "epochs": epochs,

@@ -358,6 +358,8 @@ def test_killed_training_resumes_where_it_stopped(data, tmp_path):
     assert first.returncode == -signal.SIGKILL
     assert not (out / "manifest.json").exists()
     killed_at = latest_checkpoint_number(out / "checkpoints")
+    half_written = out / ".classifier.keras.k1ll3d.tmp"  # what a kill inside an atomic write leaves
+    half_written.write_bytes(b"PK\x03\x04 half a zip")
 
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -381,7 +383,7 @@ def test_killed_training_resumes_where_it_stopped(data, tmp_path):
         np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6)
     images, _ = next(iter(make_dataset(data["tfrecords"], batch_size=4, image_size=IMAGE_SIZE, training=False)))
     assert np.all(np.isfinite(resumed.predict(images, verbose=0)))
-    assert not (out / "checkpoints").exists()
+    assert not (out / "checkpoints").exists() and not half_written.exists()
 
 
 def test_checkpoints_of_other_settings_are_refused(data, tmp_path):
@@ -406,6 +408,19 @@ def break_missing_shard(data, tmp_path):
 def break_empty_shard(data, tmp_path):
     tfrecords = copy_tfrecords(data, tmp_path / "tfrecords")
     next(tfrecords.glob("*-00002-of-*.tfrecord")).write_bytes(b"")
+    return tfrecords, data["labels"], {}
+
+
+def break_truncated_shard(data, tmp_path):
+    tfrecords = copy_tfrecords(data, tmp_path / "tfrecords")
+    shard = next(tfrecords.glob("*-00003-of-*.tfrecord"))
+    shard.write_bytes(shard.read_bytes()[:-100])
+    return tfrecords, data["labels"], {}
+
+
+def break_manifest_json(data, tmp_path):
+    tfrecords = copy_tfrecords(data, tmp_path / "tfrecords")
+    (tfrecords / "manifest.json").write_text('{"shards": [')
     return tfrecords, data["labels"], {}
 
 
@@ -457,7 +472,9 @@ def break_learning_rate(data, tmp_path):
 
 @pytest.mark.parametrize("breaker, message", [
     (break_missing_shard, r"listed in .*manifest.json are missing|Found 4 of the 5 shards"),
-    (break_empty_shard, r"empty TFRecord shard"),
+    (break_empty_shard, r"TFRecord shard .*-00002-of-00005.tfrecord is empty"),
+    (break_truncated_shard, r"TFRecord shard .*-00003-of-00005.tfrecord has \d+ bytes, its manifest says"),
+    (break_manifest_json, r"manifest.json is not a TFRecords manifest"),
     (break_manifest, r"manifest.json not found"),
     (break_no_shards, r"nowhere"),
     (break_class_count, r"labelled with 8 classes but .*classes.txt lists 7"),
@@ -474,6 +491,18 @@ def test_bad_input_is_refused_before_training(data, tmp_path, breaker, message):
     with pytest.raises(DeepFaceError, match=message):
         train(tfrecords, labels, out, **{"preset": "tiny", "epochs": 1, "batch_size": 8, **options})
     assert not out.exists()  # nothing written, nothing trained
+
+
+def test_corrupt_record_is_an_error_naming_its_shard(data, tmp_path):
+    tfrecords = copy_tfrecords(data, tmp_path / "tfrecords")
+    shard = next(tfrecords.glob("*-00001-of-*.tfrecord"))
+    content = bytearray(shard.read_bytes())
+    content[len(content) // 2] ^= 0xFF  # same size: only the record checksums can tell
+    shard.write_bytes(bytes(content))
+    out = tmp_path / "model"
+    with pytest.raises(DeepFaceError, match=rf"TFRecord shard {re.escape(str(shard))} is corrupt"):
+        train(tfrecords, data["labels"], out, preset="tiny", epochs=1, batch_size=8, feature_max_batches=1)
+    assert not (out / "manifest.json").exists()
 
 
 def test_cli_reports_bad_input_in_one_line(data, tmp_path):
