@@ -166,6 +166,7 @@ def test_fetch_soak(tmp_path):
 
 SHARD_MB = "0.01"  # ~10 KB: about eight 32-pixel faces per shard, a few dozen shards
 TFRECORDS_IMAGE_SIZE = "32"
+ARCHIVE_TAIL = 1024  # bytes never fed to a killed run: inside the last image (1.2 KB of incompressible JPEG)
 
 
 def noise_jpeg(rng: np.random.Generator, size: int = 24) -> bytes:
@@ -196,13 +197,14 @@ def tfrecords_with_kills(archive: bytes, labels: Path, tmp_path: Path, seed: int
 
     - ``stream``: the pipe gets the archive up to a seeded byte; the kill comes once the build has
       read all of it (1 or 2 worker processes);
-    - ``shard``: the pipe gets all but the archive's last byte; the kill comes once the build state
-      lists 1 to 3 (seeded) more complete shards than the run started with, so it lands while the
-      next shard is being written (or, after the last shard, before the shards get their final names).
+    - ``shard``: the pipe gets all but the archive's last ARCHIVE_TAIL bytes; the kill comes once the
+      build state lists 1 to 3 (seeded) more complete shards than the run started with, so it lands
+      while the next shard is being written (or once all was read, for the shards of the last images).
 
-    The pipe never gets the whole archive, so no killed run can finish before its kill. The kills are
-    chained in one output directory until all shards but the last are kept; then the build is finished,
-    compared with the reference, and a new chain starts in a new directory.
+    The pipe never gets the end of the last image, so no killed run can finish before its kill (the
+    stage reads the archive without its last bytes, the gzip trailer, to the end). The kills are
+    chained in one output directory until a killed run cannot keep more shards; then the build is
+    finished, compared with the reference, and a new chain starts in a new directory.
     """
     stream = tmp_path / "source" / "vggface2_train.tar.gz"  # same name in every run: it is in the manifest
     stream.parent.mkdir()
@@ -231,15 +233,16 @@ def tfrecords_with_kills(archive: bytes, labels: Path, tmp_path: Path, seed: int
         out = tmp_path / f"out{chain}"
         kept_before = kept_shards(out)
         if rng.random() < 0.5:
-            point = rng.randrange(1, len(archive))
+            point = rng.randrange(1, len(archive) - ARCHIVE_TAIL)
             kill = {"kind": "stream", "archive_byte": point, "workers": rng.choice([1, 2])}
             feeder = FifoFeeder(stream, archive, point)
             condition = feeder.drained
-        else:  # up to all shards kept, the build then blocked on the archive's last byte
+        else:
             target = min(kept_before + rng.randint(1, 3), total_shards)
             kill = {"kind": "shard", "after_shards": target, "workers": 1}
-            feeder = FifoFeeder(stream, archive, len(archive) - 1)
-            condition = lambda: kept_shards(out) >= target  # noqa: E731
+            feeder = FifoFeeder(stream, archive, len(archive) - ARCHIVE_TAIL)
+            # the shards of the last images cannot be written: then the kill comes when all is read
+            condition = lambda: kept_shards(out) >= target or feeder.drained()  # noqa: E731
         kill_when(args(out, kill["workers"]), condition, log_path=tmp_path / f"kill{number}.log",
                   aim=str(kill), before_start=feeder.start, after_kill=feeder.stop)
         # the kill left nothing that looks complete: no manifest, no shard under a final name
@@ -247,7 +250,7 @@ def tfrecords_with_kills(archive: bytes, labels: Path, tmp_path: Path, seed: int
         assert not list(out.glob("*-of-*.tfrecord"))
         done.append({**kill, "chain": chain, "shards_kept": f"{kept_before}->{kept_shards(out)} of {total_shards}",
                      "shard_in_progress": bool(list(out.glob(".*.tfrecord.done.tmp")))})
-        if kept_shards(out) >= total_shards - 1:
+        if kill["kind"] == "shard" and kept_shards(out) < target:  # as far as a killed run gets: start anew
             finish(out)
             chain += 1
     if (tmp_path / f"out{chain}").exists():
