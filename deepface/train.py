@@ -542,10 +542,13 @@ def prepare_data(
     )
 
 
-def _check_options(**options) -> None:
-    """Range checks of the numeric options, named as on the command line."""
+def check_options(**options) -> None:
+    """Range checks of `train`'s numeric options (any subset, by keyword), named as on the command line
+    in the error; e.g. ``check_options(epochs=0)`` raises. Pipelines can check their parameters with it
+    before submitting."""
     rules = {
         "epochs": lambda v: isinstance(v, int) and v >= 1,
+        "batch_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
         "learning_rate": lambda v: v > 0,
         "min_learning_rate": lambda v: v >= 0,
         "momentum": lambda v: 0 <= v < 1,
@@ -1062,6 +1065,9 @@ def train(
         weight_decay: decoupled weight decay of SGD (0: none).
         label_smoothing: label smoothing of the cross-entropy (0: none).
         validation_fraction: share of the shards held out for validation (whole shards, chosen by name).
+            `deepface tfrecords` writes records in archive order, grouped by identity, so held-out
+            shards mostly hold identities the classifier never trains on: their loss watches
+            over-fitting, not closed-set accuracy.
         validation_tfrecords: a separate validation TFRecord directory (instead of the fraction).
         steps_per_epoch: steps per epoch; None: each training record once (``records // batch_size``).
         seed: seeds the weights, dropout, data order and augmentation.
@@ -1086,7 +1092,7 @@ def train(
             image size that disagrees with the records, an impossible batch size, a bad option.
     """
     env = dict(os.environ if env is None else env)
-    _check_options(
+    check_options(
         epochs=epochs, learning_rate=learning_rate, min_learning_rate=min_learning_rate, momentum=momentum,
         lr_factor=lr_factor, lr_patience=lr_patience, weight_decay=weight_decay, label_smoothing=label_smoothing,
         validation_fraction=validation_fraction, checkpoint_steps=checkpoint_steps,
