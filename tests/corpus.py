@@ -9,7 +9,7 @@ tests/test_bad_inputs.py.
   palette, alpha, wrong extensions) and bad ones (truncated, corrupt, empty, text, decompression bombs).
 - `hostile_members`: tar members with absolute paths, ``..``, symlinks, hard links, devices, non-UTF-8
   and very long names, an empty identity folder.
-- `truncated`, `corrupt_gzip`, `not_an_archive`: broken archives.
+- `truncated`, `cut_at_member`, `corrupt_gzip`, `flip_bit`, `not_an_archive`: broken archives.
 - `image_list`, `classes_file`, `pairs_file`: malformed text inputs, by case name.
 """
 
@@ -174,6 +174,12 @@ def corrupt_gzip(archive: bytes) -> bytes:
     """An archive with garbage over its middle (a damaged copy of the same length)."""
     middle = len(archive) // 2
     return archive[:middle] + bytes(range(256)) * 4 + archive[middle + 1024:]
+
+
+def flip_bit(archive: bytes, fraction: float = 1 / 3) -> bytes:
+    """An archive with one bit flipped at ``fraction`` of its length (inside the compressed data)."""
+    position = int(len(archive) * fraction)
+    return archive[:position] + bytes([archive[position] ^ 1]) + archive[position + 1:]
 
 
 def not_an_archive() -> bytes:
