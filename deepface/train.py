@@ -542,6 +542,9 @@ def prepare_data(
     )
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
 def check_options(**options) -> None:
     """Range checks of `train`'s numeric options (any subset, by keyword), named as on the command line
     in the error; e.g. ``check_options(epochs=0)`` raises. Pipelines can check their parameters with it
@@ -552,6 +555,7 @@ def check_options(**options) -> None:
         "learning_rate": lambda v: v > 0,
         "min_learning_rate": lambda v: v >= 0,
         "momentum": lambda v: 0 <= v < 1,
+        "optimizer": lambda v: v in OPTIMIZERS,
         "lr_factor": lambda v: 0 < v < 1,
         "lr_patience": lambda v: isinstance(v, int) and v >= 0,
         "weight_decay": lambda v: v >= 0,
@@ -726,6 +730,17 @@ class EpochLogger(keras.callbacks.Callback):
         )
 
 
+class RunProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, numbering epochs over the whole run (training calls ``fit`` once per epoch)."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.run_epochs = epochs
+
+    def set_params(self, params):
+        super().set_params({**params, "epochs": self.run_epochs})
+
+
 class ScalarSummaries(keras.callbacks.Callback):
     """Writes each epoch's metrics as TensorBoard scalars, laid out as `keras.callbacks.TensorBoard`
     does (``train/`` and ``validation/`` runs, tags ``epoch_<metric>``, step = epoch).
@@ -791,16 +806,21 @@ def compile_classifier(
     weight_decay: float,
     label_smoothing: float,
     jit_compile: bool,
+    optimizer: str = "sgd",
     steps_per_execution: int,
     seed: int,
 ) -> keras.Model:
-    """The classifier compiled with SGD (momentum) in the current distribution scope.
+    """The classifier compiled with SGD (momentum; the paper) or Adam in the current distribution scope.
 
     The optimizer is built, so that its variables exist before a checkpoint is restored into them.
     float16 gets dynamic loss scaling; float32 weights are kept under every precision.
     """
     model = build_classifier(config, num_classes, seed=seed, dtype_policy=DTYPE_POLICIES[precision])
-    optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay or None)
+    if optimizer == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate, weight_decay=weight_decay or None)
+    else:
+        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
+                                         weight_decay=weight_decay or None)
     if precision == "float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(
@@ -1028,6 +1048,7 @@ def train(
     learning_rate: float = 0.01,
     min_learning_rate: float = 1e-4,
     momentum: float = 0.9,
+    optimizer: str = "sgd",
     lr_factor: float = 0.1,
     lr_patience: int = 1,
     weight_decay: float = 0.0,
@@ -1060,6 +1081,9 @@ def train(
         learning_rate: initial learning rate for a batch of 128, scaled linearly to ``batch_size``.
         min_learning_rate: floor of the plateau reductions, for a batch of 128 (scaled alike).
         momentum: SGD momentum.
+        optimizer: ``sgd`` (the paper's; learning rates scale linearly with the batch) or ``adam`` (learning
+            rates used as given). The small presets learn in a few hundred steps only with Adam: one SGD
+            rate is too large for the conv layers' summed gradients and too small for the unshared ones.
         lr_factor: learning-rate factor on a plateau of the monitored loss (val_loss, else loss).
         lr_patience: epochs without improvement before the learning rate drops.
         weight_decay: decoupled weight decay of SGD (0: none).
@@ -1093,7 +1117,7 @@ def train(
     """
     env = dict(os.environ if env is None else env)
     check_options(
-        epochs=epochs, learning_rate=learning_rate, min_learning_rate=min_learning_rate, momentum=momentum,
+        optimizer=optimizer, epochs=epochs, learning_rate=learning_rate, min_learning_rate=min_learning_rate, momentum=momentum,
         lr_factor=lr_factor, lr_patience=lr_patience, weight_decay=weight_decay, label_smoothing=label_smoothing,
         validation_fraction=validation_fraction, checkpoint_steps=checkpoint_steps,
         steps_per_execution=steps_per_execution, steps_per_epoch=steps_per_epoch,
@@ -1111,8 +1135,8 @@ def train(
     if plan.is_chief:
         _start_clean(dirs, overwrite)
     steps = steps_per_epoch or data.train_records // batch_size
-    initial_lr = scaled_learning_rate(learning_rate, batch_size)
-    min_lr = scaled_learning_rate(min_learning_rate, batch_size)
+    scale = scaled_learning_rate if optimizer == "sgd" else (lambda rate, _: rate)  # Adam: as given
+    initial_lr, min_lr = scale(learning_rate, batch_size), scale(min_learning_rate, batch_size)
     logger.info(
         "Strategy %s (%s): %d replica(s); global batch %d = %d per replica; learning rate %g = %g x %d/%d "
         "(linear scaling), floor %g; precision %s; XLA %s",
@@ -1127,7 +1151,7 @@ def train(
     checkpoint_dir = dirs.checkpoint_dir if plan.is_chief else tempfile.mkdtemp(prefix="deepface-worker-checkpoints-")
     _check_run_config(checkpoint_dir, {
         "preset": config.to_dict(), "num_classes": len(data.classes), "batch_size": batch_size,
-        "steps_per_epoch": steps, "seed": seed, "learning_rate": learning_rate,
+        "steps_per_epoch": steps, "seed": seed, "optimizer": optimizer, "learning_rate": learning_rate,
         "min_learning_rate": min_learning_rate, "momentum": momentum, "lr_factor": lr_factor,
         "lr_patience": lr_patience, "weight_decay": weight_decay, "label_smoothing": label_smoothing,
         "precision": precision, "augment": augment, "shuffle_buffer": shuffle_buffer,
@@ -1138,7 +1162,8 @@ def train(
     keras.utils.set_random_seed(seed)
     with distribution.scope():
         model = compile_classifier(
-            config, len(data.classes), precision=precision, learning_rate=initial_lr, momentum=momentum,
+            config, len(data.classes), precision=precision, optimizer=optimizer, learning_rate=initial_lr,
+            momentum=momentum,
             weight_decay=weight_decay, label_smoothing=label_smoothing, jit_compile=jit_compile,
             steps_per_execution=steps_per_execution, seed=seed,
         )
@@ -1153,7 +1178,7 @@ def train(
         )
     # Non-chief workers write their summaries to a throw-away directory (their checkpoints' one).
     summaries = ScalarSummaries(dirs.tensorboard_dir if plan.is_chief else posixpath.join(checkpoint_dir, LOGS_SUBDIR))
-    callbacks = [plateau, state, EpochLogger(epochs, batch_size), summaries]
+    callbacks = [plateau, state, EpochLogger(epochs, batch_size), summaries, RunProgbar(epochs)]
     validation_data = validation_batches(data, batch_size, static_shapes=plan.kind == "tpu")
     epoch_batches = functools.partial(
         epoch_batches_fn, data, global_batch_size=batch_size, steps_per_epoch=steps, seed=seed,
@@ -1210,7 +1235,8 @@ def train(
             "final": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)), "min": min_lr,
             "factor": lr_factor, "patience": lr_patience, "monitor": monitor,
         },
-        "optimizer": {"name": "SGD", "momentum": momentum, "weight_decay": weight_decay},
+        "optimizer": {"name": optimizer, "momentum": momentum if optimizer == "sgd" else None,
+                      "weight_decay": weight_decay},
         "label_smoothing": label_smoothing,
         "epochs": epochs,
         "steps_per_epoch": steps,
@@ -1248,6 +1274,8 @@ def train(
 @click.option("--learning-rate", type=float, default=0.01, show_default=True, help="Initial learning rate for a batch of 128 (scaled linearly).")
 @click.option("--min-learning-rate", type=float, default=1e-4, show_default=True, help="Floor of the plateau reductions, for a batch of 128.")
 @click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True,
+              help="sgd (the paper; rates scale with the batch) or adam (rates as given; small presets).")
 @click.option("--lr-factor", type=float, default=0.1, show_default=True, help="Learning-rate factor on a plateau.")
 @click.option("--lr-patience", type=int, default=1, show_default=True, help="Epochs without improvement before the learning rate drops.")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True, help="Decoupled weight decay (0: none).")
