@@ -471,9 +471,6 @@ def damage_shard(records: Path, damage: str) -> str:
     return shard.name
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "train: read_shard_set neither parses manifest.json safely (JSONDecodeError) nor compares shard sizes "
-    "with the manifest, and a corrupt record surfaces as tf.errors.DataLossError with a traceback mid-training"))
 @pytest.mark.parametrize("damage", ["truncated shard", "flipped byte", "malformed manifest"])
 def test_damaged_tfrecords_are_a_clear_train_error_naming_the_file(sandbox, trained, damage):
     import shutil
