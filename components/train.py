@@ -15,6 +15,7 @@ def train_model(
     epochs: int = 15,
     batch_size: int = 128,
     learning_rate: float = 0.01,
+    optimizer: str = "sgd",
     validation_fraction: float = 0.0,
     steps_per_epoch: int = 0,
     augment: bool = False,
@@ -22,7 +23,7 @@ def train_model(
     precision: str = "auto",
     seed: int = 0,
 ):
-    """Fit DeepFace on the TFRecords (SGD + momentum, learning rate /10 on plateaus, as in the paper).
+    """Fit DeepFace on the TFRecords (by default SGD + momentum, learning rate /10 on plateaus, as in the paper).
 
     Resumes from its last checkpoint when the step is retried (e.g. after a preemption).
 
@@ -32,7 +33,9 @@ def train_model(
         preset: model size: tiny, small (DeepFace topology, fewer filters) or paper (the real network).
         epochs: training epochs (the paper: about 15).
         batch_size: global batch size over all replicas (the paper: 128).
-        learning_rate: initial learning rate for a batch of 128, scaled linearly with batch_size.
+        learning_rate: initial learning rate; for sgd it is for a batch of 128 and scaled linearly with
+            batch_size, for adam it is used as given.
+        optimizer: sgd (the paper's) or adam (what the small presets need to learn in a few hundred steps).
         validation_fraction: share of the shards held out to monitor validation loss (0: none).
         steps_per_epoch: steps per epoch; 0 reads every training record once per epoch.
         augment: random flips and crops.
@@ -48,7 +51,7 @@ def train_model(
 
     train(
         tfrecords.path, labels.path, model.path, preset=preset, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, validation_fraction=validation_fraction,
+        learning_rate=learning_rate, optimizer=optimizer, validation_fraction=validation_fraction,
         steps_per_epoch=steps_per_epoch or None, augment=augment, strategy=strategy, precision=precision,
         seed=seed,
     )

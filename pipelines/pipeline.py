@@ -152,9 +152,10 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
         verification_images: str = "lfw.tgz",
         verification_pairs: str = "pairs.txt",
         preset: str = "tiny",
-        epochs: int = 3,
+        epochs: int = 15,
         batch_size: int = 32,
-        learning_rate: float = 0.01,
+        learning_rate: float = 0.001,
+        optimizer: str = "adam",
         validation_fraction: float = 0.0,
         augment: bool = False,
         flip: bool = False,
@@ -176,7 +177,9 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
             preset: model size: tiny (80 px), small (96 px) or paper (152 px, the published network).
             epochs: training epochs (the paper: about 15).
             batch_size: global training batch size (the paper: 128).
-            learning_rate: initial learning rate for a batch of 128, scaled linearly with batch_size.
+            learning_rate: initial learning rate; for sgd it is for a batch of 128 and scaled linearly with
+                batch_size, for adam it is used as given (the paper: sgd, 0.01).
+            optimizer: sgd (the paper's, with momentum 0.9) or adam (the small presets learn with it).
             validation_fraction: share of the TFRecord shards held out to monitor validation loss.
             augment: random flips and crops while training.
             flip: average each test embedding with that of the mirrored face.
@@ -198,7 +201,7 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
         ), "tfrecords")
         train = train_component(
             tfrecords=tfrecords.outputs["tfrecords"], labels=labels.outputs["labels"], preset=preset,
-            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, optimizer=optimizer,
             validation_fraction=validation_fraction, augment=augment, seed=train_seed,
         ).set_display_name("train")
         if options.train_retries:
