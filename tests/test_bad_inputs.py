@@ -211,15 +211,18 @@ def test_an_identity_folder_name_that_is_not_utf8_is_a_clear_error(sandbox):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "tfrecords: an image whose file name is not UTF-8 crashes with UnicodeEncodeError in make_example "
-    "(image/filename) instead of being skipped and counted"))
-def test_an_image_file_name_that_is_not_utf8_is_skipped_and_counted(sandbox):
+    "file names that are not UTF-8 crash labels (UnicodeEncodeError writing the manifest's ignored examples) "
+    "and tfrecords (UnicodeEncodeError in make_example's image/filename) instead of being skipped and counted"))
+def test_file_names_that_are_not_utf8_are_skipped_and_counted(sandbox):
     archive = write_tar(sandbox.inputs / "train.tar.gz", [
         Member("train/n000001/0001.jpg", encode(noise_image(1))),
         Member(f"train/n000001/{NON_UTF8}.jpg", encode(noise_image(2))),
+        Member(f"train/n000001/{NON_UTF8}.txt", b"notes"),
     ])
     labels, records = labels_and_tfrecords(sandbox, archive)
-    assert records["num_records"] == 1 and records["num_skipped"] == 1
+    assert labels["num_images"] + labels["ignored"]["count"] == 3  # every file accounted for
+    assert records["num_records"] == 1
+    assert records["num_skipped"] + records["ignored_files"]["count"] == 2
 
 
 # --------------------------------------------------------------------------------------------------
