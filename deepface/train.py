@@ -856,13 +856,16 @@ def epoch_batches_fn(
     """
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        # Each step takes one per-replica batch for every replica this input pipeline feeds.
+        batches_per_step = context.num_replicas_in_sync // context.num_input_pipelines
+
         def pipeline(_):
             return make_dataset(
                 data.train_shards, batch_size=context.get_per_replica_batch_size(global_batch_size),
                 image_size=data.image_size, training=True, shuffle_buffer=shuffle_buffer, augment=augment,
                 seed=epoch_seed(seed, epoch), deterministic=True, repeat=True,
                 num_input_pipelines=context.num_input_pipelines, input_pipeline_id=context.input_pipeline_id,
-            ).take(steps_per_epoch).skip(skip_steps)
+            ).take(steps_per_epoch * batches_per_step).skip(skip_steps * batches_per_step)
 
         return tf.data.Dataset.from_tensors(0).flat_map(pipeline).prefetch(tf.data.AUTOTUNE)
 
@@ -1057,7 +1060,7 @@ def train(
     validation_tfrecords: str | os.PathLike | None = None,
     steps_per_epoch: int | None = None,
     seed: int = 0,
-    strategy: str = "auto",
+    strategy: str | tf.distribute.Strategy = "auto",
     precision: str = "auto",
     jit_compile: bool = False,
     steps_per_execution: int = 1,
@@ -1095,7 +1098,8 @@ def train(
         validation_tfrecords: a separate validation TFRecord directory (instead of the fraction).
         steps_per_epoch: steps per epoch; None: each training record once (``records // batch_size``).
         seed: seeds the weights, dropout, data order and augmentation.
-        strategy: ``auto``, ``tpu``, ``gpu``, ``multi-gpu``, ``multi-worker`` or ``cpu`` (`choose_strategy`).
+        strategy: ``auto``, ``tpu``, ``gpu``, ``multi-gpu``, ``multi-worker`` or ``cpu`` (`choose_strategy`),
+            or a ``tf.distribute.Strategy`` built by the caller.
         precision: ``auto`` (bfloat16 on TPU, else float32), ``float32``, ``bfloat16`` or ``float16``
             (mixed precision: float32 weights, F8 softmax in float32).
         jit_compile: compile the training step with XLA.
@@ -1127,9 +1131,16 @@ def train(
     dirs = resolve_output_dirs(out_dir, env)
     data = prepare_data(tfrecords_dir, labels_dir, config, validation_fraction=validation_fraction,
                         validation_tfrecords=validation_tfrecords)
-    plan = choose_strategy(strategy, env=env, gpus=tf.config.list_physical_devices("GPU"), has_tpu=detect_tpu(env))
+    if isinstance(strategy, tf.distribute.Strategy):
+        distribution = strategy
+        plan = StrategyPlan(
+            "tpu" if isinstance(strategy, tf.distribute.TPUStrategy) else type(strategy).__name__,
+            is_chief=strategy.extended.should_checkpoint, reason="given",
+        )
+    else:
+        plan = choose_strategy(strategy, env=env, gpus=tf.config.list_physical_devices("GPU"), has_tpu=detect_tpu(env))
+        distribution = make_strategy(plan)
     precision = choose_precision(precision, plan.kind)
-    distribution = make_strategy(plan)
     replicas = distribution.num_replicas_in_sync
     check_batch_size(batch_size, replicas, data.train_records)
     if plan.is_chief:

@@ -386,6 +386,41 @@ def test_killed_training_resumes_where_it_stopped(data, tmp_path):
     assert not (out / "checkpoints").exists() and not half_written.exists()
 
 
+# Two replicas on the CPU (two logical devices, set before TensorFlow starts, hence a subprocess).
+# oneDNN's graph rewrites are off: with logical CPU devices they wire a replica's convolution to the
+# wrong input (TensorFlow 2.21).
+TWO_REPLICAS = """
+import json, sys
+import tensorflow as tf
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+from deepface.train import train
+manifest = train(sys.argv[1], sys.argv[2], sys.argv[3], strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+                 **json.loads(sys.argv[4]))
+"""
+
+
+def test_two_replicas_split_each_global_batch(data, tmp_path):
+    """Under a strategy with two replicas, every step feeds each replica its half of the global batch, and
+    an epoch runs all its steps, with the same learning-rate scaling as on one device."""
+    options = dict(preset="tiny", epochs=2, batch_size=8, checkpoint_steps=0, feature_max_batches=1, seed=1)
+    out = tmp_path / "model"
+    completed = subprocess.run(
+        [sys.executable, "-c", TWO_REPLICAS, str(data["tfrecords"]), str(data["labels"]), str(out), json.dumps(options)],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"},
+        capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["strategy"]["replicas"] == 2 and metadata["strategy"]["kind"] == "MirroredStrategy"
+    assert metadata["batch_size"] == {"global": 8, "per_replica": 4}
+    assert metadata["learning_rate"]["initial"] == pytest.approx(0.01 * 8 / 128)
+    history = json.loads((out / "history.json").read_text())
+    assert history["steps_per_epoch"] == 10  # 80 records / 8
+    assert history["optimizer_steps"] == 2 * 10 and history["runs"][0]["steps"] == 2 * 10
+    assert "ran out of data" not in completed.stderr
+
+
 def test_checkpoints_of_other_settings_are_refused(data, tmp_path):
     out = tmp_path / "model"
     (out / "checkpoints").mkdir(parents=True)
