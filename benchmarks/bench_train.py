@@ -38,7 +38,9 @@ import tensorflow as tf  # noqa: E402
 GOAL = 0.90  # TFRecord rate / in-memory rate
 
 
-def make_tfrecords(root: Path, image_size: int, identities: int = 16, images_per_identity: int = 12) -> tuple[Path, Path]:
+def make_tfrecords(
+    root: Path, image_size: int, identities: int = 16, images_per_identity: int = 12
+) -> tuple[Path, Path]:
     """A synthetic dataset as TFRecords of ``image_size`` pixels, through the product's stages.
 
     Returns:

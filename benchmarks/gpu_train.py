@@ -89,7 +89,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gpu_train_") as tmp:
         feeds = {}
         if "memory" in sources:
-            batch = synthetic_batch(args.batch_size // distribution.num_replicas_in_sync, config.image_size, args.num_classes)
+            per_replica = args.batch_size // distribution.num_replicas_in_sync
+            batch = synthetic_batch(per_replica, config.image_size, args.num_classes)
             feeds["memory"] = lambda: in_memory_batches(distribution, batch)
         if "tfrecords" in sources:
             if args.tfrecords:
@@ -120,13 +121,15 @@ def main() -> int:
                 keras.backend.clear_session()  # free the previous configuration's memory
 
     print()
-    header = f"{'data':9s} {'XLA':4s} {'img/s':>9s} {'ms/step':>9s} {'min':>8s} {'max':>8s} {'first step s':>12s} {'vs XLA off':>10s}"
+    header = (f"{'data':9s} {'XLA':4s} {'img/s':>9s} {'ms/step':>9s} {'min':>8s} {'max':>8s} {'first step s':>12s} "
+              f"{'vs XLA off':>10s}")
     print(header)
     print("-" * len(header))
     for result in results:
         off = next((r for r in results if r["data"] == result["data"] and not r["xla"]), result)
         print(f"{result['data']:9s} {'on' if result['xla'] else 'off':4s} {result['img_per_s']:9.1f} "
-              f"{result['median_step_s'] * 1000:9.1f} {result['min_step_s'] * 1000:8.1f} {result['max_step_s'] * 1000:8.1f} "
+              f"{result['median_step_s'] * 1000:9.1f} {result['min_step_s'] * 1000:8.1f} "
+              f"{result['max_step_s'] * 1000:8.1f} "
               f"{result['first_step_s']:12.1f} {result['img_per_s'] / off['img_per_s']:10.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "devices": devices, "results": results}, indent=2))

@@ -397,10 +397,13 @@ def read_shard_set(tfrecords_dir: str | os.PathLike) -> ShardSet:
     found = {posixpath.basename(shard) for shard in shards}
     missing, unlisted = sorted(set(records) - found), sorted(found - set(records))
     if missing:
-        raise DeepFaceError(f"{len(missing)} shard(s) listed in {manifest_path} are missing, e.g. {missing[0]}: {rebuild}.")
+        raise DeepFaceError(
+            f"{len(missing)} shard(s) listed in {manifest_path} are missing, e.g. {missing[0]}: {rebuild}."
+        )
     if unlisted:
         raise DeepFaceError(
-            f"{posixpath.join(directory, unlisted[0])} is not listed in {manifest_path}: remove stray shards or {rebuild}."
+            f"{posixpath.join(directory, unlisted[0])} is not listed in {manifest_path}: remove stray shards "
+            f"or {rebuild}."
         )
     for shard in shards:
         name, size = posixpath.basename(shard), tf.io.gfile.stat(shard).length
@@ -441,7 +444,8 @@ def naming_corrupt_shards(shards: Sequence[str]) -> Iterator[None]:
         yield
     except tf.errors.DataLossError:
         shard = find_corrupt_shard(shards)
-        where = f"TFRecord shard {shard} is corrupt (a record fails its checksum)" if shard else "A TFRecord shard is corrupt"
+        where = (f"TFRecord shard {shard} is corrupt (a record fails its checksum)" if shard
+                 else "A TFRecord shard is corrupt")
         raise DeepFaceError(
             f"{where}: rebuild the TFRecords with `deepface tfrecords`, then rerun training: it resumes from "
             "its last checkpoint."
@@ -490,7 +494,8 @@ def check_batch_size(batch_size: int, replicas: int, train_records: int) -> None
         raise DeepFaceError(f"--batch-size {batch_size!r} must be a positive integer.")
     if batch_size % replicas:
         raise DeepFaceError(
-            f"--batch-size {batch_size} (global) does not divide over {replicas} replicas: use a multiple of {replicas}."
+            f"--batch-size {batch_size} (global) does not divide over {replicas} replicas: use a multiple of "
+            f"{replicas}."
         )
     if batch_size > train_records:
         raise DeepFaceError(
@@ -641,7 +646,9 @@ class TrainingState(keras.callbacks.Callback):
         self._checkpoint = tf.train.Checkpoint(
             model_variables=list(model.variables), optimizer=model.optimizer, progress=self._progress
         )
-        self.manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep=max_to_keep, checkpoint_name="ckpt")
+        self.manager = tf.train.CheckpointManager(
+            self._checkpoint, directory, max_to_keep=max_to_keep, checkpoint_name="ckpt"
+        )
 
     @property
     def global_step(self) -> int:
@@ -679,7 +686,8 @@ class TrainingState(keras.callbacks.Callback):
         steps_done = self._step_offset + batch + 1
         self.runs[-1]["steps"] += steps_done - self.step
         self.step = steps_done
-        if self.save_steps and self.step < self.steps_per_epoch and self.global_step // self.save_steps > before // self.save_steps:
+        mid_epoch = self.step < self.steps_per_epoch  # the epoch's end saves anyway
+        if self.save_steps and mid_epoch and self.global_step // self.save_steps > before // self.save_steps:
             self.save()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -782,18 +790,28 @@ class ScalarSummaries(keras.callbacks.Callback):
 # Model and input pipelines.
 
 
-def sparse_crossentropy(label_smoothing: float = 0.0) -> keras.losses.Loss:
-    """Cross-entropy of integer labels ``(batch,)`` and softmax probabilities ``(batch, classes)``, with
-    optional label smoothing (the one-hot labels are made inside the loss, so batches keep int32 labels)."""
-    if not label_smoothing:
-        return keras.losses.SparseCategoricalCrossentropy(name="crossentropy")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy with label smoothing, of integer labels ``(batch,)`` and softmax probabilities
+    ``(batch, classes)``: the one-hot labels are made inside the loss, so batches keep int32 labels."""
 
-    def smoothed(labels, probabilities):
+    def __init__(self, label_smoothing: float, name: str = "crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, labels, probabilities):
         labels = keras.ops.cast(keras.ops.reshape(labels, (-1,)), "int32")
         one_hot = keras.ops.one_hot(labels, keras.ops.shape(probabilities)[-1])
-        return keras.losses.categorical_crossentropy(one_hot, probabilities, label_smoothing=label_smoothing)
+        return keras.losses.categorical_crossentropy(one_hot, probabilities, label_smoothing=self.label_smoothing)
 
-    return keras.losses.LossFunctionWrapper(smoothed, name="crossentropy")
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def sparse_crossentropy(label_smoothing: float = 0.0) -> keras.losses.Loss:
+    """The training loss: sparse categorical cross-entropy, with label smoothing when asked."""
+    if label_smoothing:
+        return SmoothedSparseCrossentropy(label_smoothing)
+    return keras.losses.SparseCategoricalCrossentropy(name="crossentropy")
 
 
 def compile_classifier(
@@ -965,7 +983,8 @@ def export_models(
     classifier = build_classifier(config, len(data.classes), dtype_policy="float32")
     classifier.set_weights(model.get_weights())
     images = make_dataset(data.train_shards, batch_size=batch_size, image_size=data.image_size, training=False)
-    logger.info("Computing the F7 maxima over %s batches of %d training images", feature_max_batches or "all", batch_size)
+    logger.info("Computing the F7 maxima over %s batches of %d training images",
+                feature_max_batches or "all", batch_size)
     feature_max = compute_feature_max(classifier, images, steps=feature_max_batches)
     return classifier, build_embedding_model(classifier, feature_max)
 
@@ -1121,9 +1140,9 @@ def train(
     """
     env = dict(os.environ if env is None else env)
     check_options(
-        optimizer=optimizer, epochs=epochs, learning_rate=learning_rate, min_learning_rate=min_learning_rate, momentum=momentum,
-        lr_factor=lr_factor, lr_patience=lr_patience, weight_decay=weight_decay, label_smoothing=label_smoothing,
-        validation_fraction=validation_fraction, checkpoint_steps=checkpoint_steps,
+        optimizer=optimizer, epochs=epochs, learning_rate=learning_rate, min_learning_rate=min_learning_rate,
+        momentum=momentum, lr_factor=lr_factor, lr_patience=lr_patience, weight_decay=weight_decay,
+        label_smoothing=label_smoothing, validation_fraction=validation_fraction, checkpoint_steps=checkpoint_steps,
         steps_per_execution=steps_per_execution, steps_per_epoch=steps_per_epoch,
         feature_max_batches=feature_max_batches, shuffle_buffer=shuffle_buffer,
     )
@@ -1146,13 +1165,17 @@ def train(
     if plan.is_chief:
         _start_clean(dirs, overwrite)
     steps = steps_per_epoch or data.train_records // batch_size
-    scale = scaled_learning_rate if optimizer == "sgd" else (lambda rate, _: rate)  # Adam: as given
-    initial_lr, min_lr = scale(learning_rate, batch_size), scale(min_learning_rate, batch_size)
+    if optimizer == "sgd":
+        initial_lr = scaled_learning_rate(learning_rate, batch_size)
+        min_lr = scaled_learning_rate(min_learning_rate, batch_size)
+        scaling = f"{learning_rate:g} x {batch_size}/{REFERENCE_BATCH_SIZE} (linear scaling)"
+    else:  # Adam: as given
+        initial_lr, min_lr, scaling = learning_rate, min_learning_rate, "as given (Adam: no scaling)"
     logger.info(
-        "Strategy %s (%s): %d replica(s); global batch %d = %d per replica; learning rate %g = %g x %d/%d "
-        "(linear scaling), floor %g; precision %s; XLA %s",
-        plan.kind, plan.reason, replicas, batch_size, batch_size // replicas, initial_lr, learning_rate,
-        batch_size, REFERENCE_BATCH_SIZE, min_lr, precision, "on" if jit_compile else "off",
+        "Strategy %s (%s): %d replica(s); global batch %d = %d per replica; %s learning rate %g = %s, "
+        "floor %g; precision %s; XLA %s",
+        plan.kind, plan.reason, replicas, batch_size, batch_size // replicas, optimizer, initial_lr, scaling,
+        min_lr, precision, "on" if jit_compile else "off",
     )
     logger.info(
         "Training %s on %d records in %d shard(s): %d epochs of %d steps; validating on %d records",
@@ -1179,7 +1202,9 @@ def train(
             steps_per_execution=steps_per_execution, seed=seed,
         )
     monitor = "val_loss" if data.validation_records else "loss"
-    plateau = ResumableReduceLROnPlateau(monitor=monitor, factor=lr_factor, patience=lr_patience, min_lr=min_lr, verbose=1)
+    plateau = ResumableReduceLROnPlateau(
+        monitor=monitor, factor=lr_factor, patience=lr_patience, min_lr=min_lr, verbose=1
+    )
     state = TrainingState(model, checkpoint_dir, steps_per_epoch=steps, save_steps=checkpoint_steps, plateau=plateau)
     if state.restore():
         logger.info(
@@ -1276,34 +1301,48 @@ def train(
 
 
 @click.command("train")
-@click.option("--tfrecords", "tfrecords_dir", required=True, help="TFRecord directory from `deepface tfrecords` (local or gs://).")
-@click.option("--labels", "labels_dir", required=True, help="Labels directory from `deepface labels` (its classes.txt).")
+@click.option("--tfrecords", "tfrecords_dir", required=True,
+              help="TFRecord directory from `deepface tfrecords` (local or gs://).")
+@click.option("--labels", "labels_dir", required=True,
+              help="Labels directory from `deepface labels` (its classes.txt).")
 @click.option("--out", "out_dir", default=None, help="Model directory to write  [default: $AIP_MODEL_DIR]")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="paper", show_default=True, help="Model preset; its input size must match the records.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="paper", show_default=True,
+              help="Model preset; its input size must match the records.")
 @click.option("--epochs", type=int, default=15, show_default=True, help="Training epochs.")
 @click.option("--batch-size", type=int, default=128, show_default=True, help="Global batch size (over all replicas).")
-@click.option("--learning-rate", type=float, default=0.01, show_default=True, help="Initial learning rate for a batch of 128 (scaled linearly).")
-@click.option("--min-learning-rate", type=float, default=1e-4, show_default=True, help="Floor of the plateau reductions, for a batch of 128.")
+@click.option("--learning-rate", type=float, default=0.01, show_default=True,
+              help="Initial learning rate for a batch of 128 (scaled linearly).")
+@click.option("--min-learning-rate", type=float, default=1e-4, show_default=True,
+              help="Floor of the plateau reductions, for a batch of 128.")
 @click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True,
               help="sgd (the paper; rates scale with the batch) or adam (rates as given; small presets).")
 @click.option("--lr-factor", type=float, default=0.1, show_default=True, help="Learning-rate factor on a plateau.")
-@click.option("--lr-patience", type=int, default=1, show_default=True, help="Epochs without improvement before the learning rate drops.")
+@click.option("--lr-patience", type=int, default=1, show_default=True,
+              help="Epochs without improvement before the learning rate drops.")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True, help="Decoupled weight decay (0: none).")
 @click.option("--label-smoothing", type=float, default=0.0, show_default=True, help="Label smoothing (0: none).")
-@click.option("--validation-fraction", type=float, default=0.0, show_default=True, help="Share of the shards held out for validation.")
+@click.option("--validation-fraction", type=float, default=0.0, show_default=True,
+              help="Share of the shards held out for validation.")
 @click.option("--validation-tfrecords", default=None, help="Separate validation TFRecord directory.")
 @click.option("--steps-per-epoch", type=int, default=None, help="Steps per epoch  [default: each training record once]")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, dropout, data order and augmentation.")
-@click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True, help="Distribution strategy.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help="auto: bfloat16 on TPU, else float32.")
-@click.option("--jit-compile/--no-jit-compile", default=False, show_default=True, help="Compile the training step with XLA.")
-@click.option("--steps-per-execution", type=int, default=1, show_default=True, help="Steps per compiled call (TPU throughput).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of weights, dropout, data order and augmentation.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True,
+              help="Distribution strategy.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="auto: bfloat16 on TPU, else float32.")
+@click.option("--jit-compile/--no-jit-compile", default=False, show_default=True,
+              help="Compile the training step with XLA.")
+@click.option("--steps-per-execution", type=int, default=1, show_default=True,
+              help="Steps per compiled call (TPU throughput).")
 @click.option("--shuffle-buffer", type=int, default=10_000, show_default=True, help="Records in the shuffle buffer.")
 @click.option("--augment/--no-augment", default=False, show_default=True, help="Random flips and shifts.")
-@click.option("--checkpoint-steps", type=int, default=500, show_default=True, help="Checkpoint every N steps (0: each epoch only).")
+@click.option("--checkpoint-steps", type=int, default=500, show_default=True,
+              help="Checkpoint every N steps (0: each epoch only).")
 @click.option("--keep-checkpoints", is_flag=True, help="Keep the checkpoints once the model directory is complete.")
-@click.option("--feature-max-batches", type=int, default=None, help="Batches for the F7 maxima  [default: all training data]")
+@click.option("--feature-max-batches", type=int, default=None,
+              help="Batches for the F7 maxima  [default: all training data]")
 @click.option("--overwrite", is_flag=True, help="Train again from scratch even if --out holds a complete model.")
 def command(**options) -> None:
     """Train DeepFace on TFRecords; a restarted run resumes from its last checkpoint."""
