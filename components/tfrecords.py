@@ -33,7 +33,7 @@ def build_tfrecords(
     """
     import os
 
-    from deepface.model import get_config
+    from deepface.config import get_config  # no TensorFlow import just for the image size
     from deepface.tfrecords import build_tfrecords as build
 
     build(

@@ -24,7 +24,6 @@ room (80 -> C1 70 -> M2 35 -> C3 27 -> L4 19 -> L5 7 -> L6 3; 71 is the minimum)
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -32,50 +31,9 @@ import click
 import keras
 import numpy as np
 
+from deepface.config import PAPER_NUM_CLASSES, PRESETS, ModelConfig, get_config  # noqa: F401 (re-exported)
 from deepface.errors import DeepFaceError
 from deepface.layers import FeatureNormalization, LocallyConnected2D
-
-PAPER_NUM_CLASSES = 8631  # VGGFace2 training identities
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Sizes of one DeepFace variant; every preset shares the paper's topology."""
-
-    name: str
-    image_size: int
-    c1_filters: int = 32
-    c3_filters: int = 16
-    l4_filters: int = 16
-    l5_filters: int = 16
-    l6_filters: int = 16
-    f7_units: int = 4096
-    dropout: float = 0.5
-    kernel_stddev: float | None = 0.01  # None: He normal, sqrt(2 / fan_in)
-    bias_value: float = 0.5
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-PRESETS: dict[str, ModelConfig] = {
-    "paper": ModelConfig("paper", image_size=152),
-    "small": ModelConfig("small", 96, c1_filters=16, c3_filters=8, l4_filters=8, l5_filters=8, l6_filters=8,
-                         f7_units=512, kernel_stddev=None, bias_value=0.0),
-    "tiny": ModelConfig("tiny", 80, c1_filters=8, c3_filters=4, l4_filters=4, l5_filters=4, l6_filters=4,
-                        f7_units=128, kernel_stddev=None, bias_value=0.0),
-}
-
-
-def get_config(preset: str | ModelConfig) -> ModelConfig:
-    """The ModelConfig of a preset name (or the config itself)."""
-    if isinstance(preset, ModelConfig):
-        return preset
-    try:
-        return PRESETS[preset]
-    except KeyError:
-        raise DeepFaceError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}") from None
-
 
 def spatial_sizes(preset: str | ModelConfig) -> dict[str, int]:
     """Side of each layer's output map, e.g. paper: C1 142, M2 71, C3 63, L4 55, L5 25, L6 21."""

@@ -56,6 +56,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 import deepface
+from deepface.config import OPTIMIZERS, check_options  # noqa: F401 (check_options re-exported)
 from deepface.data import list_shards, make_dataset
 from deepface.errors import DeepFaceError
 from deepface.io import dumps_json, is_remote, local_path, read_json, remove_temporaries, write_bytes
@@ -545,36 +546,6 @@ def prepare_data(
         validation_records=validation_records,
         manifest_sha256=shard_set.manifest_sha256,
     )
-
-
-OPTIMIZERS = ("sgd", "adam")
-
-
-def check_options(**options) -> None:
-    """Range checks of `train`'s numeric options (any subset, by keyword), named as on the command line
-    in the error; e.g. ``check_options(epochs=0)`` raises. Pipelines can check their parameters with it
-    before submitting."""
-    rules = {
-        "epochs": lambda v: isinstance(v, int) and v >= 1,
-        "batch_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-        "learning_rate": lambda v: v > 0,
-        "min_learning_rate": lambda v: v >= 0,
-        "momentum": lambda v: 0 <= v < 1,
-        "optimizer": lambda v: v in OPTIMIZERS,
-        "lr_factor": lambda v: 0 < v < 1,
-        "lr_patience": lambda v: isinstance(v, int) and v >= 0,
-        "weight_decay": lambda v: v >= 0,
-        "label_smoothing": lambda v: 0 <= v < 1,
-        "validation_fraction": lambda v: 0 <= v < 1,
-        "checkpoint_steps": lambda v: isinstance(v, int) and v >= 0,
-        "steps_per_execution": lambda v: isinstance(v, int) and v >= 1,
-        "steps_per_epoch": lambda v: v is None or (isinstance(v, int) and v >= 1),
-        "feature_max_batches": lambda v: v is None or (isinstance(v, int) and v >= 1),
-        "shuffle_buffer": lambda v: isinstance(v, int) and v >= 1,
-    }
-    for name, value in options.items():
-        if not rules[name](value):
-            raise DeepFaceError(f"--{name.replace('_', '-')} {value!r} is out of range.")
 
 
 # --------------------------------------------------------------------------------------------------

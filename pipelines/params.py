@@ -89,7 +89,32 @@ def check_parameters(spec: Mapping[str, Any], values: Mapping[str, Any]) -> dict
         if name not in specs:
             raise _unknown(name, specs)
         checked[name] = check_value(name, specs[name]["parameterType"], value)
-    return checked
+    return check_ranges(checked)
+
+
+# Pipeline parameters checked with `deepface.train.check_options` (same name there).
+_TRAIN_OPTIONS = ("epochs", "batch_size", "learning_rate", "optimizer", "validation_fraction")
+_AT_LEAST_ONE = ("synthetic_identities", "synthetic_images_per_identity")
+
+
+def check_ranges(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` if each is in its range (a known preset, epochs >= 1, ...), with the same rules as the
+    stages themselves, so that a bad value fails before submission rather than in a task minutes later."""
+    from deepface.config import check_options, get_config  # no TensorFlow
+
+    if "preset" in values:
+        get_config(values["preset"])
+    for name in _TRAIN_OPTIONS:
+        if name in values:
+            try:
+                check_options(**{name: values[name]})
+            except DeepFaceError:
+                raise DeepFaceError(f"pipeline parameter {name}={values[name]!r} is out of range "
+                                    f"(see `deepface train --help`)") from None
+    for name in _AT_LEAST_ONE:
+        if name in values and values[name] < 1:
+            raise DeepFaceError(f"pipeline parameter {name}={values[name]!r} is out of range: use 1 or more")
+    return dict(values)
 
 
 def parse_overrides(spec: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
@@ -106,7 +131,7 @@ def parse_overrides(spec: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
         if name in values:
             raise DeepFaceError(f"--param {name} is given twice")
         values[name] = convert_text(name, specs[name]["parameterType"], text)
-    return values
+    return check_ranges(values)
 
 
 def parse_labels(items: Iterable[str]) -> dict[str, str]:

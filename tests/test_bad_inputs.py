@@ -578,9 +578,6 @@ def test_invalid_compile_options_are_errors_naming_them(sandbox, options, needle
     assert not (out / "pipeline.yaml").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pipelines.params.parse_overrides checks only names and types: preset=huge, epochs=0 or "
-    "batch_size=-1 are accepted at submission and fail in a task minutes later"))
 @pytest.mark.parametrize("param", ["preset=huge", "epochs=0", "batch_size=-1", "validation_fraction=1.5",
                                    "synthetic_identities=0"])
 def test_out_of_range_pipeline_parameters_are_refused_at_submission(param):
