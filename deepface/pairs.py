@@ -139,6 +139,12 @@ def read_pairs(path: str | os.PathLike) -> list[Pair]:
         text = io.local_path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DeepFaceError(f"pairs file {path} does not exist; pass the path of LFW pairs.txt.") from None
+    except IsADirectoryError:
+        raise DeepFaceError(f"pairs file {path} is a directory; pass the path of LFW pairs.txt itself.") from None
+    except UnicodeDecodeError as error:
+        raise DeepFaceError(f"pairs file {path} is not UTF-8 text (byte {error.start}); pass an LFW pairs.txt.") from None
+    except OSError as error:
+        raise DeepFaceError(f"pairs file {path} cannot be read: {error.strerror}.") from None
     return parse_pairs(text, source=str(path))
 
 

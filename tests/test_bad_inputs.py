@@ -386,14 +386,7 @@ def lfw_folder(root: Path, extra: dict[str, bytes] | None = None) -> Path:
 VALID_PAIRS = b"1\t2\nA\t1\t2\nB\t1\t2\nA\t1\tB\t1\nB\t2\tC\t1\n"
 
 
-PAIRS_NOT_READABLE = pytest.mark.xfail(strict=True, reason=(
-    "pairs.read_pairs catches only FileNotFoundError: a pairs file that is not UTF-8 (UnicodeDecodeError) "
-    "or a directory (IsADirectoryError) crashes evaluate with a traceback"))
-
-
-@pytest.mark.parametrize("case", [
-    pytest.param(case, marks=PAIRS_NOT_READABLE) if case == "not UTF-8" else case for case in sorted(PAIRS_FILES)
-] + [pytest.param("a directory", marks=PAIRS_NOT_READABLE)])
+@pytest.mark.parametrize("case", sorted(PAIRS_FILES) + ["a directory"])
 def test_malformed_pairs_files_are_errors_naming_the_line(sandbox, model_dir, case):
     pairs = sandbox.inputs / "pairs.txt"
     if case == "a directory":
