@@ -35,7 +35,7 @@ bench: $(STAMP)  ## every benchmark in benchmarks/ (minutes; prints ratios side 
 lock:  ## re-resolve and pin every dependency into constraints.txt (needs the package registry)
 	rm -rf /tmp/deepface-lock && $(PYTHON) -m venv /tmp/deepface-lock
 	/tmp/deepface-lock/bin/pip install --quiet -e '.[dev]'
-	( sed -n '1,2p' constraints.txt; /tmp/deepface-lock/bin/pip freeze --exclude-editable ) > constraints.txt.new
+	( sed -n '1,2p' constraints.txt; /tmp/deepface-lock/bin/pip freeze --all --exclude-editable | grep -v '^pip==' ) > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 compile: $(STAMP)  ## write the pipeline template deepface-pipeline.yaml (KFP v2 / Vertex AI)

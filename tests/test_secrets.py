@@ -197,10 +197,6 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "setuptools (a runtime dependency of tensorflow) and wheel (of astunparse) are not in constraints.txt: "
-    "`make lock` runs `pip freeze` without --all, so the venv keeps whatever setuptools `python -m venv` "
-    "brought (65.5.0 here) while the Dockerfile installs 84.2.1"))
 def test_this_environment_is_the_pinned_one():
     """Every dependency of deepface-pipeline[dev], direct or not, is pinned and installed at its pin."""
     from packaging.requirements import Requirement
