@@ -17,9 +17,12 @@ files of an archive or directory in a fixed order, and the rules that name an im
 
 from __future__ import annotations
 
+import bz2
 import collections
+import contextlib
 import dataclasses
 import functools
+import gzip
 import logging
 import lzma
 import os
@@ -144,15 +147,57 @@ def _archive_error(path: Path, count: int, error: Exception) -> DeepFaceError:
     )
 
 
+_DECOMPRESSORS = {  # magic -> reader over an open binary file
+    b"\x1f\x8b": lambda handle: gzip.GzipFile(fileobj=handle, mode="rb"),
+    b"BZh": bz2.BZ2File,
+    b"\xfd7zXZ\x00": lzma.LZMAFile,
+}
+
+
+class _CountingReader:
+    """A read-only stream that counts the bytes read through it (tarfile's ``r|`` mode only calls read)."""
+
+    def __init__(self, raw):
+        self.raw, self.bytes_read = raw, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.bytes_read += len(data)
+        return data
+
+
+@contextlib.contextmanager
+def _open_decompressed(path: Path):
+    """The archive's tar bytes, through Python's gzip/bz2/lzma readers: unlike tarfile's own stream
+    decoder, they check the checksum and length trailer (at the end of the stream). The file is opened
+    once and its magic peeked, so a named pipe works too."""
+    with open(path, "rb") as handle:
+        magic = handle.peek(6)[:6]
+        decompressor = next((cls for prefix, cls in _DECOMPRESSORS.items() if magic.startswith(prefix)), None)
+        if decompressor is None:
+            yield handle
+        else:
+            with decompressor(handle) as stream:
+                yield stream
+
+
 def _archive_members(path: Path) -> Iterator[Member]:
     count = 0
     try:
-        with tarfile.open(path, mode="r|*") as archive:
-            for info in archive:
-                count += 1
-                if info.isfile():
-                    name = posixpath.normpath(info.name).lstrip("/")
-                    yield Member(name, info.size, functools.partial(_read_archive_member, archive, info, path))
+        with _open_decompressed(path) as raw:
+            stream = _CountingReader(raw)
+            with tarfile.open(fileobj=stream, mode="r|") as archive:
+                for info in archive:
+                    count += 1
+                    if info.isfile():
+                        name = posixpath.normpath(info.name).lstrip("/")
+                        yield Member(name, info.size, functools.partial(_read_archive_member, archive, info, path))
+                # tarfile stops quietly at a damaged or missing header: read to the true end, so the
+                # decompressor checks its trailer, and require the end-of-archive (zero) block.
+                while stream.read(1 << 20):
+                    pass
+                if stream.bytes_read < archive.offset + tarfile.BLOCKSIZE:
+                    raise tarfile.ReadError("the archive ends without its end-of-archive marker")
     except _ARCHIVE_ERRORS as error:
         raise _archive_error(path, count, error) from error
 
