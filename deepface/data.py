@@ -21,6 +21,7 @@ for images, labels in train_ds:  # float32 [128, 152, 152, 3] in [0, 1], int32 [
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import posixpath
@@ -119,6 +120,26 @@ def resize_with_pad(image: tf.Tensor, size: int) -> tf.Tensor:
     return tf.pad(resized, [[top, size - new_height - top], [left, size - new_width - left], [0, 0]])
 
 
+def too_many_pixels(encoded: bytes) -> str | None:
+    """Why ``encoded`` must not be decoded, or None: an image whose header claims more pixels than
+    Pillow's ``MAX_IMAGE_PIXELS`` (a decompression bomb; the limit the tfrecords stage applies too).
+    Reads the header only; bytes Pillow cannot identify are left to the decoder to refuse."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(encoded)) as image:
+                width, height = image.size
+    except Exception:  # noqa: BLE001 - not an image Pillow knows: the decoder reports it
+        return None
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        return f"its header claims {width}x{height} pixels, over the {Image.MAX_IMAGE_PIXELS} limit (a decompression bomb)"
+    return None
+
+
 def load_image_file(path: str | os.PathLike, image_size: int) -> np.ndarray:
     """Reads one image file (local, file:// or gs://) through `preprocess_image`.
 
@@ -131,6 +152,9 @@ def load_image_file(path: str | os.PathLike, image_size: int) -> np.ndarray:
         raise DeepFaceError(f"Image file {path} does not exist: check the path.")
     with tf.io.gfile.GFile(path, "rb") as handle:
         encoded = handle.read()
+    refusal = too_many_pixels(encoded)
+    if refusal:
+        raise DeepFaceError(f"{path} is refused: {refusal}. Pass a face image.")
     try:
         return preprocess_image(tf.constant(encoded), image_size).numpy()
     except tf.errors.InvalidArgumentError as error:

@@ -154,12 +154,16 @@ def embed_images(
     """
     import tensorflow as tf
 
-    from deepface.data import preprocess_image
+    from deepface.data import preprocess_image, too_many_pixels
 
     index = {path: row for row, path in enumerate(paths)}
 
     def encoded_images():
         for path, data in images.read(paths):
+            refusal = too_many_pixels(data)
+            if refusal:  # never decoded: reported as undecodable
+                logger.warning("%s: %s", path, refusal)
+                continue
             yield index[path], data
 
     dataset = (
