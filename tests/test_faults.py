@@ -8,7 +8,8 @@ it to the end, and checks that nothing was lost or duplicated:
   for exactly the bytes its ``.part`` file lacked;
 - tfrecords: the output directory identical (every file's bytes) to an uninterrupted build;
 - train: each rerun continued from the epoch and step of the last checkpoint its predecessor wrote;
-  the runs' steps add up to the steps of one uninterrupted run, with no step done twice.
+  the runs' steps add up to the steps of one uninterrupted run, with no step done twice, and the
+  metrics of every epoch and the final weights are exactly those of an uninterrupted run.
 
 The ``soak`` versions run many more kills (``DEEPFACE_SOAK_KILLS``, seeds from ``DEEPFACE_SOAK_SEED``);
 they are skipped unless selected: ``pytest tests/test_faults.py -m soak``.
@@ -321,6 +322,14 @@ def inode(path: Path) -> int | None:
     return path.stat().st_ino if path.exists() else None
 
 
+def classifier_weights(model_dir: Path) -> list[np.ndarray]:
+    import keras
+
+    import deepface.layers  # noqa: F401  (registers LocallyConnected2D for loading)
+
+    return keras.saving.load_model(model_dir / "classifier.keras", compile=False).get_weights()
+
+
 def train_with_kills(tfrecords: Path, labels: Path, tmp_path: Path, seed: int, kills: int) -> list[dict]:
     """Kill points are global steps drawn with the seed; every step is checkpointed, and there are a
     few more steps than kills (4 per epoch), so each kill lands on its own checkpoint or on the export."""
@@ -346,8 +355,14 @@ def train_with_kills(tfrecords: Path, labels: Path, tmp_path: Path, seed: int, k
         positions.append(latest_checkpoint(out))
         done.append({"aim": aim, "resumed_at_step": start, "checkpoint_at_kill": positions[-1]})
     run(args, tmp_path / "final.log")
+    reference = tmp_path / "reference"
+    run([str(reference) if arg == str(out) else arg for arg in args], tmp_path / "reference.log")
 
+    # The same training as an uninterrupted run: metrics of every epoch and final weights, exactly.
     history = json.loads((out / "history.json").read_text())
+    assert history["metrics"] == json.loads((reference / "history.json").read_text())["metrics"]
+    for resumed, uninterrupted in zip(classifier_weights(out), classifier_weights(reference), strict=True):
+        np.testing.assert_array_equal(resumed, uninterrupted)
     assert history["optimizer_steps"] == total  # every step done once: none lost, none repeated
     assert all(len(values) == epochs for values in history["metrics"].values())
     # Each run continued at the epoch and step of the last checkpoint before it; runs killed before
