@@ -63,18 +63,21 @@ NO_IDENTITY_FOLDER = "no identity folder"
 
 @dataclasses.dataclass(frozen=True)
 class Member:
-    """One regular file of an archive or directory.
+    """One file of an archive or directory.
 
     Attributes:
         name: POSIX path inside the source, e.g. ``train/n000002/0001_01.jpg`` (no leading ``./``).
         size: size in bytes.
         read: returns the file's bytes. For a tar stream it works only until the next member is
             produced, and at most once.
+        problem: why the entry must not be read (a link or device, an absolute or ``..`` name, a file
+            name that is not UTF-8), or None; such entries are counted as ignored by every stage.
     """
 
     name: str
     size: int
     read: Callable[[], bytes]
+    problem: str | None = None
 
 
 def check_source(source: str | os.PathLike) -> tuple[Path, str]:
@@ -121,6 +124,28 @@ def iter_members(source: str | os.PathLike) -> Iterator[Member]:
         )
 
 
+def display_name(name: str) -> str:
+    """``name`` printable and JSON-safe: bytes that are not UTF-8 (surrogate escapes) shown as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _name_problem(name: str) -> str | None:
+    parts = name.split("/")
+    if name.startswith("/") or ".." in parts:
+        return "unsafe name (absolute or '..'): never read"
+    try:
+        parts[-1].encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not UTF-8"
+    return None
+
+
+def _unreadable(name: str) -> Callable[[], bytes]:
+    def read() -> bytes:
+        raise DeepFaceError(f"{display_name(name)} is not a regular file with a safe name: it is never read")
+    return read
+
+
 def _directory_members(root: Path) -> Iterator[Member]:
     for directory, subdirectories, files in os.walk(root):
         subdirectories.sort()
@@ -129,7 +154,11 @@ def _directory_members(root: Path) -> Iterator[Member]:
             if not os.path.isfile(path):
                 continue
             name = os.path.relpath(path, root).replace(os.sep, "/")
-            yield Member(name, os.path.getsize(path), functools.partial(_read_file, path))
+            problem = _name_problem(name)
+            if problem:
+                yield Member(display_name(name), 0, _unreadable(name), problem)
+            else:
+                yield Member(name, os.path.getsize(path), functools.partial(_read_file, path))
 
 
 def _read_file(path: str) -> bytes:
@@ -189,9 +218,15 @@ def _archive_members(path: Path) -> Iterator[Member]:
             with tarfile.open(fileobj=stream, mode="r|") as archive:
                 for info in archive:
                     count += 1
-                    if info.isfile():
-                        name = posixpath.normpath(info.name).lstrip("/")
-                        yield Member(name, info.size, functools.partial(_read_archive_member, archive, info, path))
+                    if info.isdir():
+                        continue
+                    problem = _name_problem(info.name) or (None if info.isfile() else
+                                                           "not a regular file (link or device): never followed")
+                    if problem:
+                        yield Member(display_name(info.name), 0, _unreadable(info.name), problem)
+                        continue
+                    name = posixpath.normpath(info.name)
+                    yield Member(name, info.size, functools.partial(_read_archive_member, archive, info, path))
                 # tarfile stops quietly at a damaged or missing header: read to the true end, so the
                 # decompressor checks its trailer, and require the end-of-archive (zero) block.
                 while stream.read(1 << 20):
@@ -225,6 +260,13 @@ def identity_of(name: str) -> str | None:
 
 
 def _check_identity(identity: str, where: str) -> None:
+    try:
+        identity.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DeepFaceError(
+            f"{display_name(where)}: identity folder {display_name(identity)!r} is not UTF-8, which classes.txt "
+            "cannot hold: rename the folder."
+        ) from None
     if identity != identity.strip() or _FORBIDDEN_IN_IDENTITY.search(identity):
         raise DeepFaceError(
             f"{where}: identity folder {identity!r} has a tab, a line break or surrounding spaces, which "
@@ -302,7 +344,9 @@ def _index_members(members: Iterable[Member], source: str) -> ImageIndex:
     index = ImageIndex()
     for member in tqdm(members, desc="labels: reading names", unit="file", disable=None):
         identity = identity_of(member.name)
-        if not is_image_name(member.name):
+        if member.problem:
+            index.ignore(member.name, member.problem)
+        elif not is_image_name(member.name):
             index.ignore(member.name, NOT_AN_IMAGE)
         elif identity is None:
             index.ignore(member.name, NO_IDENTITY_FOLDER)

@@ -184,7 +184,7 @@ class ImageCollection:
     def __init__(self, source: str | os.PathLike):
         self.source = source
         paths = sorted(member.name for member in iter_members(source)
-                       if is_image_name(member.name) and identity_of(member.name))
+                       if not member.problem and is_image_name(member.name) and identity_of(member.name))
         if not paths:
             raise DeepFaceError(f"images {source}: holds no image files in identity folders.")
         self.identities = _number_images(paths)
@@ -198,7 +198,7 @@ class ImageCollection:
         """Yield ``(path, encoded bytes)`` for each of ``paths``, in storage order (one pass)."""
         wanted = set(paths)
         for member in iter_members(self.source):
-            if member.name in wanted:
+            if member.name in wanted and not member.problem:
                 yield member.name, member.read()
 
 

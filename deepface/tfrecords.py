@@ -243,7 +243,7 @@ def _read_items(source: Path, class_ids: dict[str, int], start: int, track_dupli
     seen = set()
     for ordinal, member in enumerate(iter_members(source)):
         name = member.name
-        if not is_image_name(name):
+        if member.problem or not is_image_name(name):
             if ordinal >= start:
                 yield Item(ordinal, name, -1, None, IGNORED)
             continue

@@ -138,9 +138,9 @@ def hostile_members(escape_dir: Path, seed: int = 0) -> dict[str, tuple[Member, 
     face = encode(noise_image(seed + 10))
     absolute = (escape_dir / "n000001" / "absolute.jpg").as_posix()
     return {
-        "absolute path": (Member(absolute, face), STORED),
-        "dot-dot path": (Member("../../escape/n000001/dotdot.jpg", face), STORED),
-        "inner dot-dot": (Member("train/n000001/../../../escape/inner.jpg", face), STORED),
+        "absolute path": (Member(absolute, face), IGNORED),
+        "dot-dot path": (Member("../../escape/n000001/dotdot.jpg", face), IGNORED),
+        "inner dot-dot": (Member("train/n000001/../../../escape/inner.jpg", face), IGNORED),
         "symlink out": (Member("train/n000001/link.jpg", kind="symlink", target="/etc/passwd"), "left out"),
         "symlink up": (Member("train/n000001/up.jpg", kind="symlink", target="../../../escape/x.jpg"), "left out"),
         "hard link out": (Member("train/n000001/hard.jpg", kind="hardlink", target="/etc/passwd"), "left out"),
