@@ -132,8 +132,8 @@ def hostile_members(escape_dir: Path, seed: int = 0) -> dict[str, tuple[Member, 
     """``{case: (member, expected)}``: members a stage reading archives must never write or follow.
 
     ``escape_dir`` is an absolute directory that must stay untouched (an extraction would fill it).
-    ``expected`` for the tfrecords stage: STORED, IGNORED, "left out" (not a regular file) or a skip
-    reason.
+    ``expected`` for the labels and tfrecords stages: STORED, IGNORED (ignored and counted: links,
+    devices, absolute or ``..`` names, names that are not UTF-8) or "left out" (a folder entry).
     """
     face = encode(noise_image(seed + 10))
     absolute = (escape_dir / "n000001" / "absolute.jpg").as_posix()
@@ -141,12 +141,12 @@ def hostile_members(escape_dir: Path, seed: int = 0) -> dict[str, tuple[Member, 
         "absolute path": (Member(absolute, face), IGNORED),
         "dot-dot path": (Member("../../escape/n000001/dotdot.jpg", face), IGNORED),
         "inner dot-dot": (Member("train/n000001/../../../escape/inner.jpg", face), IGNORED),
-        "symlink out": (Member("train/n000001/link.jpg", kind="symlink", target="/etc/passwd"), "left out"),
-        "symlink up": (Member("train/n000001/up.jpg", kind="symlink", target="../../../escape/x.jpg"), "left out"),
-        "hard link out": (Member("train/n000001/hard.jpg", kind="hardlink", target="/etc/passwd"), "left out"),
-        "device": (Member("train/n000001/device.jpg", kind="device"), "left out"),
-        "fifo": (Member("train/n000001/fifo.jpg", kind="fifo"), "left out"),
-        "non-UTF-8 file name": (Member(f"train/n000001/{NON_UTF8}.jpg", face), STORED),
+        "symlink out": (Member("train/n000001/link.jpg", kind="symlink", target="/etc/passwd"), IGNORED),
+        "symlink up": (Member("train/n000001/up.jpg", kind="symlink", target="../../../escape/x.jpg"), IGNORED),
+        "hard link out": (Member("train/n000001/hard.jpg", kind="hardlink", target="/etc/passwd"), IGNORED),
+        "device": (Member("train/n000001/device.jpg", kind="device"), IGNORED),
+        "fifo": (Member("train/n000001/fifo.jpg", kind="fifo"), IGNORED),
+        "non-UTF-8 file name": (Member(f"train/n000001/{NON_UTF8}.jpg", face), IGNORED),
         "long file name": (Member(f"train/n000001/{LONG}.jpg", face), STORED),
         "long identity": (Member(f"train/{LONG}/0001.jpg", face), STORED),
         "empty identity folder": (Member("train/n000009/", kind="directory"), "left out"),
