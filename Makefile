@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test test-fast bench lock image image-test compile clean help
+.PHONY: venv demo test test-fast soak bench lock image image-test compile clean help
 
 help:  ## list the workflows
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -28,6 +28,9 @@ test: $(STAMP)  ## the whole test suite (what CI runs)
 
 test-fast: $(STAMP)  ## tests not marked slow
 	$(PY) -m pytest -m "not slow and not soak"
+
+soak: $(STAMP)  ## fault-injection soak: many SIGKILLs per stage (DEEPFACE_SOAK_KILLS, DEEPFACE_SOAK_SEED)
+	$(PY) -m pytest tests/test_faults.py -m soak -rP
 
 bench: $(STAMP)  ## every benchmark in benchmarks/ (minutes; prints ratios side by side)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
