@@ -57,6 +57,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
+import deepface
 from deepface import io
 from deepface.errors import DeepFaceError
 from deepface.pairs import ImageCollection, Pair, generate_pairs, read_pairs, resolve_pairs, write_pairs
@@ -424,7 +425,7 @@ def evaluate(
         "counts": counts,
         "outputs": {name: {"bytes": (out_dir / name).stat().st_size, "sha256": io.hash_file(out_dir / name)}
                     for name in OUTPUTS if name != "pairs.txt" or pairs_info["generated"]},
-        "versions": _versions(),
+        "versions": deepface.versions(),
     })
     logger.info("%s (%d pairs)", _headline(result["summary"]), counts["pairs_scored"])
     return result
@@ -472,16 +473,6 @@ def _headline(summary: dict) -> str:
     if "baseline_accuracy" in summary:
         line += f" (untrained baseline {summary['baseline_accuracy']:.4f})"
     return line
-
-
-def _versions() -> dict[str, str]:
-    import keras
-    import tensorflow as tf
-
-    import deepface
-
-    return {"deepface": deepface.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__}
 
 
 @click.command("evaluate")

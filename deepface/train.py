@@ -42,7 +42,6 @@ import importlib.util
 import json
 import logging
 import os
-import platform
 import posixpath
 import sys
 import tempfile
@@ -982,16 +981,6 @@ def write_model_files(
     return dict(sorted(writer.files.items()))
 
 
-def _versions() -> dict:
-    return {
-        "deepface": deepface.__version__,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def _check_run_config(checkpoint_dir: str, run_config: dict, is_chief: bool) -> None:
     """Checkpoints resume only a run with the same settings (else they would train something else)."""
     path = posixpath.join(checkpoint_dir, RUN_CONFIG_FILE)
@@ -1248,7 +1237,7 @@ def train(
         "epochs": epochs,
         "steps_per_epoch": steps,
         "feature_max_batches": feature_max_batches,
-        "versions": _versions(),
+        "versions": deepface.versions(),
     }
     files = write_model_files(
         dirs, classifier=classifier, embedding=embedding, classes_bytes=data.classes_bytes, metadata=metadata,
