@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from deepface import data
 from deepface.data import (
     list_shards,
     load_image_file,
@@ -420,3 +421,13 @@ def test_reads_shards_built_by_the_tfrecords_stage(request, tmp_path):
     original_images, original_labels = read[True]
     np.testing.assert_array_equal(original_labels, labels)
     assert np.abs(original_images - images).mean() < 0.02  # Pillow resize + JPEG vs resize here
+
+    # The manifest vouches for the size of resized shards, so the reader skips its size check: the
+    # same shards read as a plain list (every record checked) give exactly the same batches.
+    resized_dir = tmp_path / "tfrecords-False"
+    assert data._stored_as_jpeg_at(resized_dir, 48) and not data._stored_as_jpeg_at(resized_dir, 64)
+    assert not data._stored_as_jpeg_at(tmp_path / "tfrecords-True", 48)  # original bytes: any size
+    checked = collect(make_dataset(data.list_shards(resized_dir, split="train"), batch_size=16, image_size=48,
+                                   training=False))
+    np.testing.assert_array_equal(checked[0], images)
+    np.testing.assert_array_equal(checked[1], labels)
