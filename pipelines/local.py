@@ -75,6 +75,9 @@ class LocalRun:
                 lines.append(f"{head}  {name}: {uri}")
                 first = False
         lines.append(f"{'total':<10} {'':<7} {self.seconds:>8.1f}")
+        evaluation = next((stage.outputs.get("evaluation") for stage in self.stages if "evaluation" in stage.outputs), None)
+        if evaluation:
+            lines.append(f"report: {evaluation}/report.html")
         lines.append("evaluation: " + ", ".join(f"{name} {value:.4f}" for name, value in sorted(self.metrics.items())))
         return "\n".join(lines)
 

@@ -3,6 +3,8 @@ with new epochs that reruns only train and evaluate."""
 
 import os
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -37,6 +39,8 @@ def test_local_run_then_cached_rerun_then_new_epochs(tmp_path):
     cached_total = float(next(line for line in report.splitlines() if line.startswith("total")).split()[1])
     assert cached_total < 0.2 * first.seconds, (cached_total, first.seconds)
     assert f"accuracy {first.metrics['accuracy']:.4f}" in report
+    report_line = next(line for line in report.splitlines() if line.startswith("report: "))
+    assert Path(report_line.split(": ", 1)[1]).read_text().lstrip().lower().startswith("<!doctype html")
     for stage in first.stages:  # the cached outputs are the first run's
         for uri in stage.outputs.values():
             assert uri in report
