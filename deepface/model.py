@@ -25,6 +25,7 @@ room (80 -> C1 70 -> M2 35 -> C3 27 -> L4 19 -> L5 7 -> L6 3; 71 is the minimum)
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -150,6 +151,26 @@ def build_embedding_model(classifier: keras.Model, feature_max=None) -> keras.Mo
 def count_params(preset: str | ModelConfig, num_classes: int = PAPER_NUM_CLASSES) -> int:
     """Parameters of a preset's classifier (built without allocating a graph's worth of compute)."""
     return build_classifier(preset, num_classes).count_params()
+
+
+def save_model(model: keras.Model, path: str | os.PathLike) -> bytes:
+    """Save ``model`` as a ``.keras`` file at ``path`` (local or gs://) atomically; returns the file's bytes.
+
+    Keras writes the archive to a temporary folder first; ``deepface.io.write_bytes`` then puts it in
+    place under a temporary name and renames it, so an interrupted save never leaves a file that looks
+    complete.
+    """
+    import tempfile
+
+    from deepface.io import write_bytes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, os.path.basename(str(path)))
+        model.save(local)
+        with open(local, "rb") as handle:
+            data = handle.read()
+    write_bytes(path, data)
+    return data
 
 
 def load_embedding_model(model_dir: str | Path) -> tuple[keras.Model, dict]:

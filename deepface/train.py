@@ -67,6 +67,7 @@ from deepface.model import (
     build_embedding_model,
     compute_feature_max,
     get_config,
+    save_model,
 )
 from deepface.plots import training_curves_png
 
@@ -920,12 +921,8 @@ class ModelDirWriter:
         self.write(name, dumps_json(obj).encode("utf-8"))
 
     def write_model(self, name: str, model: keras.Model) -> None:
-        """Saves a Keras model locally, then writes its bytes (atomic locally, whole object on gs://)."""
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, name)
-            model.save(path)
-            with open(path, "rb") as handle:
-                self.write(name, handle.read())
+        """Saves a Keras model (atomic locally, whole object on gs://) and records it."""
+        self._record(name, save_model(model, posixpath.join(self.model_dir, name)))
 
     def add_tree(self, source: str, name: str) -> None:
         """Records the files of directory ``source`` under ``name``, copying them there unless they are

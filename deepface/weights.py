@@ -156,16 +156,6 @@ def check_structure(found: LayerWeights, model, h5_path, preset: str) -> list[tu
     return pairs
 
 
-def save_model_atomically(model, path: Path) -> None:
-    """``model.save`` under a temporary ``.keras`` name beside ``path``, then rename into place."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def import_seed_weights(h5_path: str | os.PathLike, out_dir: str | os.PathLike, *, preset: str = "paper") -> Path:
     """Convert the seed's tf.keras HDF5 weights into a Keras 3 model directory.
 
@@ -182,7 +172,7 @@ def import_seed_weights(h5_path: str | os.PathLike, out_dir: str | os.PathLike, 
     Returns:
         ``out_dir`` as a Path.
     """
-    from deepface.model import build_classifier, build_embedding_model, get_config
+    from deepface.model import build_classifier, build_embedding_model, get_config, save_model
 
     config = get_config(preset)
     found = read_seed_weights(h5_path)
@@ -200,8 +190,8 @@ def import_seed_weights(h5_path: str | os.PathLike, out_dir: str | os.PathLike, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)  # the directory is incomplete until it is rewritten
-    save_model_atomically(model, out / CLASSIFIER_FILE)
-    save_model_atomically(build_embedding_model(model), out / EMBEDDING_FILE)
+    save_model(model, out / CLASSIFIER_FILE)
+    save_model(build_embedding_model(model), out / EMBEDDING_FILE)
     source = Path(h5_path)
     metadata = {
         "preset": config.name,
