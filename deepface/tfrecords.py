@@ -18,8 +18,10 @@ Output directory (one split per directory):
 
 How it runs: the main process reads the source once, in order (a tar archive as a stream, nothing
 extracted), and hands chunks of images to worker processes that validate, decode, resize and encode
-them, the expensive part. Results come back in source order and the main process writes them, so the
-shards are the same bytes whatever the number of workers.
+them, the expensive part, and turn each into its finished TFRecord record (the serialized Example in
+its framing). The records come back in source order and the main process only appends them to the
+shard, so the shards are the same bytes whatever the number of workers. Neither side needs TensorFlow:
+`make_example` and `frame_record` write the bytes TensorFlow's own Example and TFRecordWriter write.
 
 Interruptions: a shard is written under a temporary name (``.<split>-00003.tfrecord.done.tmp``) and
 renamed to ``<split>-00003.tfrecord.done`` when complete; ``.build_state.json`` lists the complete
@@ -55,6 +57,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 import click
+import google_crc32c
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
@@ -82,8 +85,8 @@ MANIFEST_FILE = "manifest.json"
 STATE_FILE = ".build_state.json"
 # What tf.io.decode_image reads, so what keep_original may store as is.
 TF_DECODABLE_FORMATS = ("BMP", "GIF", "JPEG", "PNG")
-RECORD_OVERHEAD = 16  # TFRecord framing per record: length (8 bytes), its CRC (4), the data's CRC (4)
 CHUNK_SIZE = 32  # files per task sent to a worker process
+WRITE_BUFFER = 1 << 20  # bytes buffered by a shard's file between system calls
 IGNORED = "ignored"  # Item.reason of a file whose name is not an image's
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
@@ -205,12 +208,124 @@ def encode_image(data: bytes, options: ImageOptions) -> bytes:
     return buffer.getvalue()
 
 
+# One image to store, as sent to a worker: (file name, class id, identity, file bytes).
+ImageTask = tuple[str, int, str, bytes]
+
+
+def encode_records(images: list[ImageTask], options: ImageOptions) -> list[bytes | str]:
+    """The TFRecord records of a chunk of images (in a worker process).
+
+    Args:
+        images: ``(name, label, identity, data)`` per image: its path in the source, class id,
+            identity id and file bytes.
+        options: how to store the images.
+
+    Returns:
+        One entry per image, in order: the bytes to append to a shard (`frame_record` of the image's
+        `make_example`), or, for an image that cannot be stored, the reason (a str, see `BadImage`).
+    """
+    results = []
+    for name, label, identity, data in images:
+        try:
+            results.append(frame_record(make_example(encode_image(data, options), label, identity, name)))
+        except BadImage as error:
+            results.append(str(error))
+    return results
+
+
+# --------------------------------------------------------------------------------------------------
+# Records: tf.train.Example and TFRecord framing, byte for byte, without TensorFlow
+# --------------------------------------------------------------------------------------------------
+
+
+_ONE_BYTE_VARINTS = [bytes((value,)) for value in range(0x80)]
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf base-128 varint of an int64 (a negative one as its 64-bit two's complement)."""
+    if 0 <= value < 0x80:
+        return _ONE_BYTE_VARINTS[value]
+    value &= 0xFFFF_FFFF_FFFF_FFFF
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _feature_entry(key: bytes, value: bytes | int) -> list[bytes]:
+    """One entry of ``Features.feature`` (a map<string, Feature>, field 1 of Features), in pieces.
+
+    The entry holds the key (field 1, ``key`` being that field already encoded) and the Feature
+    (field 2): a one-value ``BytesList`` (Feature field 1) or ``Int64List`` (field 3, packed); either
+    list holds its values in its field 1. Every piece but ``value`` is a few bytes: sizes are added
+    up rather than the pieces joined level by level, so the image bytes are copied once.
+    """
+    if isinstance(value, int):
+        value, feature_tag = _varint(value), b"\x1a"  # Feature.int64_list, field 3, length-delimited
+    else:
+        feature_tag = b"\x0a"  # Feature.bytes_list, field 1
+    list_header = b"\x0a" + _varint(len(value))  # the list's field 1
+    list_size = len(list_header) + len(value)
+    feature_header = feature_tag + _varint(list_size)
+    feature_size = len(feature_header) + list_size
+    value_header = b"\x12" + _varint(feature_size)  # the entry's field 2
+    entry_size = len(key) + len(value_header) + feature_size
+    return [b"\x0a" + _varint(entry_size), key, value_header, feature_header, list_header, value]
+
+
+def _key_field(name: str) -> bytes:
+    return b"\x0a" + _varint(len(name)) + name.encode("ascii")
+
+
+_IDENTITY_KEY, _LABEL_KEY, _ENCODED_KEY, _FILENAME_KEY = map(
+    _key_field, ("image/class/identity", "image/class/label", "image/encoded", "image/filename"))
+
+
+def make_example(encoded: bytes, label: int, identity: str, filename: str) -> bytes:
+    """One serialized ``tf.train.Example`` of schema v1.
+
+    The bytes of ``tf.train.Example(...).SerializeToString(deterministic=True)`` for these features
+    (map entries in sorted key order, so the same input gives the same bytes), written here in the
+    protobuf wire format: the workers need no TensorFlow. tests/test_tfrecords.py checks the two agree.
+    """
+    entries = [  # sorted by key
+        *_feature_entry(_IDENTITY_KEY, identity.encode("utf-8")),
+        *_feature_entry(_LABEL_KEY, label),
+        *_feature_entry(_ENCODED_KEY, encoded),
+        *_feature_entry(_FILENAME_KEY, filename.encode("utf-8")),
+    ]
+    return b"".join([b"\x0a" + _varint(sum(map(len, entries))), *entries])  # Example.features, field 1
+
+
+def _masked_crc32c(data: bytes) -> bytes:
+    """TFRecord's checksum of ``data``: its CRC-32C, rotated and offset ("masked"), 4 bytes little-endian."""
+    crc = google_crc32c.value(data)
+    return (((crc >> 15 | crc << 17) + 0xA282EAD8) & 0xFFFF_FFFF).to_bytes(4, "little")
+
+
+def frame_record(data: bytes) -> bytes:
+    """``data`` as one TFRecord record, the bytes ``tf.io.TFRecordWriter.write(data)`` appends.
+
+    Layout: length (uint64 little-endian), masked CRC-32C of those 8 bytes, ``data``, masked CRC-32C
+    of ``data``: ``len(data) + 16`` bytes.
+    """
+    length = len(data).to_bytes(8, "little")
+    return b"".join((length, _masked_crc32c(length), data, _masked_crc32c(data)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading the source and running the workers (main process)
+# --------------------------------------------------------------------------------------------------
+
+
 class Item(NamedTuple):
-    """One file of the source on its way to a shard.
+    """One file of the source on its way to a shard (main process).
 
     ``ordinal``: index among the source's files; ``name``: path inside the source; ``label``: class id
-    (-1 when skipped); ``data``: the file's bytes before processing, the bytes to store after, None when
-    skipped; ``reason``: why it is skipped, ``IGNORED`` for a file that is not an image, else None.
+    (-1 when skipped); ``data``: the file's bytes, None when skipped; ``reason``: why it is skipped,
+    ``IGNORED`` for a file that is not an image, else None.
     """
 
     ordinal: int
@@ -218,24 +333,6 @@ class Item(NamedTuple):
     label: int
     data: bytes | None
     reason: str | None
-
-
-def process_chunk(items: list[Item], options: ImageOptions) -> list[Item]:
-    """Encodes the images of a chunk (in a worker process); files already skipped pass through."""
-    processed = []
-    for item in items:
-        if item.data is not None:
-            try:
-                item = item._replace(data=encode_image(item.data, options))
-            except BadImage as error:
-                item = item._replace(data=None, reason=str(error))
-        processed.append(item)
-    return processed
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading the source and running the workers (main process)
-# --------------------------------------------------------------------------------------------------
 
 
 def _read_items(source: Path, class_ids: dict[str, int], start: int, track_duplicates: bool) -> Iterator[Item]:
@@ -274,6 +371,16 @@ def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+def _image_tasks(chunks: Iterable[list[Item]], classes: list[str],
+                 in_flight: collections.deque) -> Iterator[list[ImageTask]]:
+    """Per chunk, the work for `encode_records`: plain tuples of the images still to store, nothing
+    for the files already skipped. Each chunk is appended to ``in_flight`` as its work is handed out,
+    so the results, which come back in order, pair with ``in_flight.popleft()``."""
+    for chunk in chunks:
+        in_flight.append(chunk)
+        yield [(item.name, item.label, classes[item.label], item.data) for item in chunk if item.reason is None]
 
 
 @contextlib.contextmanager
@@ -323,47 +430,28 @@ def _pending_name(split: str, index: int) -> str:
     return f"{split}-{index:05d}.tfrecord.done"
 
 
-def make_example(encoded: bytes, label: int, identity: str, filename: str) -> bytes:
-    """One serialized ``tf.train.Example`` of schema v1 (map keys sorted: same input, same bytes)."""
-    import tensorflow as tf
-
-    def feature(value: bytes | int) -> tf.train.Feature:
-        if isinstance(value, int):
-            return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-    features = {
-        "image/encoded": feature(encoded),
-        "image/class/label": feature(label),
-        "image/class/identity": feature(identity.encode("utf-8")),
-        "image/filename": feature(filename.encode("utf-8")),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
-
-
 class _ShardWriter:
-    """Writes one shard under a temporary name; `finish` renames it to its pending name."""
+    """Appends framed records (`frame_record`) to one shard under a temporary name; `finish` syncs it
+    to disk and renames it to its pending name. ``bytes``: the shard's size so far."""
 
     def __init__(self, out: Path, split: str, index: int):
-        import tensorflow as tf
-
         self.path = out / _pending_name(split, index)
         self._temporary = out / f".{self.path.name}.tmp"
-        self._writer = tf.io.TFRecordWriter(str(self._temporary))
+        self._file = open(self._temporary, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115 (closed by finish/discard)
         self.bytes = 0
 
     def write(self, record: bytes) -> None:
-        self._writer.write(record)
-        self.bytes += len(record) + RECORD_OVERHEAD
+        self._file.write(record)
+        self.bytes += len(record)
 
     def finish(self) -> None:
-        self._writer.close()
-        with open(self._temporary, "rb") as handle:
-            os.fsync(handle.fileno())
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
         os.replace(self._temporary, self.path)
 
     def discard(self) -> None:
-        self._writer.close()
+        self._file.close()
         self._temporary.unlink(missing_ok=True)
 
 
@@ -615,23 +703,27 @@ def _write_shards(source: Path, kind: str, classes: list[str], out: Path, settin
                   options: ImageOptions, shard_bytes: int, workers: int) -> Segment:
     """Reads the source past the complete ``shards`` and writes the rest, appending each shard to
     ``shards`` (and to the saved state) as it completes. Returns the tail: the files after the last shard."""
-    import tensorflow  # noqa: F401  (loaded before the clock starts)
-
     class_ids = {identity: label for label, identity in enumerate(classes)}
     start = shards[-1].end if shards else 0
     items = _read_items(source, class_ids, start, track_duplicates=kind == "archive")
+    in_flight = collections.deque()  # chunks whose images are being encoded, in source order
+    tasks = _image_tasks(_chunks(items, CHUNK_SIZE), classes, in_flight)
     segment, writer = Segment(end=start), None
     images, started = 0, time.monotonic()
     progress = tqdm(desc=f"tfrecords {settings['split']}", unit="img", disable=None)
     try:
         with ordered_map(workers) as run:
-            for chunk in run(functools.partial(process_chunk, options=options), _chunks(items, CHUNK_SIZE)):
+            for results in run(functools.partial(encode_records, options=options), tasks):
+                chunk, records = in_flight.popleft(), iter(results)
                 for item in chunk:
+                    record = next(records) if item.reason is None else None
+                    if isinstance(record, str):  # the image cannot be stored: the reason
+                        item, record = item._replace(reason=record), None
                     segment.add(item)
-                    if item.reason is not None:
+                    if record is None:
                         continue
                     writer = writer or _ShardWriter(out, settings["split"], len(shards))
-                    writer.write(make_example(item.data, item.label, classes[item.label], item.name))
+                    writer.write(record)
                     if writer.bytes >= shard_bytes:
                         writer.finish()
                         segment.file, segment.bytes = writer.path.name, writer.bytes

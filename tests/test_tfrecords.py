@@ -28,7 +28,7 @@ from deepface.data import parse_example
 from deepface.errors import DeepFaceError
 from deepface.io import read_json
 from deepface.labels import build_labels, iter_members, load_classes
-from deepface.tfrecords import STATE_FILE, build_tfrecords, fit_with_pad, shard_name
+from deepface.tfrecords import STATE_FILE, build_tfrecords, fit_with_pad, frame_record, make_example, shard_name
 
 SHARD_BYTES = 20_000  # a few 152-pixel faces per shard: several shards from the small dataset
 NUM_TRAIN_IMAGES = SYNTH_PARAMS["train_identities"] * SYNTH_PARAMS["images_per_identity"]
@@ -129,6 +129,64 @@ def test_records_decode_and_their_labels_follow_classes_txt(reference, train_arc
     assert manifest["num_classes"] == len(classes)
     assert manifest["classes_sha256"] == read_json(labels_dir / "manifest.json")["classes_sha256"]
     assert not (reference / STATE_FILE).exists()
+
+
+def tensorflow_example(encoded: bytes, label: int, identity: str, filename: str) -> bytes:
+    """The schema-v1 record as TensorFlow's own protobuf classes serialize it."""
+    def feature(value: bytes | int) -> tf.train.Feature:
+        if isinstance(value, int):
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    features = {"image/encoded": feature(encoded), "image/class/label": feature(label),
+                "image/class/identity": feature(identity.encode()), "image/filename": feature(filename.encode())}
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
+
+
+def tensorflow_records(path: Path, records: list[bytes]) -> bytes:
+    """The bytes tf.io.TFRecordWriter writes for ``records``."""
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+    return path.read_bytes()
+
+
+def test_examples_and_their_framing_are_the_bytes_tensorflow_writes(tmp_path):
+    rng = np.random.default_rng(0)
+    cases = [  # (encoded, label, identity, filename): sizes and values at the varint length boundaries
+        (b"", 0, "n000002", "train/n000002/0001_01.jpg"),
+        (rng.bytes(127), 127, "a", "a/b.jpg"),
+        (rng.bytes(128), 128, "é", "train/é/ß.png"),
+        (rng.bytes(16_383), 8630, "x" * 127, "y" * 128),
+        (rng.bytes(3 * 2**20 + 5), 2**40, "n009279", "train/n009279/0001_01.jpg"),
+        (rng.bytes(1000), -1, "", ""),  # never stored, but the int64 encoding is complete
+    ]
+    examples = [make_example(*case) for case in cases]
+    for case, example in zip(cases, examples):
+        assert example == tensorflow_example(*case), case[1:]
+    examples.append(b"")  # the empty record
+    assert b"".join(map(frame_record, examples)) == tensorflow_records(tmp_path / "records", examples)
+    assert [len(frame_record(example)) for example in examples] == [len(example) + 16 for example in examples]
+
+
+def test_shards_are_what_tensorflow_writes_for_their_records_and_close_at_shard_bytes(reference, tmp_path):
+    records = read_records(reference)
+    for shard in read_json(reference / "manifest.json")["shards"]:
+        examples = [tensorflow_example(r["encoded"], r["label"], r["identity"], r["filename"])
+                    for r in records if r["shard"] == shard["file"]]
+        built = (reference / shard["file"]).read_bytes()
+        assert built == tensorflow_records(tmp_path / shard["file"], examples)
+        if shard["file"] != records[-1]["shard"]:  # closed by the record that brought it to SHARD_BYTES
+            assert len(built) >= SHARD_BYTES > len(built) - (len(examples[-1]) + 16)
+
+
+def test_a_build_needs_no_tensorflow(train_archive, labels_dir, tmp_path):
+    # Workers run the same code as a one-worker build: importing TensorFlow would cost each ~3 s.
+    build = ("import sys; from deepface.tfrecords import build_tfrecords; "
+             "build_tfrecords(sys.argv[1], sys.argv[2], sys.argv[3], workers=1); "
+             "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'")
+    subprocess.run([sys.executable, "-c", build, str(train_archive), str(labels_dir), str(tmp_path)], check=True)
+    assert read_json(tmp_path / "manifest.json")["num_records"] == NUM_TRAIN_IMAGES
 
 
 def test_the_number_of_workers_does_not_change_the_bytes(reference, train_archive, labels_dir, tmp_path):
