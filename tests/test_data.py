@@ -107,6 +107,16 @@ def test_image_of_the_right_size_is_only_scaled():
     np.testing.assert_allclose(image, pixels / 255.0, atol=1e-7)
 
 
+def test_scale_image_is_exactly_the_bytes_over_255():
+    """scale_image (one Dequantize) gives bit for bit float32(value) * float32(1 / 255), on every value."""
+    every_value = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=-1)
+    batch = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    for pixels in (every_value, batch):
+        scaled = data.scale_image(tf.constant(pixels)).numpy()
+        assert scaled.dtype == np.float32 and scaled.shape == pixels.shape
+        np.testing.assert_array_equal(scaled, pixels.astype(np.float32) * np.float32(1 / 255))
+
+
 @pytest.mark.parametrize("format", ["JPEG", "PNG"])
 @pytest.mark.parametrize(
     "height, width, expected_rows, expected_cols",
@@ -258,6 +268,25 @@ def test_evaluation_reads_everything_in_shard_order(shard_dir):
     assert_images_match_labels(images, labels)
     unaugmented = np.stack([solid(SIZE, SIZE, label_colour(label)) for label in labels]) / 255
     np.testing.assert_allclose(images, unaugmented, atol=6 / 255)  # no flip/shift: JPEG error only
+
+
+@pytest.mark.parametrize("manifest", [False, True])
+def test_evaluation_batches_are_preprocess_image_of_each_record(tmp_path, manifest):
+    """Batches made float per batch (and, with a manifest vouching for the size, decoded without the size
+    check) hold exactly what preprocess_image gives for each record alone, as evaluate and verify use it."""
+    pixels = np.random.default_rng(1).integers(0, 256, (12, SIZE, SIZE, 3), dtype=np.uint8)
+    encoded = [encode(image) for image in pixels]
+    with tf.io.TFRecordWriter(str(tmp_path / "test-00000-of-00001.tfrecord")) as writer:
+        for label, image in enumerate(encoded):
+            writer.write(example(image, label))
+    if manifest:
+        (tmp_path / "manifest.json").write_text(
+            '{"encoding": "jpeg-resized", "image_size": %d, "schema_version": 1}' % SIZE)
+    assert data._stored_as_jpeg_at(tmp_path, SIZE) == manifest
+    images, labels = collect(make_dataset(tmp_path, batch_size=5, image_size=SIZE, training=False))
+    expected = np.stack([preprocess_image(tf.constant(image), SIZE).numpy() for image in encoded])
+    np.testing.assert_array_equal(labels, np.arange(12))
+    np.testing.assert_array_equal(images, expected)
 
 
 def test_labels_stay_with_their_images_through_shuffle_and_augmentation(shard_dir):
