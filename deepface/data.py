@@ -331,7 +331,7 @@ def make_dataset(
 
     # Shards the tfrecords stage stored as JPEG at this very size need no size check per record
     # (about 15% of the CPU of the whole pipeline on one core); any other input goes through decode_to_size.
-    presized = _stored_as_jpeg_at(tfrecords, image_size)
+    presized = _stored_as_jpeg_at(shards, image_size)
 
     def decode(serialized, augment_seed=None):  # one record -> 8-bit image (augmented), label
         example = parse_example(serialized)
@@ -428,15 +428,23 @@ def _shards_for_pipeline(tfrecords, split, num_input_pipelines: int, input_pipel
 _SHARD_NAME = re.compile(r"^(?P<split>.+)-(?P<index>\d+)-of-(?P<count>\d+)\.tfrecord$")
 
 
-def _stored_as_jpeg_at(tfrecords, image_size: int) -> bool:
-    """Whether the manifest of a shard directory says every image is a JPEG of exactly ``image_size``."""
-    if not isinstance(tfrecords, (str, os.PathLike)):
-        return False
-    manifest_path = posixpath.join(_tf_path(tfrecords), MANIFEST_FILE)
-    if not tf.io.gfile.exists(manifest_path):
-        return False
-    manifest = read_json(manifest_path)
-    return manifest.get("encoding") == "jpeg-resized" and manifest.get("image_size") == image_size
+def _stored_as_jpeg_at(shards: Sequence[str], image_size: int) -> bool:
+    """Whether every shard is named in the manifest of its directory, and that manifest says its images
+    are JPEGs of exactly ``image_size`` (shards as `deepface tfrecords` writes them by default)."""
+    shard_names: dict[str, set[str]] = {}
+    for shard in shards:
+        shard_names.setdefault(posixpath.dirname(shard), set()).add(posixpath.basename(shard))
+    for directory, names in shard_names.items():
+        manifest_path = posixpath.join(directory, MANIFEST_FILE)
+        if not tf.io.gfile.exists(manifest_path):
+            return False
+        manifest = read_json(manifest_path)
+        listed = {posixpath.basename(str(entry.get("file"))) for entry in manifest.get("shards", [])
+                  if isinstance(entry, dict)}
+        if not (manifest.get("encoding") == "jpeg-resized" and manifest.get("image_size") == image_size
+                and names <= listed):
+            return False
+    return True
 
 
 def _check_schema(directory: str) -> None:

@@ -7,6 +7,7 @@ shuffling, batching or augmentation each image still tells which record it came 
 from __future__ import annotations
 
 import io
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -281,8 +282,9 @@ def test_evaluation_batches_are_preprocess_image_of_each_record(tmp_path, manife
             writer.write(example(image, label))
     if manifest:
         (tmp_path / "manifest.json").write_text(
-            '{"encoding": "jpeg-resized", "image_size": %d, "schema_version": 1}' % SIZE)
-    assert data._stored_as_jpeg_at(tmp_path, SIZE) == manifest
+            '{"encoding": "jpeg-resized", "image_size": %d, "schema_version": 1, '
+            '"shards": [{"file": "test-00000-of-00001.tfrecord"}]}' % SIZE)
+    assert data._stored_as_jpeg_at(data.list_shards(tmp_path), SIZE) == manifest
     images, labels = collect(make_dataset(tmp_path, batch_size=5, image_size=SIZE, training=False))
     expected = np.stack([preprocess_image(tf.constant(image), SIZE).numpy() for image in encoded])
     np.testing.assert_array_equal(labels, np.arange(12))
@@ -451,12 +453,24 @@ def test_reads_shards_built_by_the_tfrecords_stage(request, tmp_path):
     np.testing.assert_array_equal(original_labels, labels)
     assert np.abs(original_images - images).mean() < 0.02  # Pillow resize + JPEG vs resize here
 
-    # The manifest vouches for the size of resized shards, so the reader skips its size check: the
-    # same shards read as a plain list (every record checked) give exactly the same batches.
+    # The manifest vouches for the size of resized shards, however they are named (directory, list of
+    # paths, as training passes them), so the reader skips its size check. The same shards without a
+    # manifest (every record checked) give exactly the same batches.
     resized_dir = tmp_path / "tfrecords-False"
-    assert data._stored_as_jpeg_at(resized_dir, 48) and not data._stored_as_jpeg_at(resized_dir, 64)
-    assert not data._stored_as_jpeg_at(tmp_path / "tfrecords-True", 48)  # original bytes: any size
-    checked = collect(make_dataset(data.list_shards(resized_dir, split="train"), batch_size=16, image_size=48,
-                                   training=False))
+    resized = data.list_shards(resized_dir, split="train")
+    assert data._stored_as_jpeg_at(resized, 48) and not data._stored_as_jpeg_at(resized, 64)
+    assert not data._stored_as_jpeg_at(data.list_shards(tmp_path / "tfrecords-True"), 48)  # any size
+    renamed = tmp_path / "renamed"  # the manifest beside shards it does not name
+    renamed.mkdir()
+    shutil.copy(resized_dir / "manifest.json", renamed)
+    for index, shard in enumerate(resized):
+        shutil.copy(shard, renamed / f"other-{index:05d}-of-{len(resized):05d}.tfrecord")
+    assert not data._stored_as_jpeg_at(data.list_shards(renamed, split="other"), 48)
+    unvouched = tmp_path / "unvouched"  # no manifest
+    unvouched.mkdir()
+    for shard in resized:
+        shutil.copy(shard, unvouched)
+    assert not data._stored_as_jpeg_at(data.list_shards(unvouched), 48)
+    checked = collect(make_dataset(unvouched, split="train", batch_size=16, image_size=48, training=False))
     np.testing.assert_array_equal(checked[0], images)
     np.testing.assert_array_equal(checked[1], labels)
