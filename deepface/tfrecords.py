@@ -85,7 +85,10 @@ MANIFEST_FILE = "manifest.json"
 STATE_FILE = ".build_state.json"
 # What tf.io.decode_image reads, so what keep_original may store as is.
 TF_DECODABLE_FORMATS = ("BMP", "GIF", "JPEG", "PNG")
-CHUNK_SIZE = 32  # files per task sent to a worker process
+CHUNK_SIZE = 32  # files per chunk of work with one worker (in this process): records reach the shard chunk by chunk
+# Files per task sent to a worker process: fewer, larger messages. With 32, a keep_original build on 2 workers
+# took ~10% longer (its main process, the serial part, spent 112 instead of 101 us of CPU per image).
+POOL_CHUNK_SIZE = 128
 WRITE_BUFFER = 1 << 20  # bytes buffered by a shard's file between system calls
 IGNORED = "ignored"  # Item.reason of a file whose name is not an image's
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
@@ -707,7 +710,7 @@ def _write_shards(source: Path, kind: str, classes: list[str], out: Path, settin
     start = shards[-1].end if shards else 0
     items = _read_items(source, class_ids, start, track_duplicates=kind == "archive")
     in_flight = collections.deque()  # chunks whose images are being encoded, in source order
-    tasks = _image_tasks(_chunks(items, CHUNK_SIZE), classes, in_flight)
+    tasks = _image_tasks(_chunks(items, CHUNK_SIZE if workers == 1 else POOL_CHUNK_SIZE), classes, in_flight)
     segment, writer = Segment(end=start), None
     images, started = 0, time.monotonic()
     progress = tqdm(desc=f"tfrecords {settings['split']}", unit="img", disable=None)

@@ -362,9 +362,10 @@ def test_a_build_killed_midway_resumes_to_the_same_bytes(train_archive, labels_d
     child = subprocess.Popen([sys.executable, "-c", BUILD_IN_CHILD, str(stream), str(labels_dir), str(out),
                               str(SHARD_BYTES)], stdout=log, stderr=log, start_new_session=True)
     try:
-        state = None
+        state, deadline = None, time.monotonic() + 300
         while not (state and state["shards"]):  # poll until a complete shard is recorded
             assert child.poll() is None, (tmp_path / "child.log").read_text()
+            assert time.monotonic() < deadline, "no shard completed from the first 3/4 of the archive"
             time.sleep(0.05)
             state = read_json(out / STATE_FILE) if (out / STATE_FILE).exists() else None
     finally:
