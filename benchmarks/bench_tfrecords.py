@@ -14,16 +14,17 @@ Prints medians over the repeats of:
 
 * wall images/s, per core (= / workers), its ratio to the loop, and the 1 -> 2 workers scaling;
 * CPU images/s: images per CPU-second of the whole process tree (this process, the forkserver and
-  the workers it reaps), and its ratio to the loop: the per-core efficiency, which unlike the wall
-  clock does not depend on what else the machine runs;
-* main: the share of that CPU spent in the main process (reading the archive, writing records), the
-  serial part that would bound the scaling over more workers, and the same as CPU microseconds per
-  image.
+  the workers it reaps), and its ratio to the loop: the per-core efficiency, which depends less than
+  the wall clock on what else the machine runs;
+* main: the share of that CPU spent in the main process (reading the archive, handing the images to
+  the workers, appending the records they return to the shard), the serial part that would bound
+  the scaling over more workers, and the same as CPU microseconds per image.
 
 Goal: >= 0.85 of the loop per core, close to 2x from 1 to 2 workers. The load average before and
-after is printed: on a shared machine the wall figures move with it. The default 7,200 images keep
-the worker pool's start-up (~0.1 s a build) a few percent of a build; the whole run, making the
-data included, takes about two minutes on 2 cores.
+after is printed: on a shared machine the wall figures move with it. The default 7,200 images keep a
+build's fixed cost (~0.04 s with 2 workers once the forkserver runs: starting the pool, the manifest,
+fsyncs) near 3% of the fastest build, keep_original on 2 workers (it was 10-15% with 1,200 images).
+The whole run, making the data included, takes about two minutes on 2 cores.
 
     .venv/bin/python benchmarks/bench_tfrecords.py [--identities 24] [--images-per-identity 300] [--repeats 3]
 """
