@@ -241,65 +241,51 @@ def encode_records(images: list[ImageTask], options: ImageOptions) -> list[bytes
 # --------------------------------------------------------------------------------------------------
 
 
-_ONE_BYTE_VARINTS = [bytes((value,)) for value in range(0x80)]
+def _example_class() -> type:
+    """The message class of ``tensorflow.Example`` (tensorflow/core/example/{example,feature}.proto, the
+    fields schema v1 uses), declared here to the protobuf library so that workers serialize Examples with
+    protobuf's own encoder without importing TensorFlow (2.9 s per worker process)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    F = descriptor_pb2.FieldDescriptorProto  # noqa: N806 - its constants read as in the .proto files
+    proto = descriptor_pb2.FileDescriptorProto(name="deepface/example.proto", package="tensorflow", syntax="proto3")
+    bytes_list = proto.message_type.add(name="BytesList")
+    bytes_list.field.add(name="value", number=1, type=F.TYPE_BYTES, label=F.LABEL_REPEATED)
+    int64_list = proto.message_type.add(name="Int64List")
+    int64_list.field.add(name="value", number=1, type=F.TYPE_INT64, label=F.LABEL_REPEATED)  # packed (proto3)
+    feature = proto.message_type.add(name="Feature")
+    feature.oneof_decl.add(name="kind")
+    feature.field.add(name="bytes_list", number=1, type=F.TYPE_MESSAGE, type_name=".tensorflow.BytesList",
+                      oneof_index=0)
+    feature.field.add(name="int64_list", number=3, type=F.TYPE_MESSAGE, type_name=".tensorflow.Int64List",
+                      oneof_index=0)
+    features = proto.message_type.add(name="Features")
+    entry = features.nested_type.add(name="FeatureEntry", options=descriptor_pb2.MessageOptions(map_entry=True))
+    entry.field.add(name="key", number=1, type=F.TYPE_STRING)
+    entry.field.add(name="value", number=2, type=F.TYPE_MESSAGE, type_name=".tensorflow.Feature")
+    features.field.add(name="feature", number=1, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED,
+                       type_name=".tensorflow.Features.FeatureEntry")
+    example = proto.message_type.add(name="Example")
+    example.field.add(name="features", number=1, type=F.TYPE_MESSAGE, type_name=".tensorflow.Features")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.Example"))
 
 
-def _varint(value: int) -> bytes:
-    """Protobuf base-128 varint of an int64 (a negative one as its 64-bit two's complement)."""
-    if 0 <= value < 0x80:
-        return _ONE_BYTE_VARINTS[value]
-    value &= 0xFFFF_FFFF_FFFF_FFFF
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _feature_entry(key: bytes, value: bytes | int) -> list[bytes]:
-    """One entry of ``Features.feature`` (a map<string, Feature>, field 1 of Features), in pieces.
-
-    The entry holds the key (field 1, ``key`` being that field already encoded) and the Feature
-    (field 2): a one-value ``BytesList`` (Feature field 1) or ``Int64List`` (field 3, packed); either
-    list holds its values in its field 1. Every piece but ``value`` is a few bytes: sizes are added
-    up rather than the pieces joined level by level, so the image bytes are copied once.
-    """
-    if isinstance(value, int):
-        value, feature_tag = _varint(value), b"\x1a"  # Feature.int64_list, field 3, length-delimited
-    else:
-        feature_tag = b"\x0a"  # Feature.bytes_list, field 1
-    list_header = b"\x0a" + _varint(len(value))  # the list's field 1
-    list_size = len(list_header) + len(value)
-    feature_header = feature_tag + _varint(list_size)
-    feature_size = len(feature_header) + list_size
-    value_header = b"\x12" + _varint(feature_size)  # the entry's field 2
-    entry_size = len(key) + len(value_header) + feature_size
-    return [b"\x0a" + _varint(entry_size), key, value_header, feature_header, list_header, value]
-
-
-def _key_field(name: str) -> bytes:
-    return b"\x0a" + _varint(len(name)) + name.encode("ascii")
-
-
-_IDENTITY_KEY, _LABEL_KEY, _ENCODED_KEY, _FILENAME_KEY = map(
-    _key_field, ("image/class/identity", "image/class/label", "image/encoded", "image/filename"))
+_Example = _example_class()
 
 
 def make_example(encoded: bytes, label: int, identity: str, filename: str) -> bytes:
-    """One serialized ``tf.train.Example`` of schema v1.
-
-    The bytes of ``tf.train.Example(...).SerializeToString(deterministic=True)`` for these features
-    (map entries in sorted key order, so the same input gives the same bytes), written here in the
-    protobuf wire format: the workers need no TensorFlow. tests/test_tfrecords.py checks the two agree.
-    """
-    entries = [  # sorted by key
-        *_feature_entry(_IDENTITY_KEY, identity.encode("utf-8")),
-        *_feature_entry(_LABEL_KEY, label),
-        *_feature_entry(_ENCODED_KEY, encoded),
-        *_feature_entry(_FILENAME_KEY, filename.encode("utf-8")),
-    ]
-    return b"".join([b"\x0a" + _varint(sum(map(len, entries))), *entries])  # Example.features, field 1
+    """One serialized ``tf.train.Example`` of schema v1: the bytes of
+    ``tf.train.Example(...).SerializeToString(deterministic=True)`` (map entries sorted by key, so the
+    same input gives the same bytes); tests/test_tfrecords.py checks the two agree."""
+    example = _Example()
+    feature = example.features.feature
+    feature["image/encoded"].bytes_list.value.append(encoded)
+    feature["image/class/label"].int64_list.value.append(label)
+    feature["image/class/identity"].bytes_list.value.append(identity.encode("utf-8"))
+    feature["image/filename"].bytes_list.value.append(filename.encode("utf-8"))
+    return example.SerializeToString(deterministic=True)
 
 
 def _masked_crc32c(data: bytes) -> bytes:
