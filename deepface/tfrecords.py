@@ -52,7 +52,7 @@ import os
 import re
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
@@ -86,8 +86,9 @@ STATE_FILE = ".build_state.json"
 # What tf.io.decode_image reads, so what keep_original may store as is.
 TF_DECODABLE_FORMATS = ("BMP", "GIF", "JPEG", "PNG")
 CHUNK_SIZE = 32  # files per chunk of work with one worker (in this process): records reach the shard chunk by chunk
-# Files per task sent to a worker process: fewer, larger messages. With 32, a keep_original build on 2 workers
-# took ~10% longer (its main process, the serial part, spent 112 instead of 101 us of CPU per image).
+# Files per task with several workers (run by a pool process, or by the main process, see ordered_map): fewer,
+# larger messages, yet fine enough to balance the processes. 64 and 256 made 2 workers slower than 128 did
+# (re-encode: 1.84x and 1.74x the rate of 1 worker, against 1.98x; benchmarks/bench_tfrecords.py).
 POOL_CHUNK_SIZE = 128
 WRITE_BUFFER = 1 << 20  # bytes buffered by a shard's file between system calls
 IGNORED = "ignored"  # Item.reason of a file whose name is not an image's
@@ -374,26 +375,39 @@ def _image_tasks(chunks: Iterable[list[Item]], classes: list[str],
 
 @contextlib.contextmanager
 def ordered_map(workers: int) -> Iterator[Callable]:
-    """A ``map(function, iterable)`` running on ``workers`` processes, yielding results in input order.
+    """A ``map(function, iterable)`` running on ``workers`` processes, this one included, yielding
+    results in input order as soon as they are ready.
 
-    At most ``2 * workers + 2`` calls are in flight, so memory stays bounded however long the input.
-    With one worker, everything runs in this process. Workers are forked from multiprocessing's
+    ``workers - 1`` pool processes take tasks while one more task waits for each of them; beyond that,
+    this process runs the next task itself. It is the one reading the source, so in the time left over
+    it works too: with ``keep_original``, whose per-image work is small next to the reading, two
+    processes beat three on two cores (less data between processes, none fighting for a core). At most
+    ``2 * workers + 2`` tasks are in flight, so memory stays bounded however long the input. With one
+    worker, everything runs in this process. Pool processes are forked from multiprocessing's
     forkserver, never from this (possibly multi-threaded, TensorFlow-holding) process; the forkserver
-    preloads this module, so a worker starts in ~0.05 s. As with any spawn or forkserver pool, a script
-    calling this needs the ``if __name__ == "__main__":`` guard.
+    preloads this module, so a process starts in ~0.05 s. As with any spawn or forkserver pool, a
+    script calling this needs the ``if __name__ == "__main__":`` guard.
     """
     if workers == 1:
         yield map
         return
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])  # effective if the forkserver is not running yet
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pool = ProcessPoolExecutor(max_workers=workers - 1, mp_context=context)
+
+    tasks = collections.Counter()
 
     def bounded_map(function: Callable, iterable: Iterable) -> Iterator:
-        pending = collections.deque()
+        pending = collections.deque()  # futures, in input order
         for argument in iterable:
-            pending.append(pool.submit(function, argument))
-            if len(pending) > 2 * workers + 2:
+            if sum(not future.done() for future in pending) < 2 * (workers - 1):
+                pending.append(pool.submit(function, argument))
+                tasks["pool"] += 1
+            else:  # every pool process has a task and another waiting: do this one here
+                pending.append(Future())
+                pending[-1].set_result(function(argument))
+                tasks["here"] += 1
+            while pending and (pending[0].done() or len(pending) > 2 * workers + 2):
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
@@ -402,6 +416,8 @@ def ordered_map(workers: int) -> Iterator[Callable]:
         yield bounded_map
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        logger.info("%d of %d tasks ran in the main process, the others in %d pool processes",
+                    tasks["here"], tasks["here"] + tasks["pool"], workers - 1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -634,7 +650,8 @@ def build_tfrecords(
         image_size: side of the stored square faces (and of the network input).
         keep_original: store the original file bytes (still validated by decoding) instead of a resized JPEG.
         shard_bytes: a shard is closed once it holds at least this many bytes.
-        workers: processes decoding and encoding images; None = all CPUs. The output does not depend on it.
+        workers: processes decoding and encoding images, this one included (see `ordered_map`); None = all
+            CPUs. The output does not depend on it.
         max_bad_fraction: fail (without a manifest) when a larger fraction of the images is skipped.
         jpeg_quality: quality of the re-encoded JPEGs.
 

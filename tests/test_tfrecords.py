@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from conftest import SYNTH_PARAMS
 from PIL import Image
 from conftest import write_tar
 
+from deepface import tfrecords
 from deepface.cli import main
 from deepface.data import parse_example
 from deepface.errors import DeepFaceError
@@ -192,6 +194,19 @@ def test_a_build_needs_no_tensorflow(train_archive, labels_dir, tmp_path):
 def test_the_number_of_workers_does_not_change_the_bytes(reference, train_archive, labels_dir, tmp_path):
     build_tfrecords(train_archive, labels_dir, tmp_path, shard_bytes=SHARD_BYTES, workers=2)
     assert directory_bytes(tmp_path) == directory_bytes(reference)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_work_shared_by_the_main_and_pool_processes_gives_the_same_bytes(
+        reference, train_archive, labels_dir, tmp_path, monkeypatch, caplog, workers):
+    """Tasks of 4 images: the pool processes get more than they can take at once, so the main process
+    runs some tasks itself; results still come back in order."""
+    monkeypatch.setattr(tfrecords, "POOL_CHUNK_SIZE", 4)
+    with caplog.at_level(logging.INFO, logger="deepface.tfrecords"):
+        build_tfrecords(train_archive, labels_dir, tmp_path, shard_bytes=SHARD_BYTES, workers=workers)
+    assert directory_bytes(tmp_path) == directory_bytes(reference)
+    here, total = map(int, re.search(r"(\d+) of (\d+) tasks ran in the main process", caplog.text).groups())
+    assert total == -(-NUM_TRAIN_IMAGES // 4) and 0 < here < total
 
 
 def test_a_directory_source_gives_the_same_shards(reference, train_archive, labels_dir, tmp_path):
