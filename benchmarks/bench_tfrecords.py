@@ -16,9 +16,10 @@ Prints medians over the repeats of:
 * CPU images/s: images per CPU-second of the whole process tree (this process, the forkserver and
   the workers it reaps), and its ratio to the loop: the per-core efficiency, which depends less than
   the wall clock on what else the machine runs;
-* main: the share of that CPU spent in the main process (reading the archive, handing the images to
-  the workers, appending the records they return to the shard), the serial part that would bound
-  the scaling over more workers, and the same as CPU microseconds per image.
+* main: the share of that CPU spent in the main process, and the same as CPU microseconds per image.
+  The main process reads the archive, hands tasks to the pool, appends the records to the shard,
+  and with several workers also encodes the tasks the pool has no room for (workers = N is N - 1
+  pool processes plus the main one), so its share is not all serial work.
 
 Goal: >= 0.85 of the loop per core, close to 2x from 1 to 2 workers. The load average before and
 after is printed: on a shared machine the wall figures move with it. The default 7,200 images keep a
@@ -137,7 +138,7 @@ def main() -> None:
           f"sides {min(min(s) for s in sizes)}-{max(max(s) for s in sizes)} px), {args.repeats} repeats, medians; "
           f"{available_cpus()} CPUs, load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
     print("wall: images/s by the clock, per core = / workers.  CPU: images per CPU-second of the whole process "
-          "tree;\nmain: share of that CPU spent in the main process (reading, writing), the serial part, and "
+          "tree;\nmain: share of that CPU spent in the main process (reading, writing, and some encoding), and "
           "its CPU microseconds per image.")
     print(f"{'contender':<26}{'workers':>8}{'wall img/s':>11}{'per core':>10}{'vs loop':>9}{'1->2':>7}"
           f"{'CPU img/s':>11}{'vs loop':>9}{'main':>7}{'main us/img':>12}")
