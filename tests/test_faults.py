@@ -179,7 +179,7 @@ def noise_jpeg(rng: np.random.Generator, size: int = 24) -> bytes:
 @pytest.fixture(scope="module")
 def small_faces(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, Path]:
     """A VGGFace2-like train archive of 320 tiny noise images (10 chunks of work for the tfrecords
-    stage, so kills land between many of them) and its labels directory."""
+    stage with one worker, 3 tasks with two: kills land between them) and its labels directory."""
     root = tmp_path_factory.mktemp("small_faces")
     rng = np.random.default_rng(3)
     archive = write_tar(root / "train.tar.gz", [(f"train/n{identity:06d}/{image:04d}_01.jpg", noise_jpeg(rng))
