@@ -767,7 +767,8 @@ def _write_shards(source: Path, kind: str, classes: list[str], out: Path, settin
 @click.option("--keep-original", is_flag=True,
               help="Store the original file bytes (still validated) instead of a resized JPEG.")
 @click.option("--shard-mb", default=DEFAULT_SHARD_BYTES / 2**20, show_default=True, help="Target shard size in MiB.")
-@click.option("--workers", type=int, default=None, help="Worker processes  [default: the number of CPUs]")
+@click.option("--workers", type=int, default=None,
+              help="Processes encoding images, this one included  [default: the number of CPUs]")
 @click.option("--max-bad-fraction", default=0.01, show_default=True,
               help="Fail when a larger fraction of the images must be skipped.")
 @click.option("--jpeg-quality", default=90, show_default=True, help="Quality of the re-encoded JPEGs.")
