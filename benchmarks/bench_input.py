@@ -48,36 +48,27 @@ def write_records(directory: Path, records: int, image_size: int, shards: int = 
     import tensorflow as tf
 
     from deepface.synth import draw_identity, encode_jpeg, render_face
+    from deepface.tfrecords import make_example
 
     rng = np.random.default_rng(seed)
     identities = [draw_identity(rng) for _ in range(50)]
     total_bytes = 0
-    writers = [
-        tf.io.TFRecordWriter(str(directory / f"train-{k:05d}-of-{shards:05d}.tfrecord")) for k in range(shards)
-    ]
+    names = [f"train-{k:05d}-of-{shards:05d}.tfrecord" for k in range(shards)]
+    writers = [tf.io.TFRecordWriter(str(directory / name)) for name in names]
     for index in range(records):
         label = index % len(identities)
         encoded = encode_jpeg(render_face(identities[label], rng, image_size, image_size), 90)
         total_bytes += len(encoded)
-        feature = {
-            "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
-            "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-            "image/class/identity": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"n%06d" % label])),
-            "image/filename": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"%d.jpg" % index])),
-        }
-        example = tf.train.Example(features=tf.train.Features(feature=feature))
-        writers[index % shards].write(example.SerializeToString())
+        writers[index % shards].write(make_example(encoded, label, f"n{label:06d}", f"{index}.jpg"))
     for writer in writers:
         writer.close()
     # What `deepface tfrecords` says of shards it re-encoded at the training size (enables the fast path).
-    names = ", ".join('{"file": "train-%05d-of-%05d.tfrecord"}' % (k, shards) for k in range(shards))
-    (directory / "manifest.json").write_text(
-        '{"encoding": "jpeg-resized", "image_size": %d, "schema_version": 1, "shards": [%s]}\n'
-        % (image_size, names))
+    manifest = {"encoding": "jpeg-resized", "image_size": image_size, "schema_version": 1,
+                "shards": [{"file": name} for name in names]}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
     # The same shards with no manifest: the reader cannot know their image size and checks every record.
     (directory / UNKNOWN_SIZE).mkdir()
-    for k in range(shards):
-        name = f"train-{k:05d}-of-{shards:05d}.tfrecord"
+    for name in names:
         os.link(directory / name, directory / UNKNOWN_SIZE / name)
     return total_bytes
 

@@ -435,10 +435,9 @@ def _stored_as_jpeg_at(shards: Sequence[str], image_size: int) -> bool:
     for shard in shards:
         shard_names.setdefault(posixpath.dirname(shard), set()).add(posixpath.basename(shard))
     for directory, names in shard_names.items():
-        manifest_path = posixpath.join(directory, MANIFEST_FILE)
-        if not tf.io.gfile.exists(manifest_path):
+        manifest = _read_manifest(directory)
+        if manifest is None:
             return False
-        manifest = read_json(manifest_path)
         listed = {posixpath.basename(str(entry.get("file"))) for entry in manifest.get("shards", [])
                   if isinstance(entry, dict)}
         if not (manifest.get("encoding") == "jpeg-resized" and manifest.get("image_size") == image_size
@@ -447,15 +446,21 @@ def _stored_as_jpeg_at(shards: Sequence[str], image_size: int) -> bool:
     return True
 
 
+def _read_manifest(directory: str) -> dict | None:
+    """The ``manifest.json`` that `deepface tfrecords` writes last into ``directory``, or None if absent."""
+    manifest_path = posixpath.join(directory, MANIFEST_FILE)
+    return read_json(manifest_path) if tf.io.gfile.exists(manifest_path) else None
+
+
 def _check_schema(directory: str) -> None:
     """Raises if ``directory/manifest.json`` exists and names a schema other than v1."""
-    manifest_path = posixpath.join(directory, MANIFEST_FILE)
-    if not tf.io.gfile.exists(manifest_path):
+    manifest = _read_manifest(directory)
+    if manifest is None:
         return
-    version = read_json(manifest_path).get("schema_version")
+    version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
         raise DeepFaceError(
-            f"{manifest_path} says schema_version {version!r}; this reader knows version {SCHEMA_VERSION}: "
+            f"{posixpath.join(directory, MANIFEST_FILE)} says schema_version {version!r}; this reader knows version {SCHEMA_VERSION}: "
             "rebuild the shards with this version's `deepface tfrecords`."
         )
 
