@@ -12,10 +12,15 @@ The format (LFW, Huang et al. 2007). A header line, then one pair per line, fiel
 How a pair names an image. Image ``i`` of identity ``name`` is looked up in an :class:`ImageCollection`
 (a tar archive, read in place, or a directory), where an identity is the folder holding its images:
 
-- if every image file of the folder is called ``<name>_<digits>.<ext>`` (the LFW layout
-  ``lfw/<name>/<name>_0001.jpg``), ``i`` is that number;
-- otherwise (VGGFace2 ``test/n000001/0001_01.jpg``), ``i`` is the 1-based position of the file in the
-  folder's files sorted by name.
+- LFW folders: a file called ``<name>_<NNNN>.<ext>`` (the folder's name, ``_``, exactly four digits
+  for a number from 1, an extension: the LFW layout ``lfw/<name>/<name>_0001.jpg``) is image ``NNNN``,
+  always. Once a folder holds one such name, its other files (other names, another identity's prefix,
+  a number already taken by the same name with another extension: the first in sorted order keeps it)
+  are ignored, so a stray ``<name>_0001 (1).jpg`` can never renumber the folder. All ignored files of a
+  collection are counted and named (a few examples) in one logged warning.
+- Folders holding no such name at all (VGGFace2 ``test/n000001/0001_01.jpg``): ``i`` is the 1-based
+  position of the file among the folder's image files sorted by name. Here an added or removed file does
+  shift the numbers after it; the file names in ``scores.csv`` (below) show it.
 
 So a file written by :func:`generate_pairs` for VGGFace2 needs no side table, and the evaluation writes
 the file names it resolved for every pair into ``scores.csv``, so a changed archive cannot go unnoticed.
@@ -24,6 +29,8 @@ Generated pairs (:func:`generate_pairs`): identities are shuffled with the seed 
 ``folds`` folds, so no identity appears in two folds; each fold gets exactly ``pairs_per_fold`` matched
 pairs (identity drawn uniformly, then two distinct images) and as many mismatched pairs (two distinct
 identities of the fold, one image each), without repeats. The same images and seed give the same file.
+They name images by the numbers above (never an ignored file), so :func:`resolve_pairs` on the same
+images finds exactly the drawn files.
 """
 
 from __future__ import annotations
@@ -176,9 +183,10 @@ class ImageCollection:
     """The images of a tar archive (read in place, never extracted) or of a directory, by identity.
 
     ``identities[name][number]`` is the path of an image inside the archive or directory (``/``
-    separated); numbers follow the rule in the module docstring. Files are walked and named as the labels
-    stage does it (``deepface.labels.iter_members``): an image is a file with an image suffix whose
-    identity is its parent folder.
+    separated); numbers follow the rule in the module docstring. ``ignored`` lists (sorted) the image
+    paths of LFW-named folders that no number names; one warning is logged for them. Files are walked and
+    named as the labels stage does it (``deepface.labels.iter_members``): an image is a file with an
+    image suffix whose identity is its parent folder.
     """
 
     def __init__(self, source: str | os.PathLike):
@@ -187,8 +195,10 @@ class ImageCollection:
                        if not member.problem and is_image_name(member.name) and identity_of(member.name))
         if not paths:
             raise DeepFaceError(f"images {source}: holds no image files in identity folders.")
-        self.identities = _number_images(paths)
-        logger.info("%s: %d images of %d identities", source, len(paths), len(self.identities))
+        self.identities, self.ignored = _number_images(paths)
+        _warn_ignored(source, self.ignored)
+        logger.info("%s: %d images of %d identities", source, len(paths) - len(self.ignored),
+                    len(self.identities))
 
     def path(self, name: str, number: int) -> str | None:
         """The path of image ``number`` of ``name``, or None if there is none."""
@@ -202,8 +212,29 @@ class ImageCollection:
                 yield member.name, member.read()
 
 
-def _number_images(paths: Iterable[str]) -> dict[str, dict[int, str]]:
-    """Group sorted image paths by identity (parent folder) and number them (see the module docstring)."""
+def _number_images(paths: Iterable[str]) -> tuple[dict[str, dict[int, str]], list[str]]:
+    """Group image paths by identity (parent folder) and number them (see the module docstring).
+
+    Returns:
+        ``(identities, ignored)``: ``identities[name][number]`` is a path; ``ignored`` lists, sorted, the
+        paths of LFW folders that are not ``<name>_<NNNN>.<ext>`` or repeat a number (no number names them).
+
+    Raises:
+        DeepFaceError: if one identity has images in two folders.
+    """
+    numbered, ignored = {}, []
+    for name, files in sorted(_group_by_identity(paths).items()):
+        numbered[name], skipped = _number_folder(name, sorted(files))
+        ignored += skipped
+    return numbered, sorted(ignored)
+
+
+def _group_by_identity(paths: Iterable[str]) -> dict[str, list[str]]:
+    """The paths of each identity (parent folder name), in input order.
+
+    Raises:
+        DeepFaceError: if two folders of one name hold images (say ``train/n1/`` and ``test/n1/``).
+    """
     folders: dict[str, list[str]] = {}
     parents: dict[str, str] = {}
     for path in paths:
@@ -214,15 +245,52 @@ def _number_images(paths: Iterable[str]) -> dict[str, dict[int, str]]:
                 "point the images option at one split only."
             )
         folders.setdefault(name, []).append(path)
-    numbered = {}
-    for name, files in sorted(folders.items()):
-        pattern = re.compile(rf"{re.escape(name)}_(\d+)\.[A-Za-z]+")
-        matches = [pattern.fullmatch(file.rsplit("/", 1)[-1]) for file in files]
-        numbers = [int(match.group(1)) for match in matches] if all(matches) else []
-        if not numbers or len(set(numbers)) != len(numbers):
-            numbers = list(range(1, len(files) + 1))
-        numbered[name] = dict(zip(numbers, files))
-    return numbered
+    return folders
+
+
+def _number_folder(name: str, files: list[str]) -> tuple[dict[int, str], list[str]]:
+    """Number the sorted image ``files`` of identity ``name``: ``({number: path}, ignored paths)``.
+
+    By their LFW numbers (:func:`_lfw_number`) when at least one file has one; the others, and later
+    files repeating a number, are ignored. Otherwise by 1-based position, ignoring nothing.
+    """
+    numbers = [_lfw_number(name, file.rsplit("/", 1)[-1]) for file in files]
+    if not any(numbers):
+        return dict(enumerate(files, start=1)), []
+    numbered: dict[int, str] = {}
+    ignored = []
+    for number, file in zip(numbers, files):
+        if number and number not in numbered:
+            numbered[number] = file
+        else:
+            ignored.append(file)
+    return numbered, ignored
+
+
+_LFW_NAME = re.compile(r"(?P<name>.+)_(?P<number>[0-9]{4})\.[A-Za-z]+")
+
+
+def _lfw_number(name: str, base: str) -> int | None:
+    """The image number of file name ``base`` if it is ``<name>_<NNNN>.<ext>`` with NNNN >= 1, else None."""
+    match = _LFW_NAME.fullmatch(base)
+    if match is None or match["name"] != name or int(match["number"]) < 1:
+        return None
+    return int(match["number"])
+
+
+_IGNORED_EXAMPLES = 5
+
+
+def _warn_ignored(source, ignored: list[str]) -> None:
+    """Log one warning naming a few of the ``ignored`` paths of ``source`` and their count (none if empty)."""
+    if not ignored:
+        return
+    examples = ", ".join(ignored[:_IGNORED_EXAMPLES]) + (", ..." if len(ignored) > _IGNORED_EXAMPLES else "")
+    logger.warning(
+        "%s: ignored %d image file(s) in LFW identity folders that are not named <identity>_<NNNN>.<ext> "
+        "or repeat a number, so no pair can name them: %s; rename or remove them if they are faces.",
+        source, len(ignored), examples,
+    )
 
 
 # -------------------------------------------------------------------------------------------- generation

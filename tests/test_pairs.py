@@ -191,3 +191,87 @@ def test_generation_refuses_impossible_requests(tmp_path):
     assert len(generate_pairs(images, folds=2, pairs_per_fold=2)) == 8
     with pytest.raises(DeepFaceError, match="fold 1: matched: only 2 distinct pairs exist"):
         generate_pairs(images, folds=2, pairs_per_fold=3)
+
+
+# ------------------------------------------------------------- LFW numbering with stray files in a folder
+
+AMANDA = ["lfw/Amanda_Bynes/Amanda_Bynes_0001.jpg", "lfw/Amanda_Bynes/Amanda_Bynes_0002.jpg",
+          "lfw/Amanda_Bynes/Amanda_Bynes_0003.jpg", "lfw/Amanda_Bynes/Amanda_Bynes_0004.jpg"]
+STRAY = "lfw/Amanda_Bynes/Amanda_Bynes_0001 (1).jpg"
+
+
+def _ignored_warnings(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records
+            if record.name == "deepface.pairs" and record.levelname == "WARNING"]
+
+
+@pytest.mark.parametrize("layout", ["tar", "dir"])
+def test_a_stray_file_does_not_renumber_an_lfw_folder(tmp_path, layout, caplog):
+    names = AMANDA + [STRAY] + LFW_FILES
+    source = (_write_tar(tmp_path / "lfw.tgz", names) if layout == "tar"
+              else _write_tree(tmp_path / "lfw_dir", names))
+    with caplog.at_level("WARNING", logger="deepface.pairs"):
+        images = ImageCollection(source)
+    assert images.identities["Amanda_Bynes"] == {k: f"lfw/Amanda_Bynes/Amanda_Bynes_{k:04d}.jpg"
+                                                 for k in range(1, 5)}
+    assert images.ignored == [STRAY]
+    pairs = [Pair("Amanda_Bynes", 1, "Amanda_Bynes", 4, 0), Pair("Amanda_Bynes", 2, "Bo", 1, 0)]
+    files, problems = resolve_pairs(pairs, images)
+    assert files == [(AMANDA[0], AMANDA[3]), (AMANDA[1], "lfw/Bo/Bo_0001.jpg")] and not problems
+    [warning] = _ignored_warnings(caplog)
+    assert "ignored 1 image file" in warning and STRAY in warning
+
+
+def test_wrong_prefixes_and_repeated_numbers_are_ignored_in_one_warning(tmp_path, caplog):
+    ann = ["lfw/Ann_Lee/Ann_Lee_0001.jpg", "lfw/Ann_Lee/Ann_Lee_0002.jpg", "lfw/Ann_Lee/Ann_Lee_0003.jpg"]
+    odd = ["lfw/Ann_Lee/Bo_0002.jpg",          # another identity's prefix
+           "lfw/Ann_Lee/Ann_Lee_0002.png",     # number 2 again, another extension
+           "lfw/Ann_Lee/Ann_Lee_12.jpg",       # not four digits
+           "lfw/Ann_Lee/Ann_Lee_0000.jpg",     # numbers start at 1
+           "lfw/Ann_Lee/Ann_Lee.jpg"]
+    with caplog.at_level("WARNING", logger="deepface.pairs"):
+        images = ImageCollection(_write_tree(tmp_path / "lfw_dir", ann + odd))
+    assert images.identities == {"Ann_Lee": dict(enumerate(ann, start=1))}
+    assert images.ignored == sorted(odd)
+    [warning] = _ignored_warnings(caplog)
+    assert "ignored 5 image file" in warning and all(path in warning for path in odd)
+
+
+def test_the_warning_for_many_ignored_files_is_one_short_line(tmp_path, caplog):
+    strays = [f"lfw/Bo/photo_{k:03d}.jpg" for k in range(200)]
+    with caplog.at_level("WARNING", logger="deepface.pairs"):
+        images = ImageCollection(_write_tar(tmp_path / "lfw.tgz", ["lfw/Bo/Bo_0001.jpg"] + strays))
+    assert images.identities == {"Bo": {1: "lfw/Bo/Bo_0001.jpg"}}
+    [warning] = _ignored_warnings(caplog)
+    assert "ignored 200 image file" in warning and len(warning) < 600 and strays[-1] not in warning
+
+
+def test_folders_without_lfw_names_keep_position_numbering_next_to_lfw_folders(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="deepface.pairs"):
+        images = ImageCollection(_write_tree(tmp_path / "mixed", VGG_FILES + [
+            "test/Ann_Lee/Ann_Lee_0002.jpg", "test/Ann_Lee/Ann_Lee_0002 copy.jpg"]))
+    assert images.identities["n000009"] == {1: "test/n000009/0001_01.jpg", 2: "test/n000009/0001_02.jpg",
+                                            3: "test/n000009/0002_01.jpg"}
+    assert images.identities["Ann_Lee"] == {2: "test/Ann_Lee/Ann_Lee_0002.jpg"}
+    [warning] = _ignored_warnings(caplog)
+    assert "test/Ann_Lee/Ann_Lee_0002 copy.jpg" in warning and "n000009" not in warning
+
+
+def test_clean_collections_log_no_warning(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="deepface.pairs"):
+        ImageCollection(_write_tar(tmp_path / "lfw.tgz", LFW_FILES))
+        ImageCollection(_write_tar(tmp_path / "vgg.tar.gz", VGG_FILES))
+    assert _ignored_warnings(caplog) == []
+
+
+def test_generated_pairs_round_trip_to_the_numbered_files_never_a_stray(tmp_path):
+    names = [f"lfw/P{i}/P{i}_{k:04d}.jpg" for i in range(8) for k in (1, 3, 4)]
+    strays = [f"lfw/P{i}/P{i}_0001 (1).jpg" for i in range(8)] + ["lfw/P0/P1_0002.jpg"]
+    images = ImageCollection(_write_tar(tmp_path / "lfw.tgz", names + strays))
+    pairs = generate_pairs(images, folds=2, pairs_per_fold=6, seed=5)
+    write_pairs(pairs, tmp_path / "pairs.txt")
+    files, problems = resolve_pairs(read_pairs(tmp_path / "pairs.txt"), images)
+    assert not problems
+    for pair, (left, right) in zip(pairs, files):
+        assert left == f"lfw/{pair.name1}/{pair.name1}_{pair.number1:04d}.jpg"
+        assert right == f"lfw/{pair.name2}/{pair.name2}_{pair.number2:04d}.jpg"
