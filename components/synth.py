@@ -35,7 +35,8 @@ def synth_data(
 
     Returns:
         data: folder with vggface2_train.tar.gz, vggface2_test.tar.gz, train_list.txt, test_list.txt,
-            lfw.tgz, pairs.txt and MD5SUMS (empty when data_uri is set).
+            bb_landmark.tar.gz (VGGFace2's loose boxes and 5 landmarks), lfw.tgz, lfw_landmarks.csv,
+            pairs.txt and MD5SUMS (empty when data_uri is set).
     """
     import os
 

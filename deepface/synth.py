@@ -3,9 +3,12 @@
 Every identity is a set of face parameters (face shape, skin, hair, eyes, brows, nose, mouth, ears,
 glasses, facial hair, marks) drawn once from the seed; every image of it is drawn with Pillow under
 per-image nuisance (expression, pose with a slight yaw, framing, clothes, background clutter, light,
-colour cast, blur, sensor noise, JPEG quality). Faces are loosely cropped, as in VGGFace2: the face is
-about 50-60% of the frame, centred with jitter, so VGGFace2-style and LFW-style images go through the same
-preprocessing (resize the whole image keeping aspect, pad).
+colour cast, blur, sensor noise, JPEG quality). Faces are framed as in the real releases, so that face
+alignment has work to do: VGGFace2 images are loose crops, the face 30-55% of the frame's shorter side and
+its centre up to 15% of the frame off the middle; LFW images are 250 x 250 (lfw_image_size) around a
+detector box, the face about 45% of the frame wide, centred with small jitter. The generator knows where
+it drew every face: its 5 landmarks and a loose face box are written as VGGFace2's ``bb_landmark``
+release has them (see `deepface.landmarks`).
 
 The output directory holds, byte for byte the same for the same arguments:
 
@@ -16,6 +19,14 @@ The output directory holds, byte for byte the same for the same arguments:
     lfw.tgz                 lfw/First_Last/First_Last_NNNN.jpg (lfw_image_size square)
     pairs.txt               LFW View 2 format: "folds<TAB>pairs_per_fold", then per fold the matched
                             lines "name<TAB>n1<TAB>n2" and the mismatched lines "name1<TAB>n1<TAB>name2<TAB>n2"
+    bb_landmark.tar.gz      bb_landmark/loose_bb_{train,test}.csv ("NAME_ID,X,Y,W,H", the face from the
+                            forehead to the chin in integer pixels) and bb_landmark/loose_landmark_{train,test}.csv
+                            ("NAME_ID,P1X,P1Y,...,P5Y": eye centres on the image's left and right, nose tip,
+                            mouth corners on the left and right, float pixels with pixel centres at integers);
+                            names like "n000002/0001_01", rows in the order of the split's list
+    lfw_landmarks.csv       the landmarks of every LFW image in that format ("First_Last/First_Last_0001",
+                            sorted): what `deepface landmarks` would write for lfw.tgz (real LFW ships
+                            none, and a real face detector misses most of these drawn faces)
     MD5SUMS                 md5sum format, written last: its presence means the dataset is complete
 
 Randomness comes from numpy generators keyed on (seed, split, identity, image), so the bytes do not
@@ -37,7 +48,7 @@ import tarfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import click
 import numpy as np
@@ -46,6 +57,8 @@ from tqdm import tqdm
 
 from deepface.errors import DeepFaceError
 from deepface.io import atomic_open, dumps_json, is_remote, local_path, md5_file, write_text
+from deepface.landmarks import (BB_LANDMARK_ARCHIVE, BB_LANDMARK_FOLDER, box_file, format_box_rows,
+                                format_landmark_rows, landmark_file, name_id)
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +68,7 @@ TRAIN_LIST = "train_list.txt"
 TEST_LIST = "test_list.txt"
 LFW_ARCHIVE = "lfw.tgz"
 LFW_PAIRS = "pairs.txt"
+LFW_LANDMARKS = "lfw_landmarks.csv"  # what `deepface landmarks` would write for lfw.tgz (real LFW has none)
 MD5SUMS = "MD5SUMS"
 
 LFW_FOLDS = 10
@@ -69,12 +83,14 @@ _VGGFACE2_IDS_STREAM = 10
 _LFW_NAMES_STREAM = 11
 _LFW_PAIRS_STREAM = 12
 
-# Fraction of the frame's shorter side covered by the face (chin to forehead), and where it sits.
-_FACE_FRACTION = (0.50, 0.60)
-# Faces are drawn in canvas units (a 1 x 1 canvas): nominal face height and the face centre.
-_CANVAS_FACE_HEIGHT = 0.30
+# Faces are drawn in canvas units (a 1 x 1 canvas) around this face centre.
 _CANVAS_CENTRE = (0.5, 0.46)
 _SMOOTH_BELOW = 160  # frames smaller than this are drawn at twice the size and reduced, to smooth edges
+_MAX_ROLL_DEGREES = 16  # in-plane rotation of the head, either way
+# Identity ranges that other parts (and tests) reason about: eye centre distance over face width.
+EYE_SEPARATION = (0.36, 0.50)
+_NOSE_START_H = 0.04  # the nose starts this far (face heights) below the eyes
+_NOSE_TO_MOUTH_H = 0.10  # and ends at least this far above the mouth
 
 _SKIN_LIGHT = np.array([250, 222, 196], np.float32)
 _SKIN_DARK = np.array([84, 52, 34], np.float32)
@@ -165,7 +181,7 @@ def draw_identity(rng: np.random.Generator) -> FaceIdentity:
     mark = None
     if rng.uniform() < 0.3:
         mark = (rng.uniform(-0.35, 0.35), rng.uniform(0.5, 0.8), rng.uniform(0.012, 0.025))
-    return FaceIdentity(
+    face = FaceIdentity(
         face_w=rng.uniform(0.19, 0.24),
         face_aspect=rng.uniform(1.15, 1.45),
         face_roundness=rng.uniform(2.0, 3.2),
@@ -177,7 +193,7 @@ def draw_identity(rng: np.random.Generator) -> FaceIdentity:
         hair_volume=rng.uniform(0.02, 0.10),
         hair_length=rng.uniform(0.3, 1.1),
         eye_y_h=rng.uniform(0.38, 0.48),
-        eye_sep_w=rng.uniform(0.36, 0.50),
+        eye_sep_w=rng.uniform(*EYE_SEPARATION),
         eye_w=rng.uniform(0.15, 0.23),
         eye_aspect=rng.uniform(0.38, 0.65),
         iris=_jitter_colour(rng, _IRIS_COLOURS[rng.integers(len(_IRIS_COLOURS))], 10),
@@ -200,6 +216,9 @@ def draw_identity(rng: np.random.Generator) -> FaceIdentity:
         facial_hair=facial_hair,
         mark=mark,
     )
+    # The nose ends above the lips whatever the smile, so that the eyes, nose and mouth keep their order.
+    longest_nose = face.mouth_y_h - face.eye_y_h - _NOSE_START_H - _NOSE_TO_MOUTH_H
+    return dataclasses.replace(face, nose_len_h=min(face.nose_len_h, longest_nose))
 
 
 @functools.lru_cache(maxsize=64)
@@ -217,6 +236,12 @@ def _arc_points(box: Sequence[float], start: int = 0, end: int = 360) -> np.ndar
     return np.stack([(x0 + x1) / 2 + (x1 - x0) / 2 * cos, (y0 + y1) / 2 + (y1 - y0) / 2 * sin], 1)
 
 
+def _apply(matrix: np.ndarray, points) -> np.ndarray:
+    """``points`` [n, 2] mapped through the 3x3 homography ``matrix``, as float64 [n, 2]."""
+    mapped = np.asarray(points, np.float64) @ matrix[:, :2].T + matrix[:, 2]
+    return mapped[:, :2] / mapped[:, 2:]
+
+
 class _Pen:
     """ImageDraw in face coordinates: every point goes through a 3x3 homography into the image.
 
@@ -230,8 +255,7 @@ class _Pen:
         self.scale = math.sqrt(abs(np.linalg.det(matrix[:2, :2])))
 
     def _map(self, points) -> list:
-        mapped = np.asarray(points, np.float64) @ self.matrix[:, :2].T + self.matrix[:, 2]
-        return list(map(tuple, (mapped[:, :2] / mapped[:, 2:]).tolist()))
+        return list(map(tuple, _apply(self.matrix, points).tolist()))
 
     def _width(self, width: float) -> int:
         return max(1, round(width * self.scale))
@@ -312,6 +336,34 @@ class _Head:
     def eye_half_width(self) -> float:
         return self.face.eye_w * self.width / 2
 
+    @property
+    def eye_y(self) -> float:
+        """Canvas y of both eye centres."""
+        return self.y(self.face.eye_y_h)
+
+    def outline(self) -> np.ndarray:
+        """Polygon [n, 2] of the face's skin, forehead to chin (ears and hair not included)."""
+        face = self.face
+        return _face_outline(self.x(0, 0.05), _CANVAS_CENTRE[1], self.width / 2, self.height / 2,
+                             face.face_roundness, face.jaw)
+
+    def nose_tip(self) -> tuple[float, float]:
+        """Canvas point at the bottom of the nose, on its centre line."""
+        face = self.face
+        return self.x(0, 0.45), self.y(face.eye_y_h + _NOSE_START_H + face.nose_len_h)
+
+    def mouth_line(self, smile: float, xs: np.ndarray) -> np.ndarray:
+        """Points [n, 2] on the line between the lips at ``xs`` in [-1, 1] (the corners at -1 and 1);
+        the corners rise with ``smile``."""
+        x, y, half = self.x(0, 0.3), self.y(self.face.mouth_y_h), self.face.mouth_w * self.width / 2
+        return np.stack([x + half * xs, y - smile * 0.04 * self.height * xs**2], 1)
+
+    def landmarks(self, smile: float) -> np.ndarray:
+        """The 5 points [5, 2] of the release's order in canvas units: the eye centres (canvas left,
+        then right), the nose tip, the mouth corners (left, then right)."""
+        eyes = [(x, self.eye_y) for x in self.eye_xs]
+        return np.array([*eyes, self.nose_tip(), *self.mouth_line(smile, np.array([-1.0, 1.0]))], np.float64)
+
 
 def _draw_behind_face(pen: _Pen, head: _Head, clothes: tuple) -> None:
     """Hair behind the head and over the temples, ears, neck and shoulders."""
@@ -340,7 +392,7 @@ def _draw_behind_face(pen: _Pen, head: _Head, clothes: tuple) -> None:
 def _draw_skin(pen: _Pen, head: _Head) -> None:
     """The face itself, facial hair and a mole."""
     face, fw, fh = head.face, head.width, head.height
-    outline = _face_outline(head.x(0, 0.05), _CANVAS_CENTRE[1], fw / 2, fh / 2, face.face_roundness, face.jaw)
+    outline = head.outline()
     pen.polygon(outline, fill=face.skin)
     mouth_x, mouth_y = head.x(0, 0.3), head.y(face.mouth_y_h)
     if face.facial_hair in ("stubble", "beard"):
@@ -364,11 +416,11 @@ def _draw_skin(pen: _Pen, head: _Head) -> None:
 def _draw_nose(pen: _Pen, head: _Head) -> None:
     face = head.face
     shade, dark = _mix(face.skin, (40, 20, 10), 0.25), _mix(face.skin, (40, 20, 10), 0.45)
-    x, top = head.x(0, 0.45), head.y(face.eye_y_h + 0.04)
-    bottom = top + face.nose_len_h * head.height
+    x, bottom = head.nose_tip()
+    top = head.y(face.eye_y_h + _NOSE_START_H)
     half = face.nose_w * head.width / 2
-    if face.nose_style == 0:
-        pen.line([(x, top), (x + 0.3 * half, bottom)], fill=dark, width=0.015 * head.height)
+    if face.nose_style == 0:  # a bridge leaning down to the tip
+        pen.line([(x - 0.3 * half, top), (x, bottom)], fill=dark, width=0.015 * head.height)
     elif face.nose_style == 1:
         pen.polygon([(x, top), (x - half, bottom), (x + half, bottom)], fill=shade)
     else:
@@ -381,9 +433,9 @@ def _draw_nose(pen: _Pen, head: _Head) -> None:
 def _draw_mouth(pen: _Pen, head: _Head, smile: float, opening: float) -> None:
     """Lips around a centre line whose corners rise with ``smile``; a dark gap ``opening`` high when open."""
     face, fh = head.face, head.height
-    x, y, half = head.x(0, 0.3), head.y(face.mouth_y_h), face.mouth_w * head.width / 2
+    x = head.x(0, 0.3)
     xs = np.linspace(-1, 1, 11)
-    line = np.stack([x + half * xs, y - smile * 0.04 * fh * xs**2], 1)
+    line = head.mouth_line(smile, xs)
     bulge = (face.lip_h * fh * (1 - xs**2))[:, None] * np.array([0.0, 1.0])
     gap = np.array([0.0, opening / 2])
     pen.polygon(np.concatenate([line - 0.6 * bulge - gap, (line + bulge + gap)[::-1]]), fill=face.lip_colour)
@@ -396,7 +448,7 @@ def _draw_mouth(pen: _Pen, head: _Head, smile: float, opening: float) -> None:
 def _draw_eyes(pen: _Pen, head: _Head, openness: float, gaze: np.ndarray, brow_raise: float) -> None:
     """Eyes (sclera, iris, pupil, upper lid) looking towards ``gaze`` in [-1, 1]^2, and brows."""
     face, fh = head.face, head.height
-    y, half_w = head.y(face.eye_y_h), head.eye_half_width
+    y, half_w = head.eye_y, head.eye_half_width
     half_h = half_w * face.eye_aspect * openness
     for side, x in zip((-1, 1), head.eye_xs):
         eye = (x - half_w, y - half_h, x + half_w, y + half_h)
@@ -450,37 +502,78 @@ def _draw_glasses(pen: _Pen, head: _Head) -> None:
     pen.line([(left + lens_w, y), (right - lens_w, y)], fill=face.glasses_colour, width=width)
 
 
-def _draw_face(face: FaceIdentity, rng: np.random.Generator, pen: _Pen, yaw: float) -> None:
-    """Draw one person, back to front, with per-image clothes, expression and gaze, through ``pen``."""
-    head = _Head(face, yaw)
+@dataclasses.dataclass(frozen=True)
+class _Expression:
+    """What changes in a face from one photo to the next (besides pose and light)."""
+
+    clothes: tuple
+    smile: float  # lifts the mouth corners
+    mouth_open: float  # canvas units
+    eye_open: float  # fraction of the eye's height
+    brow_raise: float  # fraction of the face height
+    gaze: np.ndarray  # [2] in [-1, 1]
+
+
+def _draw_expression(rng: np.random.Generator, head: _Head) -> _Expression:
+    """Per-image clothes, expression and gaze of ``head``'s person."""
     clothes = tuple(int(v) for v in rng.integers(0, 256, 3))
-    smile = face.smile + rng.uniform(-0.35, 0.35)
+    smile = head.face.smile + rng.uniform(-0.35, 0.35)
     mouth_open = rng.uniform(0.0, 0.05) * head.height if rng.uniform() < 0.25 else 0.0
     eye_open = 0.12 if rng.uniform() < 0.05 else rng.uniform(0.7, 1.1)  # sometimes a blink
-    brow_raise = rng.uniform(-0.02, 0.03)
-    gaze = rng.uniform(-0.25, 0.25, 2)
-    _draw_behind_face(pen, head, clothes)
+    return _Expression(clothes, smile, mouth_open, eye_open, rng.uniform(-0.02, 0.03), rng.uniform(-0.25, 0.25, 2))
+
+
+def _draw_face(pen: _Pen, head: _Head, expression: _Expression) -> None:
+    """Draw one person, back to front, through ``pen``."""
+    _draw_behind_face(pen, head, expression.clothes)
     _draw_skin(pen, head)
     _draw_nose(pen, head)
-    _draw_mouth(pen, head, smile, mouth_open)
-    _draw_eyes(pen, head, eye_open, gaze, brow_raise)
+    _draw_mouth(pen, head, expression.smile, expression.mouth_open)
+    _draw_eyes(pen, head, expression.eye_open, expression.gaze, expression.brow_raise)
     _draw_top_hair(pen, head)
-    if face.glasses:
+    if head.face.glasses:
         _draw_glasses(pen, head)
 
 
-def _pose(width: int, height: int, rng: np.random.Generator, yaw: float) -> np.ndarray:
-    """3x3 homography from canvas units to pixels of a ``width`` x ``height`` frame.
+@dataclasses.dataclass(frozen=True)
+class Framing:
+    """How a release crops its photos: how large the face is and how far from the frame centre.
 
-    Moves the face centre to the origin, squashes one side (yaw), rotates, scales the face to 50-60% of
-    the frame's shorter side and moves it to the frame centre plus jitter.
+    ``measure`` "height": the face's height (forehead to chin) is a fraction in ``size`` of the frame's
+    shorter side; "width": the face's width (cheek to cheek) is a fraction in ``size`` of the frame width.
+    The face centre lies up to ``offset`` of the frame's width (in x) and height (in y) from its centre.
     """
-    scale = rng.uniform(*_FACE_FRACTION) * min(width, height) / _CANVAS_FACE_HEIGHT
-    angle = math.radians(rng.uniform(-16, 16))
-    tx = width / 2 + rng.uniform(-0.08, 0.08) * width
-    ty = height / 2 + rng.uniform(-0.08, 0.08) * height
+
+    measure: str
+    size: tuple[float, float]
+    offset: float
+
+    def scale(self, rng: np.random.Generator, head: _Head, width: int, height: int) -> float:
+        """Pixels per canvas unit for one photo of ``head`` in a ``width`` x ``height`` frame."""
+        if self.measure == "width":
+            return rng.uniform(*self.size) * width / head.width
+        return rng.uniform(*self.size) * min(width, height) / head.height
+
+
+# VGGFace2's loose crops: the face 30-55% of the shorter side, anywhere near the centre.
+VGGFACE2_FRAMING = Framing("height", (0.30, 0.55), 0.15)
+# LFW's 250 x 250 frames around a detector box: the face ~117 px (45%) wide, centred with small jitter.
+LFW_FRAMING = Framing("width", (0.42, 0.48), 0.03)
+
+
+def _pose(width: int, height: int, rng: np.random.Generator, head: _Head, framing: Framing) -> np.ndarray:
+    """3x3 homography from canvas units to drawing coordinates of a ``width`` x ``height`` frame
+    (Pillow's: pixel ``i`` spans [i, i + 1)).
+
+    Moves the face centre to the origin, squashes one side (yaw), rotates, scales the face to the
+    framing's size and moves it to the frame centre plus the framing's offset.
+    """
+    scale = framing.scale(rng, head, width, height)
+    angle = math.radians(rng.uniform(-_MAX_ROLL_DEGREES, _MAX_ROLL_DEGREES))
+    tx = width / 2 + rng.uniform(-framing.offset, framing.offset) * width
+    ty = height / 2 + rng.uniform(-framing.offset, framing.offset) * height
     to_origin = np.array([[1, 0, -_CANVAS_CENTRE[0]], [0, 1, -_CANVAS_CENTRE[1]], [0, 0, 1]])
-    squash = np.array([[1, 0, 0], [0, 1, 0], [2.2 * yaw, 0, 1]])  # x = +-0.1 (the cheeks): depth 1 -+ 0.22 yaw
+    squash = np.array([[1, 0, 0], [0, 1, 0], [2.2 * head.yaw, 0, 1]])  # x = +-0.1 (the cheeks): depth 1 -+ 0.22 yaw
     c, s = math.cos(angle) * scale, math.sin(angle) * scale
     place = np.array([[c, -s, tx], [s, c, ty], [0, 0, 1]])
     return place @ squash @ to_origin
@@ -531,17 +624,61 @@ def _photometric(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return result
 
 
-def render_face(face: FaceIdentity, rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    """One loosely cropped RGB photo of ``face``, ``width`` x ``height``, under random nuisance."""
-    yaw = rng.uniform(-1, 1) * 0.6
+def _to_pixels(pose: np.ndarray, points, factor: int) -> np.ndarray:
+    """Canvas ``points`` [n, 2] as float pixel coordinates of the final image (pixel centres at integers)
+    when drawn through ``pose`` on a frame ``factor`` times larger, then reduced ``factor`` times.
+
+    Pillow's drawing pixel ``i`` spans [i, i + 1) (a polygon fills the pixels whose centre i + 0.5 it
+    covers), and ``Image.reduce`` makes pixel ``j`` the mean of the drawn pixels ``factor * j`` ..
+    ``factor * j + factor - 1``: it spans [factor * j, factor * (j + 1)) of the drawing, centre
+    factor * (j + 0.5). Hence j = drawing / factor - 0.5.
+    """
+    return _apply(pose, points) / factor - 0.5
+
+
+def _face_box(outline: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    """(X, Y, W, H): the smallest block of whole pixels holding every ``outline`` point [n, 2] (pixel
+    coordinates, centres at integers), clipped to the ``width`` x ``height`` frame."""
+    x0, y0 = np.maximum(np.floor(outline.min(0) + 0.5), 0).astype(int).tolist()
+    x1, y1 = np.minimum(np.floor(outline.max(0) + 0.5), [width - 1, height - 1]).astype(int).tolist()
+    return x0, y0, max(x1 - x0 + 1, 1), max(y1 - y0 + 1, 1)
+
+
+class Photo(NamedTuple):
+    """One rendered photo with where its face is.
+
+    landmarks: float64 [5, 2] in pixels of ``image`` (pixel centres at integers, x right, y down): the
+        eye centres on the image's left and right, the nose tip, the mouth corners on the left and right.
+    box: (X, Y, W, H) integer pixels covering the face from the forehead to the chin, inside the image.
+    """
+
+    image: Image.Image
+    landmarks: np.ndarray
+    box: tuple[int, int, int, int]
+
+
+def render_photo(face: FaceIdentity, rng: np.random.Generator, width: int, height: int,
+                 framing: Framing = VGGFACE2_FRAMING) -> Photo:
+    """One RGB photo of ``face``, ``width`` x ``height``, cropped as ``framing`` says, under random
+    nuisance, with its landmarks and face box (see `Photo`). Same ``rng`` state, same photo."""
     factor = 2 if min(width, height) < _SMOOTH_BELOW else 1
-    pose = _pose(width * factor, height * factor, rng, yaw)
+    head = _Head(face, rng.uniform(-1, 1) * 0.6)
+    pose = _pose(width * factor, height * factor, rng, head, framing)
     image = _background(rng, width, height).resize((width * factor, height * factor), Image.Resampling.NEAREST)
-    _draw_face(face, rng, _Pen(image, pose), yaw)
+    expression = _draw_expression(rng, head)
+    _draw_face(_Pen(image, pose), head, expression)
     image = image.reduce(factor)
     if rng.uniform() < 0.5:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2) * min(width, height) / 112))
-    return _photometric(image, rng)
+    landmarks = _to_pixels(pose, head.landmarks(expression.smile), factor)
+    box = _face_box(_to_pixels(pose, head.outline(), factor), width, height)
+    return Photo(_photometric(image, rng), landmarks, box)
+
+
+def render_face(face: FaceIdentity, rng: np.random.Generator, width: int, height: int,
+                framing: Framing = VGGFACE2_FRAMING) -> Image.Image:
+    """The image of `render_photo`: one RGB photo of ``face``, ``width`` x ``height``."""
+    return render_photo(face, rng, width, height, framing).image
 
 
 def encode_jpeg(image: Image.Image, quality: int) -> bytes:
@@ -579,14 +716,27 @@ def _image_rng(seed: int, split: str, index: int, image: int) -> np.random.Gener
     return _rng(seed, _SPLIT_CODES[split], index, 1, image + 1)
 
 
-def render_identity(job: IdentityJob) -> list[tuple[str, bytes]]:
-    """(archive member name, JPEG bytes) of every image of one identity; same job, same bytes."""
+class RenderedImage(NamedTuple):
+    """One image of an archive: member name, JPEG bytes, and its `Photo` landmarks [5, 2] and box."""
+
+    name: str
+    data: bytes
+    landmarks: np.ndarray
+    box: tuple[int, int, int, int]
+
+
+_FRAMINGS = {"train": VGGFACE2_FRAMING, "test": VGGFACE2_FRAMING, "lfw": LFW_FRAMING}
+
+
+def render_identity(job: IdentityJob) -> list[RenderedImage]:
+    """Every image of one identity, in the job's order, framed as its split's release; same job, same bytes."""
     face = draw_identity(_identity_rng(job.seed, job.split, job.index))
     members = []
     for number, (name, (width, height)) in enumerate(zip(job.names, job.sizes)):
         rng = _image_rng(job.seed, job.split, job.index, number)
-        image = render_face(face, rng, width, height)
-        members.append((f"{job.prefix}/{name}", encode_jpeg(image, int(rng.integers(60, 96)))))
+        photo = render_photo(face, rng, width, height, _FRAMINGS[job.split])
+        data = encode_jpeg(photo.image, int(rng.integers(60, 96)))
+        members.append(RenderedImage(f"{job.prefix}/{name}", data, photo.landmarks, photo.box))
     return members
 
 
@@ -755,15 +905,15 @@ def _tar_info(name: str, size: int = 0, directory: bool = False) -> tarfile.TarI
 def write_tar_gz(path: Path, top: str, members: Iterable[tuple[str, bytes]]) -> int:
     """Write ``members`` (name, bytes), already in sorted order, into a deterministic .tar.gz at ``path``.
 
-    Directory entries (``top/`` and each ``top/<identity>/``) are added before their files, as tar does.
-    Returns the number of files written.
+    Directory entries (``top/`` and each ``top/<identity>/``) are added once, before their files, as
+    tar does. Returns the number of files written.
     """
     written = 0
     with atomic_open(path, "wb") as raw, \
             gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as compressed, \
             tarfile.open(fileobj=compressed, mode="w", format=tarfile.GNU_FORMAT) as archive:
         archive.addfile(_tar_info(top, directory=True))
-        folder = None
+        folder = top
         for name, data in members:
             parent = name.rsplit("/", 1)[0]
             if parent != folder:
@@ -785,12 +935,16 @@ def _renderer(workers: int) -> Iterator:
         yield pool.map
 
 
-def _render_split(jobs: Sequence[IdentityJob], render_map, description: str) -> Iterator[tuple[str, bytes]]:
-    """Stream the images of ``jobs`` in job order, with a progress bar."""
+def _render_split(jobs: Sequence[IdentityJob], render_map, description: str,
+                  faces: dict[str, tuple[np.ndarray, tuple]]) -> Iterator[tuple[str, bytes]]:
+    """Stream (member name, JPEG bytes) of the images of ``jobs`` in job order, with a progress bar;
+    record each image's (landmarks, box) in ``faces`` under its member name."""
     total = sum(len(job.names) for job in jobs)
     with tqdm(total=total, desc=description, unit="img", disable=None) as progress:
         for members in render_map(render_identity, jobs):
-            yield from members
+            for member in members:
+                faces[member.name] = (member.landmarks, member.box)
+                yield member.name, member.data
             progress.update(len(members))
 
 
@@ -854,18 +1008,52 @@ _ARCHIVES = {"train": TRAIN_ARCHIVE, "test": TEST_ARCHIVE, "lfw": LFW_ARCHIVE}
 _LISTS = {"train": TRAIN_LIST, "test": TEST_LIST}
 
 
-def _write_archives(out: Path, jobs: dict[str, list[IdentityJob]], workers: int) -> dict[str, int]:
-    """Render every split into its archive; returns the number of images per split."""
+def _write_archives(out: Path, jobs: dict[str, list[IdentityJob]], workers: int,
+                    faces: dict[str, tuple[np.ndarray, tuple]]) -> dict[str, int]:
+    """Render every split into its archive, recording each image's (landmarks, box) in ``faces`` under
+    its member name; returns the number of images per split."""
     images = {}
     with _renderer(min(workers, max(map(len, jobs.values())))) as render_map:
         for split, split_jobs in jobs.items():
             started = time.perf_counter()
             images[split] = write_tar_gz(out / _ARCHIVES[split], split,
-                                         _render_split(split_jobs, render_map, _ARCHIVES[split]))
+                                         _render_split(split_jobs, render_map, _ARCHIVES[split], faces))
             seconds = time.perf_counter() - started
             logger.info("%s: %d identities, %d images in %.1f s (%.0f images/s)", _ARCHIVES[split],
                         len(split_jobs), images[split], seconds, images[split] / max(seconds, 1e-9))
     return images
+
+
+def _split_list(jobs: Sequence[IdentityJob]) -> list[str]:
+    """The lines of a VGGFace2 list file: ``nXXXXXX/NNNN_NN.jpg`` of every image of ``jobs``, sorted."""
+    return sorted(f"{job.prefix.split('/', 1)[1]}/{name}" for job in jobs for name in job.names)
+
+
+def _member_paths(jobs: Sequence[IdentityJob]) -> list[str]:
+    """Archive member names of every image of ``jobs``, sorted."""
+    return sorted(f"{job.prefix}/{name}" for job in jobs for name in job.names)
+
+
+def _landmark_text(paths: Sequence[str], faces: dict[str, tuple[np.ndarray, tuple]]) -> str:
+    """A ``loose_landmark_*.csv``: one row per archive path of ``paths``, in that order."""
+    return format_landmark_rows((name_id(path), faces[path][0]) for path in paths)
+
+
+def _box_text(paths: Sequence[str], faces: dict[str, tuple[np.ndarray, tuple]]) -> str:
+    """A ``loose_bb_*.csv``: one row per archive path of ``paths``, in that order."""
+    return format_box_rows((name_id(path), faces[path][1]) for path in paths)
+
+
+def _write_bb_landmark(path: Path, jobs: dict[str, list[IdentityJob]],
+                       faces: dict[str, tuple[np.ndarray, tuple]]) -> None:
+    """VGGFace2's ``bb_landmark.tar.gz``: the loose boxes and landmarks of the train and test images,
+    rows in the order of the split's list."""
+    members = {}
+    for split in _LISTS:
+        paths = [f"{split}/{line}" for line in _split_list(jobs[split])]
+        members[f"{BB_LANDMARK_FOLDER}/{box_file(split)}"] = _box_text(paths, faces).encode()
+        members[f"{BB_LANDMARK_FOLDER}/{landmark_file(split)}"] = _landmark_text(paths, faces).encode()
+    write_tar_gz(path, BB_LANDMARK_FOLDER, sorted(members.items()))
 
 
 def make_synthetic_dataset(
@@ -880,7 +1068,8 @@ def make_synthetic_dataset(
     seed: int = 0,
     workers: int | None = None,
 ) -> dict:
-    """Write a synthetic VGGFace2 (train/test archives and lists) and LFW (archive, pairs.txt) to ``out_dir``.
+    """Write a synthetic VGGFace2 (train/test archives, lists, bb_landmark) and LFW (archive, pairs.txt,
+    landmarks) to ``out_dir``, laid out as in the module docstring.
 
     Args:
         out_dir: local directory; created if missing. Files already there with the same names are replaced.
@@ -909,12 +1098,15 @@ def make_synthetic_dataset(
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     (out / MD5SUMS).unlink(missing_ok=True)  # the completion marker goes first and comes back last
-    images = _write_archives(out, jobs, workers)
+    faces: dict[str, tuple[np.ndarray, tuple]] = {}
+    images = _write_archives(out, jobs, workers, faces)
     for split, list_name in _LISTS.items():
-        lines = sorted(f"{job.prefix.split('/', 1)[1]}/{name}" for job in jobs[split] for name in job.names)
-        write_text(out / list_name, "".join(f"{line}\n" for line in lines))
+        write_text(out / list_name, "".join(f"{line}\n" for line in _split_list(jobs[split])))
+    _write_bb_landmark(out / BB_LANDMARK_ARCHIVE, jobs, faces)
+    write_text(out / LFW_LANDMARKS, _landmark_text(_member_paths(jobs["lfw"]), faces))
     write_text(out / LFW_PAIRS, format_pairs(folds))
-    md5s = {name: md5_file(out / name) for name in sorted([*_ARCHIVES.values(), *_LISTS.values(), LFW_PAIRS])}
+    md5s = {name: md5_file(out / name)
+            for name in sorted([*_ARCHIVES.values(), *_LISTS.values(), BB_LANDMARK_ARCHIVE, LFW_LANDMARKS, LFW_PAIRS])}
     write_text(out / MD5SUMS, "".join(f"{md5}  {name}\n" for name, md5 in md5s.items()))
 
     seconds = time.perf_counter() - started
@@ -952,8 +1144,9 @@ def make_synthetic_dataset(
 @click.option("--seed", default=0, show_default=True, help="Random seed: same seed, same bytes.")
 @click.option("--workers", default=None, type=int, help="Processes (default: one per CPU); output unchanged.")
 def command(out_dir: str, **options) -> None:
-    """Write a synthetic face dataset laid out like VGGFace2 (tar.gz + lists) and LFW (lfw.tgz + pairs.txt)."""
+    """Write a synthetic face dataset laid out like VGGFace2 (tar.gz, lists, bb_landmark) and LFW (lfw.tgz, pairs)."""
     click.echo(dumps_json(make_synthetic_dataset(out_dir, **options)), nl=False)
 
 
-__all__ = ["make_synthetic_dataset", "render_face", "draw_identity", "make_lfw_pairs", "format_pairs", "command"]
+__all__ = ["make_synthetic_dataset", "render_face", "render_photo", "Photo", "Framing", "draw_identity",
+           "make_lfw_pairs", "format_pairs", "command"]

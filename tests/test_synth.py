@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -19,13 +20,18 @@ from PIL import Image
 from deepface import synth
 from deepface.cli import main
 from deepface.errors import DeepFaceError
+from deepface.landmarks import BOX_HEADER, LANDMARK_HEADER, read_landmarks
 
-FILES = ["MD5SUMS", "lfw.tgz", "pairs.txt", "test_list.txt", "train_list.txt",
-         "vggface2_test.tar.gz", "vggface2_train.tar.gz"]
+FILES = ["MD5SUMS", "bb_landmark.tar.gz", "lfw.tgz", "lfw_landmarks.csv", "pairs.txt", "test_list.txt",
+         "train_list.txt", "vggface2_test.tar.gz", "vggface2_train.tar.gz"]
 VGGFACE2_FILE = re.compile(r"^(train|test)/(n\d{6})/(\d{4}_\d{2}\.jpg)$")
 VGGFACE2_DIR = re.compile(r"^(train|test)(/n\d{6})?$")
 LFW_FILE = re.compile(r"^lfw/([A-Z][a-z]+_[A-Z][a-z]+)/\1_(\d{4})\.jpg$")
 LFW_DIR = re.compile(r"^lfw(/[A-Z][a-z]+_[A-Z][a-z]+)?$")
+# One row of a bb_landmark CSV as the release writes it: a quoted name, then numbers without quotes.
+LANDMARK_ROW = re.compile(r'^"[^",]+/[^",]+"(,-?\d+(\.\d+)?){10}$')
+QUOTE = '"'
+BOX_ROW = re.compile(r'^"n\d{6}/\d{4}_\d{2}"(,\d+){4}$')
 # A dataset small enough to make several times in one test.
 TINY = dict(train_identities=2, test_identities=2, lfw_identities=8, images_per_identity=5,
             image_size=48, lfw_image_size=64, workers=1)
@@ -212,18 +218,198 @@ def test_md5sums_are_correct(synth_dir):
         assert hashlib.md5((synth_dir / name).read_bytes()).hexdigest() == md5
 
 
+def aligned(image: Image.Image, points: np.ndarray, size: int = 24) -> Image.Image:
+    """``image`` warped by the similarity that puts the eyes' midpoint at (0.5, 0.35) x size and the
+    mouth's at (0.5, 0.75) x size (pixel-centre coordinates), as face alignment would."""
+    eyes, mouth = points[:2].mean(0), points[3:].mean(0)
+    z = complex(*(mouth - eyes)) / complex(0, 0.4 * size)  # template -> image: rotation and scale
+    a, b = z.real, z.imag
+    cx, cy = eyes - np.array([a * 0.5 * size - b * 0.35 * size, b * 0.5 * size + a * 0.35 * size])
+    # Pillow's AFFINE maps output to input in pixel-edge coordinates (pixel centres at +0.5).
+    coefficients = (a, -b, cx + 0.5 - 0.5 * (a - b), b, a, cy + 0.5 - 0.5 * (a + b))
+    return image.transform((size, size), Image.Transform.AFFINE, coefficients, Image.Resampling.BILINEAR)
+
+
 def test_same_identity_images_are_closer_than_different_identities(synth_dir):
-    """Identity signal exists even in raw pixels: mean distance within an identity < across identities."""
+    """Identity signal exists in the pixels of the faces (aligned by their landmarks, as the pipeline
+    does: the loose crops move and scale the face): mean distance within an identity < across identities."""
     _, files = read_archive(synth_dir / "vggface2_train.tar.gz")
+    table = read_landmarks(synth_dir / "bb_landmark.tar.gz", split="train")
     by_identity = collections.defaultdict(list)
     for name, data in files.items():
         with Image.open(io.BytesIO(data)) as image:
-            pixels = np.asarray(image.convert("RGB").resize((24, 24), Image.Resampling.BILINEAR), np.float32)
+            pixels = np.asarray(aligned(image.convert("RGB"), table.get(name)), np.float32)
         by_identity[name.split("/")[1]].append(pixels.ravel() / 255)
     groups = list(by_identity.values())
     same = [np.abs(a - b).mean() for group in groups for a, b in itertools.combinations(group, 2)]
     different = [np.abs(a - b).mean() for g1, g2 in itertools.combinations(groups, 2) for a in g1 for b in g2]
     assert np.mean(same) < 0.93 * np.mean(different)
+
+
+def image_sizes(archive: Path) -> dict[str, tuple[int, int]]:
+    """{member name: (width, height)} of every image of ``archive``."""
+    _, files = read_archive(archive)
+    sizes = {}
+    for name, data in files.items():
+        with Image.open(io.BytesIO(data)) as image:
+            sizes[name] = image.size
+    return sizes
+
+
+def landmark_sources(synth_dir: Path) -> dict[str, tuple]:
+    """{split: (LandmarkTable, {member name: (width, height)})} of the three archives."""
+    return {
+        "train": (read_landmarks(synth_dir / "bb_landmark.tar.gz", split="train"),
+                  image_sizes(synth_dir / "vggface2_train.tar.gz")),
+        "test": (read_landmarks(synth_dir / "bb_landmark.tar.gz", split="test"),
+                 image_sizes(synth_dir / "vggface2_test.tar.gz")),
+        "lfw": (read_landmarks(synth_dir / "lfw_landmarks.csv"), image_sizes(synth_dir / "lfw.tgz")),
+    }
+
+
+def test_bb_landmark_archive_is_laid_out_as_the_release(synth_dir):
+    names, files = read_archive(synth_dir / "bb_landmark.tar.gz")
+    assert names == ["bb_landmark", "bb_landmark/loose_bb_test.csv", "bb_landmark/loose_bb_train.csv",
+                     "bb_landmark/loose_landmark_test.csv", "bb_landmark/loose_landmark_train.csv"]
+    for split in ("train", "test"):
+        listed = [line.rsplit(".", 1)[0] for line in (synth_dir / f"{split}_list.txt").read_text().splitlines()]
+        for kind, header, row in (("landmark", LANDMARK_HEADER, LANDMARK_ROW), ("bb", BOX_HEADER, BOX_ROW)):
+            lines = files[f"bb_landmark/loose_{kind}_{split}.csv"].decode().splitlines()
+            assert lines[0] == ",".join(header)
+            assert all(row.match(line) for line in lines[1:]), [line for line in lines[1:] if not row.match(line)][:3]
+            assert [line.split(",", 1)[0].strip('"') for line in lines[1:]] == listed  # one row per image, list order
+
+
+def test_lfw_landmarks_have_one_row_per_image_in_archive_order(synth_dir):
+    _, files = read_archive(synth_dir / "lfw.tgz")
+    lines = (synth_dir / "lfw_landmarks.csv").read_text().splitlines()
+    assert lines[0] == ",".join(LANDMARK_HEADER)
+    assert all(LANDMARK_ROW.match(line) for line in lines[1:])
+    expected = sorted(name[len("lfw/"):-len(".jpg")] for name in files)  # "First_Last/First_Last_0001"
+    assert [line.split(",", 1)[0].strip('"') for line in lines[1:]] == expected
+
+
+@pytest.mark.parametrize("split", ["train", "test", "lfw"])
+def test_landmarks_parse_and_are_plausible(synth_dir, split):
+    """Every image has its row; eyes left to right above the nose above the mouth, all inside the image
+    and inside the face box."""
+    table, sizes = landmark_sources(synth_dir)[split]
+    assert len(table) == len(sizes)
+    assert table.names() == {"/".join(name.rsplit(".", 1)[0].split("/")[-2:]) for name in sizes}
+    boxes = {}
+    if split != "lfw":
+        _, files = read_archive(synth_dir / "bb_landmark.tar.gz")
+        rows = files[f"bb_landmark/loose_bb_{split}.csv"].decode().splitlines()[1:]
+        boxes = {row.split(",")[0].strip('"'): tuple(map(int, row.split(",")[1:])) for row in rows}
+    for name, (width, height) in sizes.items():
+        points = table.get(name)
+        (x1, y1), (x2, y2), (x3, y3), (x4, y4), (x5, y5) = points
+        assert x1 < x2 and x4 < x5, name
+        assert max(y1, y2) < y3 < min(y4, y5), name
+        assert np.all(points >= 0) and np.all(points <= [width - 1, height - 1]), name
+        if boxes:
+            x, y, w, h = boxes[name.split("/", 1)[1].rsplit(".", 1)[0]]
+            assert 0 <= x and 0 <= y and x + w <= width and y + h <= height, name
+            assert np.all(points >= [x - 0.5, y - 0.5]) and np.all(points <= [x + w - 0.5, y + h - 0.5]), name
+
+
+def test_vggface2_faces_are_loose_crops_of_varied_position_and_scale(synth_dir):
+    """Face boxes (forehead to chin) take ~30-55% of the shorter side, their centres spread around the
+    frame centre: alignment has real work to do."""
+    _, files = read_archive(synth_dir / "bb_landmark.tar.gz")
+    sizes = image_sizes(synth_dir / "vggface2_train.tar.gz")
+    rows = [row.split(",") for row in files["bb_landmark/loose_bb_train.csv"].decode().splitlines()[1:]]
+    fractions, offsets = [], []
+    for quoted_name, *box in rows:
+        x, y, w, h = map(int, box)
+        width, height = sizes[f"train/{quoted_name.strip(QUOTE)}.jpg"]
+        fractions.append(h / min(width, height))
+        offsets.append(((x + w / 2) / width - 0.5, (y + h / 2) / height - 0.5))
+    fractions, offsets = np.array(fractions), np.array(offsets)
+    assert 0.25 < fractions.min() < 0.38 and 0.48 < fractions.max() < 0.65
+    assert np.all(offsets.std(0) > 0.05) and np.abs(offsets).max() > 0.1
+    table = read_landmarks(synth_dir / "bb_landmark.tar.gz", split="train")
+    eye_distances = [np.hypot(*np.subtract(*table.get(name)[:2])) / min(size) for name, size in sizes.items()]
+    assert max(eye_distances) > 1.5 * min(eye_distances)
+
+
+def test_lfw_faces_are_centred_and_about_45_percent_of_a_250_frame():
+    """LFW's geometry at its real size: face width (eye distance / the mean eye separation) ~ 45% of 250."""
+    jobs = synth.plan_identity_jobs(train_identities=1, test_identities=1, lfw_identities=8, images_per_identity=5,
+                                    image_size=64, lfw_image_size=250, seed=0)["lfw"]
+    photos = [photo for job in jobs for photo in synth.render_identity(job)]
+    widths = [np.hypot(*np.subtract(*photo.landmarks[:2])) / np.mean(synth.EYE_SEPARATION) / 250 for photo in photos]
+    assert 0.40 < np.median(widths) < 0.50
+    centres = np.array([(x + w / 2, y + h / 2) for x, y, w, h in (photo.box for photo in photos)]) / 250
+    assert np.all(np.abs(centres - 0.5) < 0.08)
+    for photo in photos:
+        with Image.open(io.BytesIO(photo.data)) as image:
+            assert image.size == (250, 250)
+
+
+def part_pixels(face, rng_seed, width: int, height: int, framing, change) -> tuple[synth.Photo, np.ndarray]:
+    """(the photo of ``face``, mask of the pixels that differ from the same photo — same random state —
+    drawn with ``change`` applied: a changed face, or a callable run while drawing the second photo)."""
+    photo = synth.render_photo(face, np.random.default_rng(rng_seed), width, height, framing)
+    with pytest.MonkeyPatch.context() as patch:
+        if callable(change):
+            change(patch)
+        else:
+            face = change
+        other = synth.render_photo(face, np.random.default_rng(rng_seed), width, height, framing)
+    difference = np.abs(np.asarray(photo.image, np.int16) - np.asarray(other.image, np.int16)).sum(2)
+    return photo, difference > 40  # the rest moves by a level or two (the light depends on the mean)
+
+
+@pytest.mark.parametrize("width, height, framing", [(72, 84, synth.VGGFACE2_FRAMING),  # drawn 2x and reduced
+                                                     (250, 250, synth.LFW_FRAMING)])  # drawn at size
+def test_landmarks_fall_on_the_drawn_eyes_nose_and_mouth(monkeypatch, width, height, framing):
+    """Checked against pixels, not against the generator's own geometry: each part is found as the
+    pixels that change when only that part changes (iris colour; mouth or nose left out), the rest of
+    the photo drawn from the same random state. Gaze is held straight so that the iris centre is the
+    eye centre, and the lid line is left out so that it does not hide the top of the iris."""
+    expression = synth._draw_expression
+    monkeypatch.setattr(synth, "_draw_expression", lambda rng, head: dataclasses.replace(
+        expression(rng, head), gaze=np.zeros(2), eye_open=1.0))
+    monkeypatch.setattr(synth._Pen, "arc", lambda *args, **kwargs: None)
+    leave_out = {part: (lambda patch, part=part: patch.setattr(synth, part, lambda *args: None))
+                 for part in ("_draw_mouth", "_draw_nose")}
+    ys, xs = np.mgrid[:height, :width]
+    eye_errors, mouth_offsets, nose_offsets = [], [], []  # pixels; eye distances; eye distances
+    for i in range(16):
+        face = dataclasses.replace(synth.draw_identity(np.random.default_rng([5, i])), glasses="",
+                                   facial_hair="none", lip_colour=(20, 90, 255), nose_style=1, iris=(0, 255, 0))
+        photo, iris = part_pixels(face, [6, i], width, height, framing, dataclasses.replace(face, iris=(255, 0, 255)))
+        points = photo.landmarks
+        eye_distance = np.hypot(*(points[1] - points[0]))
+        for eye in points[:2]:
+            mask = iris & (np.hypot(xs - eye[0], ys - eye[1]) < eye_distance / 2)
+            eye_errors.append((xs[mask].mean() - eye[0], ys[mask].mean() - eye[1]))
+            assert np.hypot(*eye_errors[-1]) < 0.06 * eye_distance + 1.25, (i, eye_errors[-1])
+        across = (points[4] - points[3]) / np.hypot(*(points[4] - points[3]))  # along the mouth, left to right
+        down = np.array([-across[1], across[0]])
+        _, mouth = part_pixels(face, [6, i], width, height, framing, leave_out["_draw_mouth"])
+        along, below = (np.stack([xs[mouth], ys[mouth]], 1) @ np.stack([across, down], 1)).T
+        tolerance = 0.12 * eye_distance + 1  # the mouth line's width and the blur
+        assert abs(along.min() - points[3] @ across) < tolerance and abs(along.max() - points[4] @ across) < tolerance
+        for corner in points[3:]:  # the lips at the corner are level with it
+            beside = np.abs(along - corner @ across) < 0.1 * eye_distance + 1
+            mouth_offsets.append((below[beside].mean() - corner @ down) / eye_distance)
+            assert abs(mouth_offsets[-1]) * eye_distance < 0.08 * eye_distance + 0.75, (i, corner)
+        _, nose = part_pixels(face, [6, i], width, height, framing, leave_out["_draw_nose"])
+        if nose.any():  # a dark skin's nose shade may stay under the threshold
+            nose_points = np.stack([xs[nose], ys[nose]], 1)
+            lowest = (nose_points @ down).max() - points[2] @ down  # the nostrils reach a little below the tip
+            assert -0.05 * eye_distance - 0.5 < lowest < 0.1 * eye_distance + 1, (i, lowest)
+            nose_offsets.append(lowest / eye_distance)
+            assert abs((nose_points @ across).mean() - points[2] @ across) < tolerance
+    # No systematic offset (half a pixel, the 2x drawing's quarter pixel): unbiased to a tenth of a pixel.
+    assert np.all(np.abs(np.mean(eye_errors, 0)) < 0.15), np.mean(eye_errors, 0)
+    # On average the lips beside a corner sit a little below it (they bulge more below the line than
+    # above), and the nostrils end a little below the tip: a corner that ignores the smile, or a tip
+    # drawn higher up the nose, leaves these ranges.
+    assert 0 < np.mean(mouth_offsets) < 0.06 and 0 < np.mean(nose_offsets) < 0.09
+    assert len(nose_offsets) >= 12
 
 
 def test_same_arguments_give_the_same_bytes_whatever_the_workers(synth_dir, tmp_path, synth_params):
