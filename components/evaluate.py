@@ -23,6 +23,9 @@ def evaluate_model(
     seed: int = 0,
     pairs_seed: int = 0,
     roc_points: int = 100,
+    align: bool = True,
+    landmarks: str = "lfw_landmarks.csv",
+    no_face: str = "skip",
 ):
     """Score verification pairs with the LFW 10-fold protocol and publish the results.
 
@@ -39,6 +42,10 @@ def evaluate_model(
         seed: initialisation seed of the untrained baseline.
         pairs_seed: seed of the generated pairs (pairs "generate" only).
         roc_points: most points of the logged ROC curve (evenly spaced along it; roc.json has all).
+        align: align the faces from 5 landmarks, as the training records were made.
+        landmarks: landmark CSV of the pair images in the data folder (what `deepface landmarks` writes);
+            when the folder has no such file, the face detector finds the faces.
+        no_face: when no face is found: skip (the pair fails unless allow_missing) or center-crop.
 
     Returns:
         evaluation: folder with metrics.json, scores.csv, roc.json, threshold.json, report.html, manifest.json.
@@ -54,9 +61,14 @@ def evaluate_model(
     from deepface.evaluate import evaluate
 
     pairs_path = pairs if pairs == "generate" else os.path.join(data.path, pairs)
+    landmarks_path = os.path.join(data.path, landmarks) if landmarks else ""
+    if align and not os.path.exists(landmarks_path):
+        print(f"no landmark file {landmarks!r} in the data folder: the face detector finds the faces")
+        landmarks_path = ""
     result = evaluate(
         model.path, os.path.join(data.path, images), pairs_path, evaluation.path, batch_size=batch_size,
         flip=flip, baseline=baseline, seed=seed, allow_missing=allow_missing, pairs_seed=pairs_seed,
+        align=align, landmarks=landmarks_path or None, no_face=no_face,
     )
     for name, value in sorted(result["summary"].items()):
         if value is not None:  # e.g. no standard error with a single fold

@@ -16,6 +16,9 @@ def build_tfrecords(
     split: str = "train",
     keep_original: bool = False,
     max_bad_fraction: float = 0.01,
+    align: bool = True,
+    landmarks: str = "bb_landmark.tar.gz",
+    no_face: str = "skip",
 ):
     """Write the images of one archive as TFRecord shards (schema v1) of faces resized for ``preset``.
 
@@ -27,6 +30,10 @@ def build_tfrecords(
         split: prefix of the shard names.
         keep_original: store each file's original bytes instead of a resized JPEG.
         max_bad_fraction: fail when a larger share of the images cannot be stored.
+        align: store faces aligned from 5 landmarks (the crop evaluate and verify make); False: whole frames.
+        landmarks: landmark file of the data folder (VGGFace2's bb_landmark.tar.gz, or a
+            loose_landmark_*.csv); when the folder has no such file, the face detector finds the faces.
+        no_face: when the detector finds no face: skip (counted) or center-crop.
 
     Returns:
         tfrecords: folder of <split>-NNNNN-of-NNNNN.tfrecord shards and manifest.json.
@@ -36,8 +43,12 @@ def build_tfrecords(
     from deepface.config import get_config  # no TensorFlow import just for the image size
     from deepface.tfrecords import build_tfrecords as build
 
+    landmarks_path = os.path.join(data.path, landmarks) if landmarks else ""
+    if align and not os.path.exists(landmarks_path):
+        print(f"no landmark file {landmarks!r} in the data folder: the face detector finds the faces")
+        landmarks_path = ""
     build(
         os.path.join(data.path, source), labels.path, tfrecords.path, split=split,
         image_size=get_config(preset).image_size, keep_original=keep_original,
-        max_bad_fraction=max_bad_fraction,
+        max_bad_fraction=max_bad_fraction, align=align, landmarks=landmarks_path or None, no_face=no_face,
     )

@@ -1,8 +1,8 @@
 """The tf.data input pipeline: TFRecord shards (schema v1) -> batches of normalised face images.
 
-One preprocessing, `preprocess_image`, serves training, evaluation and verification: decode the JPEG
-(or PNG) bytes, fit the image into ``image_size x image_size`` keeping its aspect ratio with the face
-centred (zero padding on the short side), scale to [0, 1].
+Records hold faces already cut out by `deepface.faces.face_image` (aligned, at the training size);
+`preprocess_image` decodes them and scales to [0, 1]. Image files (evaluate, verify) go through the same
+`deepface.faces.face_image` first (`load_image_file`), so training and verification see the same crop.
 
 Training datasets really shuffle: the shard order is shuffled every epoch and the serialized records
 pass through a shuffle buffer counted in images (reshuffled every epoch), before decoding so that the
@@ -21,7 +21,6 @@ for images, labels in train_ds:  # float32 [128, 152, 152, 3] in [0, 1], int32 [
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import posixpath
@@ -125,46 +124,45 @@ def resize_with_pad(image: tf.Tensor, size: int) -> tf.Tensor:
     return tf.pad(resized, [[top, size - new_height - top], [left, size - new_width - left], [0, 0]])
 
 
-def too_many_pixels(encoded: bytes) -> str | None:
-    """Why ``encoded`` must not be decoded, or None: an image whose header claims more pixels than
-    Pillow's ``MAX_IMAGE_PIXELS`` (a decompression bomb; the limit the tfrecords stage applies too).
-    Reads the header only; bytes Pillow cannot identify are left to the decoder to refuse."""
-    import warnings
+def load_image_file(path: str | os.PathLike, image_size: int, *, align: bool = True, detector=None,
+                    no_face: str = "skip") -> np.ndarray:
+    """Reads one image file (local, file:// or gs://) as the network sees it: `deepface.faces.face_image`
+    (the face found and aligned, EXIF orientation applied), then `scale_image`'s ``/ 255``.
 
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(encoded)) as image:
-                width, height = image.size
-    except Exception:  # noqa: BLE001 - not an image Pillow knows: the decoder reports it
-        return None
-    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
-        return f"its header claims {width}x{height} pixels, over the {Image.MAX_IMAGE_PIXELS} limit (a decompression bomb)"
-    return None
-
-
-def load_image_file(path: str | os.PathLike, image_size: int) -> np.ndarray:
-    """Reads one image file (local, file:// or gs://) through `preprocess_image`.
+    Args:
+        path: the image file (any format of `deepface.faces.FORMATS`).
+        image_size: side of the square output.
+        align: align the face (the detector finds it); False fits the whole frame.
+        detector: a `deepface.detect.FaceDetector` to reuse; None makes one when aligning.
+        no_face: ``skip`` (an error) or ``center-crop`` when no face is found.
 
     Returns:
-        float32 array ``[image_size, image_size, 3]`` in [0, 1].
+        float32 array ``[image_size, image_size, 3]`` in [0, 1], bit for bit ``scale_image`` of the crop.
+
+    Raises:
+        DeepFaceError: the file is missing, not a readable image, refused, or holds no face.
     """
+    from deepface.faces import BadImage, NoFace, face_array
+
     _check_positive(image_size=image_size)
     path = _tf_path(path)
     if not tf.io.gfile.exists(path):
         raise DeepFaceError(f"Image file {path} does not exist: check the path.")
     with tf.io.gfile.GFile(path, "rb") as handle:
         encoded = handle.read()
-    refusal = too_many_pixels(encoded)
-    if refusal:
-        raise DeepFaceError(f"{path} is refused: {refusal}. Pass a face image.")
+    if align and detector is None:
+        from deepface.detect import FaceDetector
+
+        detector = FaceDetector()
     try:
-        return preprocess_image(tf.constant(encoded), image_size).numpy()
-    except tf.errors.InvalidArgumentError as error:
-        reason = error.message.splitlines()[0]
-        raise DeepFaceError(f"{path} is not a readable JPEG/PNG image ({reason}): pass a face image.") from None
+        pixels = face_array(encoded, image_size, align_face=align, detector=detector if align else None,
+                            no_face=no_face)
+    except NoFace:
+        raise DeepFaceError(f"{path}: no face found; pass a photo with a face, or fall back to a centre crop "
+                            "(--no-face center-crop).") from None
+    except BadImage as error:
+        raise DeepFaceError(f"{path} cannot be used: {error}. Pass a face image.") from None
+    return pixels.astype(np.float32) * np.float32(1 / 255)
 
 
 def make_image_dataset(

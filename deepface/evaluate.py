@@ -1,7 +1,7 @@
 """The evaluation stage: face verification of a trained model on LFW-style pairs.
 
 ``evaluate(model_dir, images, pairs, out_dir)`` embeds every image the pairs name once (batched, through
-``deepface.data.preprocess_image`` as in training, read straight from the tar archive), scores each pair
+`deepface.faces.face_image`, the crop training used, read straight from the tar archive), scores each pair
 with three scores of the L2-normalised features (:data:`SCORES`), and measures each score with the LFW
 protocol (``deepface.metrics``). It writes, into ``out_dir``:
 
@@ -22,8 +22,13 @@ Decisions:
   ``generate``: pairs are then drawn from the identities of ``images`` (e.g. the VGGFace2 test split)
   by ``deepface.pairs.generate_pairs`` with ``folds``, ``pairs_per_fold`` and ``pairs_seed``, and saved
   as ``pairs.txt``. How pairs name VGGFace2 files is described in ``deepface.pairs``.
-- Missing or undecodable images are an error; with ``allow_missing`` their pairs are skipped, counted
-  in metrics.json and listed (score cells empty) in scores.csv.
+- Faces: every image becomes the network's input through `deepface.faces.FaceCropper`, the crop the
+  training records hold: decoded (EXIF applied), the face aligned from landmarks (``landmarks``, a CSV
+  `deepface landmarks` wrote) or from the face detector, unless the model was trained on whole frames
+  (its metadata; ``align`` overrides).
+- Missing, undecodable or faceless images are an error; with ``allow_missing`` their pairs are skipped,
+  counted in metrics.json and listed with the reason (score cells empty) in scores.csv; with
+  ``no_face="center-crop"`` a faceless image is used as its centre crop (counted).
 - Scores (higher/lower = same): ``cosine`` = inner product of the normalised features (higher; the paper's
   unsupervised 95.92% score), ``l2`` = Euclidean distance between them (lower; ``sqrt(2 - 2 cosine)``,
   so it ranks pairs as cosine does and differs only in threshold units), ``chi2`` =
@@ -60,6 +65,8 @@ from tqdm import tqdm
 import deepface
 from deepface import io
 from deepface.errors import DeepFaceError
+from deepface.faces import NO_FACE_CHOICES, FaceCropper
+from deepface.landmarks import read_landmarks
 from deepface.pairs import ImageCollection, Pair, generate_pairs, read_pairs, resolve_pairs, write_pairs
 
 logger = logging.getLogger(__name__)
@@ -142,39 +149,47 @@ def merge_views(views: np.ndarray) -> np.ndarray:
 
 
 def embed_images(
-    models: list, images: ImageCollection, paths: list[str], *, image_size: int, batch_size: int, flip: bool
-) -> tuple[list[np.ndarray], list[str]]:
+    models: list, images: ImageCollection, paths: list[str], *, cropper: FaceCropper, batch_size: int, flip: bool
+) -> tuple[list[np.ndarray], dict[str, str], dict]:
     """Run every model over the images ``paths`` of ``images`` in one pass over the archive.
 
-    Images are decoded and preprocessed by ``deepface.data.preprocess_image`` in a tf.data pipeline that
-    overlaps with the models; an image that cannot be decoded is left out and reported.
+    Each image becomes the network's input through ``cropper`` (`deepface.faces.face_image`: decoded,
+    EXIF applied, the face aligned, as the training records were made) and ``/ 255``, in a tf.data
+    pipeline that overlaps with the models; an image that cannot be used is left out and reported.
 
     Returns:
-        ``(outputs, undecodable)``: ``outputs[m]`` is float32 ``[V, len(paths), D_m]`` (see
-        :func:`model_views`; rows of undecodable images are NaN), ``undecodable`` the paths that failed.
+        ``(outputs, unusable, faces)``: ``outputs[m]`` is float32 ``[V, len(paths), D_m]`` (see
+        :func:`model_views`; rows of unusable images are NaN), ``unusable`` maps the paths that failed to
+        the reason (undecodable, refused, no face), ``faces`` counts ``several_faces`` and ``center_crops``.
     """
     import tensorflow as tf
 
-    from deepface.data import preprocess_image, too_many_pixels
+    from deepface.data import scale_image
+    from deepface.faces import BadImage
 
     index = {path: row for row, path in enumerate(paths)}
+    unusable: dict[str, str] = {}
+    faces = {"several_faces": 0, "center_crops": 0}
+    size = cropper.size
 
-    def encoded_images():
+    def face_crops():
         for path, data in images.read(paths):
-            refusal = too_many_pixels(data)
-            if refusal:  # never decoded: reported as undecodable
-                logger.warning("%s: %s", path, refusal)
+            try:
+                crop, info = cropper(path, data)
+            except BadImage as error:
+                unusable[path] = str(error)
                 continue
-            yield index[path], data
+            faces["several_faces"] += (info["faces"] or 0) > 1
+            faces["center_crops"] += info["fallback"]
+            yield index[path], crop
 
     dataset = (
         tf.data.Dataset.from_generator(
-            encoded_images,
-            output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string)),
+            face_crops,
+            output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([size, size, 3], tf.uint8)),
         )
-        .map(lambda row, data: (row, preprocess_image(data, image_size)), num_parallel_calls=tf.data.AUTOTUNE)
-        .ignore_errors()
         .batch(batch_size)
+        .map(lambda rows, batch: (rows, scale_image(batch)))
         .prefetch(tf.data.AUTOTUNE)
     )
     views = 2 if flip else 1
@@ -191,7 +206,10 @@ def embed_images(
     elapsed = time.perf_counter() - started
     logger.info("embedded %d images with %d model(s) in %.1f s (%.1f img/s)%s", seen.sum(), len(models),
                 elapsed, seen.sum() / max(elapsed, 1e-9), " with flips" if flip else "")
-    return outputs, [path for path, ok in zip(paths, seen) if not ok]
+    for path, ok in zip(paths, seen):
+        if not ok:
+            unusable.setdefault(path, "not read")
+    return outputs, unusable, faces
 
 
 def baseline_feature_model(metadata: dict, seed: int):
@@ -223,8 +241,9 @@ def normalize_features(raw_views: np.ndarray, usable: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- evaluation
 
 
-def score_pairs(models: dict, images: ImageCollection, files: list, problems: dict[int, str], *, image_size: int,
-                batch_size: int, flip: bool, allow_missing: bool) -> tuple[dict, np.ndarray, int, list[str]]:
+def score_pairs(models: dict, images: ImageCollection, files: list, problems: dict[int, str], *,
+                cropper: FaceCropper, batch_size: int, flip: bool,
+                allow_missing: bool) -> tuple[dict, np.ndarray, int, dict[str, str], dict]:
     """Embed the images of the pairs once, with every model, and score the pairs.
 
     Args:
@@ -232,25 +251,29 @@ def score_pairs(models: dict, images: ImageCollection, files: list, problems: di
             features are normalised here (:func:`normalize_features`).
         images: where the images are.
         files: ``(left, right)`` image paths per pair (from ``deepface.pairs.resolve_pairs``).
-        problems: pair index -> why it cannot be scored (missing images); undecodable images are added.
-        image_size, batch_size, flip: as in :func:`evaluate`.
-        allow_missing: False raises on an undecodable image.
+        problems: pair index -> why it cannot be scored (missing images); unusable images are added.
+        cropper: makes each image the network's input (`deepface.faces.FaceCropper`).
+        batch_size, flip: as in :func:`evaluate`.
+        allow_missing: False raises on an unusable image (undecodable, refused, no face).
 
     Returns:
-        ``(scores, scored, images embedded, undecodable paths)``: ``scores[variant][name]`` holds the
-        ``[M]`` scores of the ``M`` pairs where ``scored`` ``[N]`` is True.
+        ``(scores, scored, images embedded, unusable {path: reason}, face counts)``:
+        ``scores[variant][name]`` holds the ``[M]`` scores of the ``M`` pairs where ``scored`` ``[N]`` is True.
     """
     paths = sorted({path for k, pair_files in enumerate(files) if k not in problems for path in pair_files})
-    logger.info("%d pairs over %d images; embedding at %d px", len(files), len(paths), image_size)
-    outputs, undecodable = embed_images(list(models.values()), images, paths, image_size=image_size,
-                                        batch_size=batch_size, flip=flip)
-    if undecodable and not allow_missing:
+    logger.info("%d pairs over %d images; embedding at %d px, %s", len(files), len(paths), cropper.size,
+                "faces aligned" if cropper.align else "whole frames")
+    outputs, unusable, faces = embed_images(list(models.values()), images, paths, cropper=cropper,
+                                            batch_size=batch_size, flip=flip)
+    if unusable and not allow_missing:
+        path, reason = next(iter(sorted(unusable.items())))
         raise DeepFaceError(
-            f"{len(undecodable)} image(s) of {images.source} cannot be decoded, e.g. {undecodable[0]}; "
-            "replace them, or allow missing pairs to skip (and count) their pairs."
+            f"{len(unusable)} image(s) of {images.source} cannot be used, e.g. {path}: {reason}; replace them, "
+            "fall back to a centre crop where no face is found (--no-face center-crop), or allow missing "
+            "pairs to skip (and count) their pairs (--allow-missing)."
         )
-    bad = set(undecodable)
-    problems.update({k: "undecodable " + " and ".join(path for path in pair_files if path in bad)
+    bad = set(unusable)
+    problems.update({k: "; ".join(f"{path}: {unusable[path]}" for path in pair_files if path in bad)
                      for k, pair_files in enumerate(files) if bad.intersection(pair_files)})
     scored = np.array([k not in problems for k in range(len(files))])
     if not scored.any():
@@ -264,7 +287,7 @@ def score_pairs(models: dict, images: ImageCollection, files: list, problems: di
         embeddings = merge_views(normalize_features(views, usable) if variant == "baseline" else views)
         scores[variant] = {name: function(embeddings[left], embeddings[right])
                            for name, (function, _) in SCORES.items()}
-    return scores, scored, len(paths), undecodable
+    return scores, scored, len(paths), unusable, faces
 
 
 
@@ -326,6 +349,9 @@ def evaluate(
     folds: int = LFW_FOLDS,
     pairs_per_fold: int = 300,
     pairs_seed: int = 0,
+    align: bool | None = None,
+    landmarks: str | os.PathLike | None = None,
+    no_face: str = "skip",
 ) -> dict:
     """Evaluate a model directory on verification pairs; see the module docstring for the outputs.
 
@@ -341,6 +367,10 @@ def evaluate(
         seed: initialisation seed of the baseline model.
         allow_missing: skip (and count) pairs whose image is missing or undecodable instead of failing.
         folds, pairs_per_fold, pairs_seed: how pairs are generated (``pairs="generate"`` only).
+        align: align the faces (`deepface.faces`); None: as the model's training data was (its metadata).
+        landmarks: the images' landmarks (a ``loose_landmark_*.csv``, e.g. from `deepface landmarks`);
+            None: the face detector finds them.
+        no_face: when no face is found: ``skip`` (the image is unusable) or ``center-crop``.
 
     Returns:
         The content of metrics.json.
@@ -355,6 +385,11 @@ def evaluate(
     model, metadata = load_embedding_model(model_dir)
     model_sha256 = io.hash_file(model_dir / "embedding.keras")
     image_size = int(model.input_shape[1])
+    align = bool(metadata.get("aligned", False)) if align is None else align
+    if no_face not in NO_FACE_CHOICES:
+        raise DeepFaceError(f"no_face={no_face!r}: choose one of {', '.join(NO_FACE_CHOICES)}.")
+    table = read_landmarks(landmarks) if align and landmarks is not None else None
+    cropper = FaceCropper(image_size, align=align, landmarks=table, no_face=no_face)
     collection = ImageCollection(images)
     pair_list, pairs_info = _load_pairs(pairs, collection, out_dir, folds=folds, pairs_per_fold=pairs_per_fold,
                                         pairs_seed=pairs_seed)
@@ -363,8 +398,9 @@ def evaluate(
     models = {"trained": model}
     if baseline:
         models["baseline"] = baseline_feature_model(metadata, seed)
-    scores, scored, embedded, undecodable = score_pairs(models, collection, files, problems, image_size=image_size,
-                                                        batch_size=batch_size, flip=flip, allow_missing=allow_missing)
+    scores, scored, embedded, unusable, faces = score_pairs(models, collection, files, problems, cropper=cropper,
+                                                           batch_size=batch_size, flip=flip,
+                                                           allow_missing=allow_missing)
 
     fold_ids, folds_from = protocol_folds(pair_list)
     same = np.array([pair.same for pair in pair_list])[scored]
@@ -376,7 +412,8 @@ def evaluate(
     counts = {
         "pairs": len(pair_list), "pairs_scored": int(scored.sum()), "pairs_skipped": int((~scored).sum()),
         "matched_scored": int(same.sum()), "images": embedded, "pairs_missing_images": pairs_missing_images,
-        "images_undecodable": len(undecodable), "folds": int(np.unique(fold_ids).size),
+        "images_unusable": len(unusable), "folds": int(np.unique(fold_ids).size),
+        "images_several_faces": faces["several_faces"], "images_center_cropped": faces["center_crops"],
     }
     result = {
         "primary_score": PRIMARY_SCORE,
@@ -388,12 +425,15 @@ def evaluate(
         "folds_from": folds_from,
         "flip": flip,
         "image_size": image_size,
+        "align": align,
+        "faces_from": ("landmarks " + str(landmarks) if table else "face detector") if align else "whole frames",
     }
     context = {
         "model_dir": str(model_dir), "model_sha256": model_sha256, "metadata": metadata,
         "images": str(images), "pairs": pairs_info,
         "parameters": {"batch_size": batch_size, "flip": flip, "baseline": baseline, "seed": seed,
-                       "allow_missing": allow_missing},
+                       "allow_missing": allow_missing, "align": align,
+                       "landmarks": str(landmarks) if table else None, "no_face": no_face},
     }
     threshold = {
         "score": PRIMARY_SCORE,
@@ -404,6 +444,8 @@ def evaluate(
         },
         "flip": flip,
         "image_size": image_size,
+        "align": align,
+        "no_face": no_face,
         "model_sha256": model_sha256,
         "model_dir": str(model_dir),
     }
@@ -497,6 +539,12 @@ def _headline(summary: dict) -> str:
 @click.option("--pairs-per-fold", default=300, show_default=True, type=click.IntRange(min=1),
               help="Matched (and as many mismatched) pairs per generated fold.")
 @click.option("--pairs-seed", default=0, show_default=True, type=int, help="Seed of generated pairs.")
+@click.option("--align/--no-align", default=None,
+              help="Align faces from 5 landmarks  [default: as the model's training data]")
+@click.option("--landmarks", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="loose_landmark_*.csv of the images (e.g. from `deepface landmarks`)  [default: run the face detector]")
+@click.option("--no-face", type=click.Choice(NO_FACE_CHOICES), default="skip", show_default=True,
+              help="When no face is found: the image is unusable (skip), or use its centre crop.")
 def command(model_dir, images, pairs, out_dir, **options) -> None:
     """Measure face verification of a trained model on LFW-style pairs; write metrics and a report to OUT."""
     result = evaluate(model_dir, images, pairs, out_dir, **options)

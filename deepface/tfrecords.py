@@ -2,11 +2,12 @@
 
 Record schema, version 1 (``SCHEMA_VERSION``): one ``tf.train.Example`` per image, with the features
 
-    image/encoded         bytes  the image. By default a JPEG of image_size x image_size: the whole
-                                 picture converted to RGB, resized (bilinear, antialiased) so that its
-                                 longer side is image_size, centred, the rest black (the geometry of
-                                 tf.image.resize_with_pad). With keep_original, the file's own bytes
-                                 (JPEG, PNG, GIF or BMP).
+    image/encoded         bytes  the image. By default a JPEG of image_size x image_size: the face
+                                 aligned from its 5 landmarks (`deepface.faces.face_image`, the crop
+                                 evaluate and verify make too), the landmarks from a CSV or from the
+                                 face detector; with align=False the whole picture fitted into the
+                                 square (longer side image_size, centred, black padding). With
+                                 keep_original, the file's own bytes (JPEG, PNG, GIF, BMP or WebP).
     image/class/label     int64  class id: the line index of the identity in classes.txt
     image/class/identity  bytes  the identity id, UTF-8 (e.g. b"n000002")
     image/filename        bytes  the image's path inside the archive or directory, UTF-8
@@ -31,12 +32,14 @@ source is read, the shards get their final ``-of-N`` names, then the manifest is
 
 Bad input: files whose names are not images are ignored and counted. Images that cannot be stored are
 skipped and listed with their reason in the manifest: empty file, not an image, corrupt or truncated,
-too many pixels (a decompression bomb by Pillow's MAX_IMAGE_PIXELS), a format TensorFlow cannot decode
-(keep_original only), an identity missing from classes.txt, no identity folder, or a name repeated in
-the archive. If more than max_bad_fraction of the images are skipped the build fails without a manifest;
+a decompression bomb (`deepface.faces.open_image`), a format TensorFlow cannot decode (keep_original
+only), no landmarks row, landmarks outside the image, no face found, an identity missing from
+classes.txt, no identity folder, or a name repeated in the archive. Landmark rows naming no image and
+images where the detector found several faces (the one meant is stored) are counted in the manifest. If more than max_bad_fraction of the images are skipped the build fails without a manifest;
 its shards are kept, so a rerun with a higher limit finishes at once.
 
-EXIF orientation is ignored, as TensorFlow's decoders ignore it, so both encodings give the same pixels.
+Images are decoded by `deepface.faces.decode` (EXIF orientation applied); keep_original records are
+decoded by TensorFlow when read, which ignores EXIF.
 """
 
 from __future__ import annotations
@@ -51,7 +54,6 @@ import multiprocessing
 import os
 import re
 import time
-import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
@@ -59,10 +61,10 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 import click
 import google_crc32c
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from deepface.errors import DeepFaceError
+from deepface.faces import NO_FACE_CHOICES, BadImage, decode, face_image, open_image
 from deepface.io import hash_file, local_path, read_json, remove_temporaries, write_json
 from deepface.labels import (
     CLASSES_FILE,
@@ -74,6 +76,7 @@ from deepface.labels import (
     iter_members,
     load_classes,
 )
+from deepface.landmarks import LandmarkTable, name_id, read_landmarks
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +86,8 @@ ENCODING_ORIGINAL = "original"
 DEFAULT_SHARD_BYTES = 150 * 2**20
 MANIFEST_FILE = "manifest.json"
 STATE_FILE = ".build_state.json"
-# What tf.io.decode_image reads, so what keep_original may store as is.
-TF_DECODABLE_FORMATS = ("BMP", "GIF", "JPEG", "PNG")
+# What tf.io.decode_image reads, so what keep_original may store as is (MPO: a phone's JPEG).
+TF_DECODABLE_FORMATS = ("BMP", "GIF", "JPEG", "MPO", "PNG", "WEBP")
 CHUNK_SIZE = 32  # files per chunk of work with one worker (in this process): records reach the shard chunk by chunk
 # Files per task with several workers (run by a pool process, or by the main process, see ordered_map): fewer,
 # larger messages, yet fine enough to balance the processes. 64 and 256 made 2 workers slower than 128 did
@@ -100,140 +103,89 @@ _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 # --------------------------------------------------------------------------------------------------
 
 
-class BadImage(Exception):
-    """An image file that cannot be stored; the message is the reason written to the manifest."""
-
-
 @dataclasses.dataclass(frozen=True)
 class ImageOptions:
-    """How images are stored: resized to ``image_size`` and encoded at ``jpeg_quality``, or kept as is."""
+    """How images are stored: the face aligned (or the whole frame fitted) at ``image_size`` and encoded
+    at ``jpeg_quality``, or the file kept as is; ``no_face``: what happens when no face is found."""
 
     image_size: int = 152
     keep_original: bool = False
     jpeg_quality: int = 90
+    align: bool = True
+    no_face: str = "skip"
 
 
-def pad_geometry(width: int, height: int, size: int) -> tuple[int, int, int, int]:
-    """Where a ``width x height`` image goes in a ``size x size`` square, keeping its aspect ratio.
-
-    Returns:
-        ``(new_width, new_height, left, top)``: the longer side becomes ``size``, the shorter
-        ``floor(shorter * size / longer)`` (at least 1), centred with the offsets rounded down, as in
-        tf.image.resize_with_pad. Integer arithmetic, so the longer side is always exactly ``size``
-        (TensorFlow's float32 version leaves it one pixel short for some sizes).
-    """
-    longer = max(width, height)
-    new_width = max(1, width * size // longer)
-    new_height = max(1, height * size // longer)
-    left = (longer - width) * size // (2 * longer)
-    top = (longer - height) * size // (2 * longer)
-    return new_width, new_height, left, top
+_detector = None  # one face detector per process, loaded on first use (TensorFlow: ~4 s)
 
 
-def fit_with_pad(image: Image.Image, size: int) -> Image.Image:
-    """An RGB ``size x size`` image: ``image`` (RGB) resized keeping its aspect ratio, centred on black."""
-    new_width, new_height, left, top = pad_geometry(image.width, image.height, size)
-    if image.size != (new_width, new_height):
-        image = image.resize((new_width, new_height), Image.Resampling.BILINEAR)
-    if image.size == (size, size):
-        return image
-    canvas = Image.new("RGB", (size, size))
-    canvas.paste(image, (left, top))
-    return canvas
+def _process_detector():
+    global _detector
+    if _detector is None:
+        from deepface.detect import FaceDetector
+
+        _detector = FaceDetector()
+    return _detector
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """``image`` as 8-bit RGB: 16-bit grey scaled to 8 bits; CMYK, palette, grey, alpha converted (alpha dropped)."""
-    if image.mode == "I" or image.mode.startswith("I;16"):  # 16-bit grey (PNG, TIFF)
-        pixels = np.asarray(image).astype(np.int64)
-        image = Image.fromarray((np.clip(pixels, 0, 65535) >> 8).astype(np.uint8))
-    elif image.mode == "F":
-        image = image.convert("L")
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def _describe(error: Exception) -> str:
-    """``Type: message`` without object addresses, so the reasons in a manifest are reproducible."""
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(error).__name__}: {error}")
-
-
-def decode_image(data: bytes, *, validate_only: bool = False) -> Image.Image:
-    """Fully decodes one image file with Pillow.
+def encode_image(data: bytes, options: ImageOptions, points: np.ndarray | None = None) -> tuple[bytes, int | None]:
+    """The bytes to store for one image file: the face crop as JPEG (`deepface.faces.face_image`), or
+    (keep_original) the file's own bytes.
 
     Args:
         data: the file's bytes.
-        validate_only: decode JPEGs at 1/8 scale (libjpeg's DCT scaling): twice as fast, and the
-            compressed data is still read to the end, so corruption and truncation are still found.
+        options: how to store it.
+        points: the face's 5 landmarks (full-resolution pixels); None with ``options.align`` runs the
+            detector of this process.
+
+    Returns:
+        ``(stored bytes, faces the detector found or None)``.
 
     Raises:
-        BadImage: empty, not an image, corrupt or truncated (including a JPEG whose data ends before
-            its end-of-image marker, which TensorFlow refuses although Pillow does not), or more pixels
-            than Pillow's MAX_IMAGE_PIXELS (a decompression bomb).
+        BadImage: the file cannot be decoded or refused (see `deepface.faces.decode`), landmarks outside
+            it, no face found (`NoFace`), or keep_original and a format TensorFlow does not decode.
     """
-    if not data:
-        raise BadImage("empty file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # per-file chatter of the decoders
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            if validate_only:
-                image.draft(image.mode, (1, 1))
-            image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise BadImage(f"too many pixels (decompression bomb?): {error}") from None
-    except UnidentifiedImageError:
-        raise BadImage("not an image, or a corrupt one: Pillow cannot identify its format") from None
-    except Exception as error:  # any decoder failure on user data means: skip this file
-        raise BadImage(f"corrupt or truncated image: {_describe(error)}") from None
-    if image.format == "JPEG" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
-        raise BadImage("corrupt or truncated image: the JPEG data ends before its end-of-image marker")
-    return image
-
-
-def encode_image(data: bytes, options: ImageOptions) -> bytes:
-    """The bytes to store for one image file: a resized JPEG, or (keep_original) the file's own bytes.
-
-    Raises:
-        BadImage: the file cannot be decoded (see `decode_image`), or keep_original is set and its
-            format is not one TensorFlow decodes.
-    """
-    image = decode_image(data, validate_only=options.keep_original)
     if options.keep_original:
-        if image.format not in TF_DECODABLE_FORMATS:
+        image, _ = decode(data, scale=0.125)  # validation: DCT-reduced JPEGs still read every byte
+        if open_image(data).format not in TF_DECODABLE_FORMATS:
             raise BadImage(
-                f"unsupported format: {image.format} (TensorFlow decodes {', '.join(TF_DECODABLE_FORMATS)}); "
+                f"unsupported format: {open_image(data).format} (TensorFlow decodes {', '.join(TF_DECODABLE_FORMATS)}); "
                 "build without keep_original to convert it"
             )
-        return data
-    face = fit_with_pad(to_rgb(image), options.image_size)
+        return data, None
+    detector = _process_detector() if options.align and points is None else None
+    face, info = face_image(data, options.image_size, align_face=options.align, points=points, detector=detector,
+                            no_face=options.no_face)
     buffer = io.BytesIO()
     face.save(buffer, format="JPEG", quality=options.jpeg_quality)
-    return buffer.getvalue()
+    return buffer.getvalue(), info["faces"]
 
 
-# One image to store, as sent to a worker: (file name, class id, identity, file bytes).
-ImageTask = tuple[str, int, str, bytes]
+# One image to store, as sent to a worker: (file name, class id, identity, file bytes, landmarks or None).
+ImageTask = tuple[str, int, str, bytes, "np.ndarray | None"]
+# What a worker returns per image: (record to append, or None; why it was skipped, or None; faces found).
+Encoded = tuple["bytes | None", "str | None", "int | None"]
 
 
-def encode_records(images: list[ImageTask], options: ImageOptions) -> list[bytes | str]:
+def encode_records(images: list[ImageTask], options: ImageOptions) -> list[Encoded]:
     """The TFRecord records of a chunk of images (in a worker process).
 
     Args:
-        images: ``(name, label, identity, data)`` per image: its path in the source, class id,
-            identity id and file bytes.
+        images: ``(name, label, identity, data, points)`` per image: its path in the source, class id,
+            identity id, file bytes and landmarks (None: detect).
         options: how to store the images.
 
     Returns:
-        One entry per image, in order: the bytes to append to a shard (`frame_record` of the image's
-        `make_example`), or, for an image that cannot be stored, the reason (a str, see `BadImage`).
+        One ``(record, reason, faces)`` per image, in order: the bytes to append to a shard
+        (`frame_record` of the image's `make_example`) or, for an image that cannot be stored, None and
+        the reason (see `BadImage`); ``faces``: how many faces the detector found (None without it).
     """
     results = []
-    for name, label, identity, data in images:
+    for name, label, identity, data, points in images:
         try:
-            results.append(frame_record(make_example(encode_image(data, options), label, identity, name)))
+            encoded, faces = encode_image(data, options, points)
+            results.append((frame_record(make_example(encoded, label, identity, name)), None, faces))
         except BadImage as error:
-            results.append(str(error))
+            results.append((None, str(error), None))
     return results
 
 
@@ -315,7 +267,7 @@ class Item(NamedTuple):
 
     ``ordinal``: index among the source's files; ``name``: path inside the source; ``label``: class id
     (-1 when skipped); ``data``: the file's bytes, None when skipped; ``reason``: why it is skipped,
-    ``IGNORED`` for a file that is not an image, else None.
+    ``IGNORED`` for a file that is not an image, else None; ``points``: its landmarks, None to detect.
     """
 
     ordinal: int
@@ -323,10 +275,14 @@ class Item(NamedTuple):
     label: int
     data: bytes | None
     reason: str | None
+    points: np.ndarray | None = None
 
 
-def _read_items(source: Path, class_ids: dict[str, int], start: int, track_duplicates: bool) -> Iterator[Item]:
-    """The source's files from index ``start`` on, as Items; image bytes are read only for known identities."""
+def _read_items(source: Path, class_ids: dict[str, int], start: int, track_duplicates: bool,
+                landmarks: LandmarkTable | None = None) -> Iterator[Item]:
+    """The source's files from index ``start`` on, as Items; image bytes are read only for known identities.
+    With ``landmarks``, an image without a row is skipped, and every row matched is marked used (from
+    index 0 on, so that a resumed build knows them too)."""
     seen = set()
     for ordinal, member in enumerate(iter_members(source)):
         name = member.name
@@ -337,6 +293,7 @@ def _read_items(source: Path, class_ids: dict[str, int], start: int, track_dupli
         duplicate = track_duplicates and name in seen
         if track_duplicates:
             seen.add(name)
+        points = landmarks.get(name, mark_used=True) if landmarks is not None and not duplicate else None
         if ordinal < start:
             continue
         identity = identity_of(name)
@@ -346,8 +303,10 @@ def _read_items(source: Path, class_ids: dict[str, int], start: int, track_dupli
             reason = NO_IDENTITY_FOLDER
         elif identity not in class_ids:
             reason = f"unknown identity: {identity} is not in {CLASSES_FILE}"
+        elif landmarks is not None and points is None:
+            reason = f"no landmarks: {name_id(name)} is not in {landmarks.source}"
         else:
-            yield Item(ordinal, name, class_ids[identity], member.read(), None)
+            yield Item(ordinal, name, class_ids[identity], member.read(), None, points)
             continue
         yield Item(ordinal, name, -1, None, reason)
 
@@ -370,7 +329,8 @@ def _image_tasks(chunks: Iterable[list[Item]], classes: list[str],
     so the results, which come back in order, pair with ``in_flight.popleft()``."""
     for chunk in chunks:
         in_flight.append(chunk)
-        yield [(item.name, item.label, classes[item.label], item.data) for item in chunk if item.reason is None]
+        yield [(item.name, item.label, classes[item.label], item.data, item.points)
+               for item in chunk if item.reason is None]
 
 
 @contextlib.contextmanager
@@ -475,8 +435,16 @@ class Segment:
     skipped: list = dataclasses.field(default_factory=list)  # [{"file": name, "reason": text}]
     ignored: int = 0
     ignored_examples: list = dataclasses.field(default_factory=list)
+    several_faces: int = 0  # images where the detector found more than one face (the one meant is stored)
+    several_faces_examples: list = dataclasses.field(default_factory=list)
+    landmarks_unused: int = 0  # (tail only) landmark rows naming no image of the source
+    landmarks_unused_examples: list = dataclasses.field(default_factory=list)
 
-    def add(self, item: Item) -> None:
+    def add(self, item: Item, faces: int | None = None) -> None:
+        if faces is not None and faces > 1:
+            self.several_faces += 1
+            if len(self.several_faces_examples) < MAX_EXAMPLES:
+                self.several_faces_examples.append(item.name)
         self.end = item.ordinal + 1
         if item.reason == IGNORED:
             self.ignored += 1
@@ -489,8 +457,12 @@ class Segment:
 
 
 def _settings(source, classes_file: Path, num_classes: int, split: str, options: ImageOptions,
-              shard_bytes: int) -> dict:
+              shard_bytes: int, landmarks: str | None) -> dict:
     """What determines the output bytes; an unfinished build resumes only with the same settings."""
+    if options.keep_original or not options.align:
+        alignment = "none"
+    else:
+        alignment = "landmarks" if landmarks else "detector"
     return {
         "schema_version": SCHEMA_VERSION,
         "source": str(source),
@@ -501,6 +473,10 @@ def _settings(source, classes_file: Path, num_classes: int, split: str, options:
         "shard_bytes": shard_bytes,
         "num_classes": num_classes,
         "classes_sha256": hash_file(classes_file),
+        "alignment": alignment,
+        "landmarks": str(landmarks) if alignment == "landmarks" else None,
+        "landmarks_sha256": hash_file(landmarks) if alignment == "landmarks" and Path(landmarks).is_file() else None,
+        "no_face": options.no_face if alignment == "detector" else None,
     }
 
 
@@ -594,6 +570,11 @@ def _finish(out: Path, settings: dict, shards: list[Segment], tail: Segment, max
             "count": ignored,
             "examples": [name for segment in segments for name in segment.ignored_examples][:MAX_EXAMPLES],
         },
+        "several_faces": {
+            "count": sum(segment.several_faces for segment in segments),
+            "examples": [name for segment in segments for name in segment.several_faces_examples][:MAX_EXAMPLES],
+        },
+        "landmarks_unused": {"count": tail.landmarks_unused, "examples": tail.landmarks_unused_examples},
     }
     write_json(out / MANIFEST_FILE, manifest)
     (out / STATE_FILE).unlink(missing_ok=True)
@@ -614,6 +595,8 @@ def _check_parameters(split: str, options: ImageOptions, shard_bytes: int, worke
         raise DeepFaceError(f"workers={workers}: use at least 1 (default: the number of CPUs).")
     if not 0 <= max_bad_fraction <= 1:
         raise DeepFaceError(f"max_bad_fraction={max_bad_fraction}: use a fraction between 0 and 1.")
+    if options.no_face not in NO_FACE_CHOICES:
+        raise DeepFaceError(f"no_face={options.no_face!r}: choose one of {', '.join(NO_FACE_CHOICES)}.")
 
 
 def available_cpus() -> int:
@@ -638,6 +621,9 @@ def build_tfrecords(
     workers: int | None = None,
     max_bad_fraction: float = 0.01,
     jpeg_quality: int = 90,
+    align: bool = True,
+    landmarks: str | os.PathLike | None = None,
+    no_face: str = "skip",
 ) -> dict:
     """Writes the images of ``source`` as TFRecord shards (schema v1) into ``out_dir``.
 
@@ -654,6 +640,13 @@ def build_tfrecords(
             CPUs. The output does not depend on it.
         max_bad_fraction: fail (without a manifest) when a larger fraction of the images is skipped.
         jpeg_quality: quality of the re-encoded JPEGs.
+        align: store each face aligned to the template (`deepface.faces`); False stores the whole frame
+            fitted into the square. keep_original stores files unaligned and needs ``align=False``.
+        landmarks: the 5 landmarks of the images (`deepface.landmarks.read_landmarks`: a
+            ``loose_landmark_*.csv``, or VGGFace2's ``bb_landmark`` folder or archive, whose file for
+            ``split`` is used); an image without a row is skipped, rows naming no image are counted.
+            None: the face detector finds them (in the workers).
+        no_face: when the detector finds no face: ``skip`` (counted by name) or ``center-crop``.
 
     Returns:
         The manifest, also written to ``out_dir/manifest.json`` (last). If that file already exists
@@ -663,9 +656,13 @@ def build_tfrecords(
         DeepFaceError: bad parameters, missing or corrupt source or labels, an out_dir holding another
             build, no image stored, or more than max_bad_fraction of the images skipped.
     """
-    options = ImageOptions(image_size=image_size, keep_original=keep_original, jpeg_quality=jpeg_quality)
+    options = ImageOptions(image_size=image_size, keep_original=keep_original, jpeg_quality=jpeg_quality,
+                           align=align, no_face=no_face)
     workers = available_cpus() if workers is None else workers
     _check_parameters(split, options, shard_bytes, workers, max_bad_fraction)
+    if keep_original and align:
+        raise DeepFaceError("keep_original stores files as they are, unaligned: pass align=False (--no-align) "
+                            "with it, or drop keep_original to store aligned faces.")
     source_path, kind = check_source(source)
     if kind == "list":
         raise DeepFaceError(
@@ -679,7 +676,7 @@ def build_tfrecords(
     if kind == "directory" and out.resolve().is_relative_to(source_path.resolve()):
         raise DeepFaceError(f"--out {out_dir} is inside the source directory {source}: choose another directory.")
     out.mkdir(parents=True, exist_ok=True)
-    settings = _settings(source, classes_file, len(classes), split, options, shard_bytes)
+    settings = _settings(source, classes_file, len(classes), split, options, shard_bytes, landmarks)
 
     if (out / MANIFEST_FILE).exists():
         manifest = read_json(out / MANIFEST_FILE)
@@ -696,7 +693,8 @@ def build_tfrecords(
         if shards:
             logger.info("resuming: %d complete shards (%d records) in %s; reading past the first %d files of %s",
                         len(shards), sum(s.records for s in shards), out, shards[-1].end, source)
-        tail = _write_shards(source_path, kind, classes, out, settings, shards, options, shard_bytes, workers)
+        table = read_landmarks(landmarks, split=split) if settings["alignment"] == "landmarks" else None
+        tail = _write_shards(source_path, kind, classes, out, settings, shards, options, shard_bytes, workers, table)
         _save_state(out, settings, shards, tail)
     manifest = _finish(out, settings, shards, tail, max_bad_fraction)
     logger.info("%d records in %d shards -> %s; skipped %d %s; ignored %d files that are not images",
@@ -706,12 +704,13 @@ def build_tfrecords(
 
 
 def _write_shards(source: Path, kind: str, classes: list[str], out: Path, settings: dict, shards: list[Segment],
-                  options: ImageOptions, shard_bytes: int, workers: int) -> Segment:
+                  options: ImageOptions, shard_bytes: int, workers: int,
+                  landmarks: LandmarkTable | None = None) -> Segment:
     """Reads the source past the complete ``shards`` and writes the rest, appending each shard to
     ``shards`` (and to the saved state) as it completes. Returns the tail: the files after the last shard."""
     class_ids = {identity: label for label, identity in enumerate(classes)}
     start = shards[-1].end if shards else 0
-    items = _read_items(source, class_ids, start, track_duplicates=kind == "archive")
+    items = _read_items(source, class_ids, start, track_duplicates=kind == "archive", landmarks=landmarks)
     in_flight = collections.deque()  # chunks whose images are being encoded, in source order
     tasks = _image_tasks(_chunks(items, CHUNK_SIZE if workers == 1 else POOL_CHUNK_SIZE), classes, in_flight)
     segment, writer = Segment(end=start), None
@@ -720,12 +719,12 @@ def _write_shards(source: Path, kind: str, classes: list[str], out: Path, settin
     try:
         with ordered_map(workers) as run:
             for results in run(functools.partial(encode_records, options=options), tasks):
-                chunk, records = in_flight.popleft(), iter(results)
+                chunk, encoded = in_flight.popleft(), iter(results)
                 for item in chunk:
-                    record = next(records) if item.reason is None else None
-                    if isinstance(record, str):  # the image cannot be stored: the reason
-                        item, record = item._replace(reason=record), None
-                    segment.add(item)
+                    record, reason, faces = next(encoded) if item.reason is None else (None, None, None)
+                    if reason is not None:  # the image cannot be stored
+                        item = item._replace(reason=reason)
+                    segment.add(item, faces)
                     if record is None:
                         continue
                     writer = writer or _ShardWriter(out, settings["split"], len(shards))
@@ -751,6 +750,11 @@ def _write_shards(source: Path, kind: str, classes: list[str], out: Path, settin
         raise
     finally:
         progress.close()
+    if landmarks is not None:
+        segment.landmarks_unused, segment.landmarks_unused_examples = landmarks.unused(MAX_EXAMPLES)
+        if segment.landmarks_unused:
+            logger.warning("%d landmark rows of %s name no image of %s, e.g. %s", segment.landmarks_unused,
+                           landmarks.source, source, ", ".join(segment.landmarks_unused_examples[:3]))
     seconds = time.monotonic() - started
     logger.info("processed %d images in %.1f s: %.0f img/s with %d workers (%.0f per worker)",
                 images, seconds, images / max(seconds, 1e-9), workers, images / max(seconds, 1e-9) / workers)
@@ -772,6 +776,12 @@ def _write_shards(source: Path, kind: str, classes: list[str], out: Path, settin
 @click.option("--max-bad-fraction", default=0.01, show_default=True,
               help="Fail when a larger fraction of the images must be skipped.")
 @click.option("--jpeg-quality", default=90, show_default=True, help="Quality of the re-encoded JPEGs.")
+@click.option("--align/--no-align", default=True, show_default=True,
+              help="Store faces aligned from 5 landmarks (--no-align: the whole frame, fitted).")
+@click.option("--landmarks", type=click.Path(exists=True), default=None,
+              help="loose_landmark_*.csv, or VGGFace2's bb_landmark folder/archive  [default: run the face detector]")
+@click.option("--no-face", type=click.Choice(NO_FACE_CHOICES), default="skip", show_default=True,
+              help="When the detector finds no face: skip the image (counted), or store a centre crop.")
 def command(source: str, labels_dir: str, out_dir: str, shard_mb: float, **options) -> None:
     """Write the images as sharded TFRecords (schema v1), in parallel; resumes an interrupted build."""
     manifest = build_tfrecords(source, labels_dir, out_dir, shard_bytes=max(1, int(shard_mb * 2**20)), **options)

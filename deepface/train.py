@@ -353,6 +353,7 @@ class ShardSet:
     num_classes: int | None
     classes_sha256: str | None
     manifest_sha256: str
+    alignment: str = "none"  # how the faces were cut out: "landmarks", "detector" or "none" (deepface.faces)
 
     def count(self, shards: Sequence[str]) -> int:
         """Records in some of the shards."""
@@ -424,6 +425,7 @@ def read_shard_set(tfrecords_dir: str | os.PathLike) -> ShardSet:
         num_classes=manifest.get("num_classes"),
         classes_sha256=manifest.get("classes_sha256"),
         manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+        alignment=str(manifest.get("alignment") or "none"),
     )
 
 
@@ -517,6 +519,7 @@ class TrainingData:
     train_records: int
     validation_records: int
     manifest_sha256: str
+    alignment: str = "none"
 
 
 def prepare_data(
@@ -545,6 +548,7 @@ def prepare_data(
         train_records=shard_set.count(train_shards),
         validation_records=validation_records,
         manifest_sha256=shard_set.manifest_sha256,
+        alignment=shard_set.alignment,
     )
 
 
@@ -1208,11 +1212,13 @@ def train(
     metadata = {
         "preset": config.to_dict(),
         "image_size": data.image_size,
+        "aligned": data.alignment != "none",
         "num_classes": len(data.classes),
         "classes_file": CLASSES_FILE,
         "classes_sha256": hashlib.sha256(data.classes_bytes).hexdigest(),
         "data": {
             "tfrecords_manifest_sha256": data.manifest_sha256,
+            "alignment": data.alignment,
             "train_shards": [posixpath.basename(shard) for shard in data.train_shards],
             "train_records": data.train_records,
             "validation_shards": [posixpath.basename(shard) for shard in data.validation_shards],

@@ -1,7 +1,8 @@
 """Verify that two face images show the same person, with a trained model.
 
-``deepface verify --model DIR IMG1 IMG2`` embeds both images (the same preprocessing as training and
-evaluation), prints their score and "same" or "different".
+``deepface verify --model DIR IMG1 IMG2`` finds and aligns the face in both images (`deepface.faces`, the
+crop training and evaluation use; EXIF orientation applied), embeds them, prints their score and "same"
+or "different".
 
 The threshold. Either ``--threshold T`` in the units of the score, or ``--evaluation EVAL_DIR``: the output
 directory of ``deepface evaluate`` for this model, whose ``threshold.json`` holds the threshold of best
@@ -26,6 +27,7 @@ import numpy as np
 from deepface import io
 from deepface.errors import DeepFaceError
 from deepface.evaluate import PRIMARY_SCORE, SCORES, merge_views, model_views
+from deepface.faces import NO_FACE_CHOICES
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ def verify(
     evaluation_dir: str | os.PathLike | None = None,
     score: str = PRIMARY_SCORE,
     flip: bool | None = None,
+    align: bool | None = None,
+    no_face: str = "skip",
 ) -> dict:
     """Score two face images and decide whether they show the same person.
 
@@ -69,9 +73,16 @@ def verify(
         evaluation_dir: an output directory of ``deepface evaluate`` for this model.
         score: ``cosine``, ``l2`` or ``chi2``.
         flip: flip test-time augmentation; None follows the evaluation (off without one).
+        align: find and align the faces (`deepface.faces`, as evaluate and training do); None: as the
+            model's training data was (its metadata).
+        no_face: ``skip`` (an error) or ``center-crop`` when an image shows no face.
 
     Returns:
-        ``{"score", "value", "threshold", "same", "flip"}``.
+        ``{"score", "value", "threshold", "same", "flip", "align"}``.
+
+    Raises:
+        DeepFaceError: bad parameters, an unreadable image or one without a face, a threshold.json of
+            another model.
     """
     from deepface.data import load_image_file
     from deepface.model import load_embedding_model
@@ -82,18 +93,26 @@ def verify(
         raise DeepFaceError(
             "no threshold: pass --threshold T or --evaluation DIR (an output of `deepface evaluate`)."
         )
-    model, _ = load_embedding_model(model_dir)
+    model, metadata = load_embedding_model(model_dir)
+    align = bool(metadata.get("aligned", False)) if align is None else align
     if threshold is None:
         threshold, evaluated_flip = load_threshold(evaluation_dir, score,
                                                    io.hash_file(Path(model_dir) / "embedding.keras"))
         flip = evaluated_flip if flip is None else flip
     image_size = int(model.input_shape[1])
-    batch = np.stack([load_image_file(image1, image_size), load_image_file(image2, image_size)])
+    detector = None
+    if align:
+        from deepface.detect import FaceDetector
+
+        detector = FaceDetector()
+    batch = np.stack([load_image_file(image, image_size, align=align, detector=detector, no_face=no_face)
+                      for image in (image1, image2)])
     left, right = merge_views(model_views(model, batch, bool(flip)))
     function, higher_is_same = SCORES[score]
     value = float(function(left[None], right[None])[0])
     same = value >= threshold if higher_is_same else value <= threshold
-    return {"score": score, "value": value, "threshold": float(threshold), "same": bool(same), "flip": bool(flip)}
+    return {"score": score, "value": value, "threshold": float(threshold), "same": bool(same), "flip": bool(flip),
+            "align": align}
 
 
 @click.command("verify")
@@ -109,10 +128,14 @@ def verify(
               help="cosine similarity, or l2 / chi2 distance of the normalised features.")
 @click.option("--flip/--no-flip", default=None,
               help="Flip test-time augmentation (default: as in the evaluation; off without one).")
-def command(model_dir, image1, image2, threshold, evaluation_dir, score, flip) -> None:
+@click.option("--align/--no-align", default=None,
+              help="Find and align the faces  [default: as the model's training data]")
+@click.option("--no-face", type=click.Choice(NO_FACE_CHOICES), default="skip", show_default=True,
+              help="When an image shows no face: fail (skip), or use its centre crop.")
+def command(model_dir, image1, image2, threshold, evaluation_dir, score, flip, align, no_face) -> None:
     """Say whether IMAGE1 and IMAGE2 show the same person."""
     result = verify(model_dir, image1, image2, threshold=threshold, evaluation_dir=evaluation_dir, score=score,
-                    flip=flip)
+                    flip=flip, align=align, no_face=no_face)
     relation = (">=" if result["same"] else "<") if SCORES[score][1] else ("<=" if result["same"] else ">")
     verdict = "same person" if result["same"] else "different people"
     click.echo(f"{score} {result['value']:.6f} {relation} threshold {result['threshold']:.6f}: {verdict}")

@@ -159,6 +159,9 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
         validation_fraction: float = 0.0,
         augment: bool = False,
         flip: bool = False,
+        align: bool = True,
+        landmarks: str = "bb_landmark.tar.gz",
+        verification_landmarks: str = "lfw_landmarks.csv",
         synthetic_identities: int = 24,
         synthetic_images_per_identity: int = 24,
         data_seed: int = 0,
@@ -183,6 +186,12 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
             validation_fraction: share of the TFRecord shards held out to monitor validation loss.
             augment: random flips and crops while training.
             flip: average each test embedding with that of the mirrored face.
+            align: cut every face out aligned from its 5 landmarks (eyes, nose, mouth corners), for
+                training and evaluation alike, as the paper does (2D alignment); false: whole frames.
+            landmarks: landmarks of the training images in the data folder: VGGFace2's
+                bb_landmark.tar.gz; if absent, a face detector finds them (slow on millions of images).
+            verification_landmarks: landmark CSV of the verification images in the data folder (written
+                by `deepface landmarks`); if absent, a face detector finds them.
             synthetic_identities: identities of the synthetic training set (data_uri empty only).
             synthetic_images_per_identity: images per synthetic identity (data_uri empty only).
             data_seed: seed of the synthetic data and of generated verification pairs.
@@ -197,7 +206,8 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
         fetch = _set_resources(fetch_data(synthetic=synth.outputs["data"], data_uri=data_uri), "fetch")
         labels = _set_resources(build_labels(data=fetch.outputs["data"]), "labels")
         tfrecords = _set_resources(build_tfrecords(
-            data=fetch.outputs["data"], labels=labels.outputs["labels"], preset=preset,
+            data=fetch.outputs["data"], labels=labels.outputs["labels"], preset=preset, align=align,
+            landmarks=landmarks,
         ), "tfrecords")
         train = train_component(
             tfrecords=tfrecords.outputs["tfrecords"], labels=labels.outputs["labels"], preset=preset,
@@ -212,7 +222,8 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
                 train.set_accelerator_type(options.accelerator).set_accelerator_limit(options.accelerator_count)
         evaluate = _set_resources(evaluate_model(
             model=train.outputs["model"], data=fetch.outputs["data"], images=verification_images,
-            pairs=verification_pairs, flip=flip, pairs_seed=data_seed,
+            pairs=verification_pairs, flip=flip, pairs_seed=data_seed, align=align,
+            landmarks=verification_landmarks,
         ), "evaluate")
         return Outputs(
             synthetic=synth.outputs["data"], data=fetch.outputs["data"], labels=labels.outputs["labels"],

@@ -63,6 +63,13 @@ def png_claiming_size(png: bytes, width: int, height: int) -> bytes:
     return png[:start] + header + zlib.crc32(header).to_bytes(4, "big") + png[start + 21:]
 
 
+def _orientation(value: int) -> bytes:
+    """EXIF bytes holding only the Orientation tag."""
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif.tobytes()
+
+
 def images(seed: int = 0) -> dict[str, tuple[bytes, str]]:
     """``{file name: (bytes, expected)}``; ``expected`` is STORED, IGNORED or the start of the skip reason
     the tfrecords manifest must give."""
@@ -88,9 +95,14 @@ def images(seed: int = 0) -> dict[str, tuple[bytes, str]]:
         "truncated.png": (png[: len(png) // 2], "corrupt or truncated image"),
         "zero_bytes.jpg": (b"", "empty file"),
         "text_named.jpg": (b"not an image, only text\n", "not an image, or a corrupt one"),
-        "bomb.jpg": (jpeg_claiming_size(good, 30_000, 30_000), "too many pixels"),
-        "bomb_warning.jpg": (jpeg_claiming_size(good, 10_000, 10_000), "too many pixels"),
-        "bomb.png": (png_claiming_size(png, 50_000, 50_000), "too many pixels"),
+        "tiff.tif": (encode(noise_image(seed + 7), "TIFF"), STORED),
+        "webp.webp": (encode(noise_image(seed + 8), "WEBP"), STORED),
+        "rotated_exif.jpg": (encode(noise_image(seed + 9), exif=_orientation(6)), STORED),
+        # Headers claiming far more pixels than the file's bytes can hold (Pillow's own limit is not the rule:
+        # a 108 MP phone JPEG of 3.2 MB is a photo, tests/test_faces.py).
+        "bomb.jpg": (jpeg_claiming_size(good, 30_000, 30_000), "decompression bomb"),
+        "bomb_warning.jpg": (jpeg_claiming_size(good, 10_000, 10_000), "decompression bomb"),
+        "bomb.png": (png_claiming_size(png, 50_000, 50_000), "decompression bomb"),
         "notes.txt": (b"a text file beside the images\n", IGNORED),
         ".hidden.jpg": (good, IGNORED),  # hidden files (e.g. macOS ._ resource forks) are not images
     }

@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+import matplotlib.cbook
 import pytest
 from click.testing import CliRunner, Result
 from corpus import (
@@ -112,7 +113,7 @@ def labels_and_tfrecords(sandbox: Sandbox, source: Path, *extra: str) -> tuple[d
     labels, records = sandbox.out("labels"), sandbox.out("tfrecords")
     result = sandbox.invoke(["labels", "--source", source, "--out", labels], labels)
     assert result.exit_code == 0, result.output
-    result = sandbox.invoke(["tfrecords", "--source", source, "--labels", labels, "--out", records,
+    result = sandbox.invoke(["tfrecords", "--source", source, "--labels", labels, "--out", records, "--no-align",
                              "--image-size", IMAGE_SIZE, "--workers", "1", "--max-bad-fraction", "1", *extra], records)
     assert result.exit_code == 0, result.output
     return read_json(labels / "manifest.json"), read_json(records / "manifest.json")
@@ -336,7 +337,8 @@ def test_fetch_refuses_what_it_cannot_store_or_verify(sandbox, case):
 
 @pytest.fixture(scope="module")
 def trained(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """labels/, tfrecords/ (80 px) and model/: a tiny model trained for two steps on the synthetic
+    """labels/, tfrecords/ (80 px, whole frames: evaluate and verify then read images unaligned, so the
+    decoding tests below need no faces) and model/: a tiny model trained for two steps on the synthetic
     train split (only its interface matters)."""
     from deepface.labels import build_labels
     from deepface.tfrecords import build_tfrecords
@@ -344,7 +346,8 @@ def trained(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("model")
     build_labels(synth_dir / "vggface2_train.tar.gz", root / "labels")
-    build_tfrecords(synth_dir / "vggface2_train.tar.gz", root / "labels", root / "tfrecords", image_size=80, workers=1)
+    build_tfrecords(synth_dir / "vggface2_train.tar.gz", root / "labels", root / "tfrecords", image_size=80,
+                    align=False, workers=1)
     train(root / "tfrecords", root / "labels", root / "model", preset="tiny", epochs=1, batch_size=8,
           steps_per_epoch=2, checkpoint_steps=0, feature_max_batches=1, strategy="cpu")
     return root
@@ -419,6 +422,18 @@ def test_verify_reads_odd_formats(sandbox, model_dir):
         result = sandbox.invoke(["verify", "--model", model_dir, "--threshold", "0.5", sandbox.inputs / name,
                                  sandbox.inputs / name])
         assert result.exit_code == 0 and "same person" in result.output, (name, result.output)
+
+
+def test_verify_with_alignment_names_an_image_without_a_face(sandbox, model_dir):
+    noise, photo = sandbox.inputs / "noise.jpg", sandbox.inputs / "photo.jpg"
+    noise.write_bytes(images()["good.jpg"][0])
+    photo.write_bytes(Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).read_bytes())
+    message = expect_error(sandbox.invoke(["verify", "--model", model_dir, "--threshold", "0.5", "--align", photo,
+                                           noise]), "noise.jpg")
+    assert "no face found" in message and "--no-face center-crop" in message
+    result = sandbox.invoke(["verify", "--model", model_dir, "--threshold", "0.5", "--align", "--no-face",
+                             "center-crop", photo, noise])
+    assert result.exit_code == 0, result.output
 
 
 def test_evaluate_refuses_a_decompression_bomb(sandbox, model_dir):

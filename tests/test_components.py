@@ -22,7 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping to run a ta
 SMALL_SYNTH = dict(train_identities=3, test_identities=2, lfw_identities=4, images_per_identity=4,
                    image_size=48, lfw_image_size=64, seed=3)
 RELEASE_FILES = {"vggface2_train.tar.gz", "vggface2_test.tar.gz", "train_list.txt", "test_list.txt", "lfw.tgz",
-                 "pairs.txt", "MD5SUMS"}
+                 "pairs.txt", "MD5SUMS", "bb_landmark.tar.gz", "lfw_landmarks.csv"}
 
 
 def artifact(kind, path) -> dsl.Artifact:

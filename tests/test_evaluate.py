@@ -278,7 +278,7 @@ def test_missing_or_undecodable_images_fail_unless_allowed(untrained_model, synt
     with pytest.raises(DeepFaceError, match=rf"pair 1: image {missing.number1} of {missing.name1} not in"):
         evaluate(untrained_model, images, synth_dir / "pairs.txt", out_dir, baseline=False)
     (images / "lfw" / missing.name1 / f"{missing.name1}_{missing.number1:04d}.jpg").write_bytes(broken_file.read_bytes())
-    with pytest.raises(DeepFaceError, match="2 image.* cannot be decoded"):
+    with pytest.raises(DeepFaceError, match="2 image.* cannot be used"):
         evaluate(untrained_model, images, synth_dir / "pairs.txt", out_dir, baseline=False)
     assert not (out_dir / "manifest.json").exists()
 
@@ -289,12 +289,12 @@ def test_missing_or_undecodable_images_fail_unless_allowed(untrained_model, synt
                & {(missing.name1, missing.number1), (broken.name2, broken.number2)}]
     assert result["counts"]["pairs_skipped"] == len(skipped) >= 2
     assert result["counts"]["pairs_scored"] == len(pairs) - len(skipped)
-    assert result["counts"]["images_undecodable"] == 1 and result["counts"]["pairs_missing_images"] >= 1
+    assert result["counts"]["images_unusable"] == 1 and result["counts"]["pairs_missing_images"] >= 1
     rows = _read_csv(out_dir / "scores.csv")
     assert len(rows) == len(pairs)
     assert [k for k, r in enumerate(rows) if r["problem"]] == skipped
     assert all(rows[k]["trained_cosine"] == "" for k in skipped)
-    assert "undecodable" in rows[len(pairs) - 1]["problem"] and "not in" in rows[0]["problem"]
+    assert "not an image" in rows[len(pairs) - 1]["problem"] and "not in" in rows[0]["problem"]
 
 
 def test_cli_evaluation_is_deterministic(untrained_model, synth_dir, tmp_path):

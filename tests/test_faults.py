@@ -213,7 +213,8 @@ def tfrecords_with_kills(archive: bytes, labels: Path, tmp_path: Path, seed: int
 
     def args(directory: Path, workers: int) -> list[str]:
         return ["tfrecords", "--source", str(stream), "--labels", str(labels), "--out", str(directory),
-                "--image-size", TFRECORDS_IMAGE_SIZE, "--shard-mb", SHARD_MB, "--workers", str(workers)]
+                "--image-size", TFRECORDS_IMAGE_SIZE, "--shard-mb", SHARD_MB, "--workers", str(workers),
+                "--no-align"]  # noise images: no faces to align
 
     def finish(out: Path) -> None:
         feeder = FifoFeeder(stream, archive)
@@ -284,13 +285,13 @@ def test_a_tfrecords_rerun_removes_what_a_kill_left_mid_write(tmp_path):
     build_labels(archive, tmp_path / "labels")
     out = tmp_path / "out"
     with pytest.raises(DeepFaceError, match="max_bad_fraction"):
-        build_tfrecords(archive, tmp_path / "labels", out, image_size=32, max_bad_fraction=0.0, workers=1)
+        build_tfrecords(archive, tmp_path / "labels", out, image_size=32, max_bad_fraction=0.0, align=False, workers=1)
     assert (out / STATE_FILE).exists()
     fd, _ = tempfile.mkstemp(prefix=f".{STATE_FILE}.", suffix=".tmp", dir=out)  # what the kill leaves
     os.write(fd, (out / STATE_FILE).read_bytes()[:50])
     os.close(fd)
 
-    build_tfrecords(archive, tmp_path / "labels", out, image_size=32, max_bad_fraction=0.5, workers=1)
+    build_tfrecords(archive, tmp_path / "labels", out, image_size=32, max_bad_fraction=0.5, align=False, workers=1)
     assert split_temporaries(tree_bytes(out))[1] == []
 
 
@@ -307,7 +308,8 @@ def train_inputs(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> t
 
     root = tmp_path_factory.mktemp("train_inputs")
     build_labels(synth_dir / "vggface2_train.tar.gz", root / "labels")
-    build_tfrecords(synth_dir / "vggface2_train.tar.gz", root / "labels", root / "tfrecords", image_size=80, workers=1)
+    build_tfrecords(synth_dir / "vggface2_train.tar.gz", root / "labels", root / "tfrecords", image_size=80,
+                    landmarks=synth_dir / "bb_landmark.tar.gz", workers=1)
     return root / "tfrecords", root / "labels"
 
 

@@ -76,13 +76,15 @@ def run_verbose(module: str, args: list, env: dict[str, str], outputs: dict[str,
 @pytest.mark.slow
 def test_no_token_reaches_the_logs_manifests_or_artifacts_of_a_run(synth_dir, tmp_path):
     release = {name: (synth_dir / name).read_bytes()
-               for name in ("vggface2_train.tar.gz", "lfw.tgz", "pairs.txt", "MD5SUMS")}
+               for name in ("vggface2_train.tar.gz", "lfw.tgz", "pairs.txt", "MD5SUMS", "bb_landmark.tar.gz",
+                            "lfw_landmarks.csv")}
     run_dir, outputs = tmp_path / "run", {}
     env = secret_env()
     with HttpFileServer({f"release/{name}": data for name, data in release.items()},
                         required_header=("X-Api-Key", TOKENS["auth header"])) as server:
         signed = f"?X-Goog-Signature={TOKENS['URL signature']}&access_token={TOKENS['URL access token']}&alt=media"
-        sources = [server.url(f"release/{name}") + signed for name in ("vggface2_train.tar.gz", "pairs.txt")]
+        sources = [server.url(f"release/{name}") + signed
+                   for name in ("vggface2_train.tar.gz", "pairs.txt", "bb_landmark.tar.gz", "lfw_landmarks.csv")]
         sources.append(server.url("release/lfw.tgz").replace("http://", f"http://{USER}:{TOKENS['URL user info']}@"))
         data = run_dir / "data"
         run_verbose("deepface.cli", ["fetch", *(a for s in sources for a in ("--source", s)), "--out", data,
@@ -100,12 +102,14 @@ def test_no_token_reaches_the_logs_manifests_or_artifacts_of_a_run(synth_dir, tm
     run_verbose("deepface.cli", ["labels", "--source", data / "vggface2_train.tar.gz", "--out", run_dir / "labels"],
                 env, outputs)
     run_verbose("deepface.cli", ["tfrecords", "--source", data / "vggface2_train.tar.gz", "--labels", run_dir / "labels",
-                                 "--out", run_dir / "tfrecords", "--image-size", "80", "--workers", "1"], env, outputs)
+                                 "--out", run_dir / "tfrecords", "--image-size", "80", "--workers", "1",
+                                 "--landmarks", data / "bb_landmark.tar.gz"], env, outputs)
     run_verbose("deepface.cli", ["train", "--tfrecords", run_dir / "tfrecords", "--labels", run_dir / "labels",
                                  "--out", run_dir / "model", "--preset", "tiny", "--epochs", "1", "--batch-size", "8",
                                  "--steps-per-epoch", "2", "--feature-max-batches", "1", "--strategy", "cpu"], env, outputs)
     run_verbose("deepface.cli", ["evaluate", "--model", run_dir / "model", "--images", data / "lfw.tgz",
-                                 "--pairs", data / "pairs.txt", "--out", run_dir / "evaluation", "--no-baseline"],
+                                 "--pairs", data / "pairs.txt", "--out", run_dir / "evaluation", "--no-baseline",
+                                 "--landmarks", data / "lfw_landmarks.csv"],
                 env, outputs)
 
     outputs.update(every_file(run_dir))

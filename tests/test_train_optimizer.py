@@ -16,7 +16,7 @@ def tiny_data(synth_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("adam")
     build_labels(synth_dir / "train_list.txt", root / "labels")
     build_tfrecords(synth_dir / "vggface2_train.tar.gz", root / "labels", root / "tfrecords", image_size=80,
-                    workers=1)
+                    landmarks=synth_dir / "bb_landmark.tar.gz", workers=1)
     return root
 
 
