@@ -101,7 +101,7 @@ def scale_image(image: tf.Tensor) -> tf.Tensor:
 def resize_with_pad(image: tf.Tensor, size: int) -> tf.Tensor:
     """Fits an image into a square, keeping its aspect ratio, centred on zeros.
 
-    The geometry of `deepface.tfrecords.pad_geometry`, in integers: the longer side becomes ``size``,
+    The geometry of `deepface.faces.pad_geometry`, in integers: the longer side becomes ``size``,
     the shorter ``floor(shorter * size / longer)`` (at least 1), offsets rounded down. (The float32
     arithmetic of `tf.image.resize_with_pad` leaves some sides one pixel short, e.g. 480 of 640 -> 113
     of 152 instead of 114.) Resampling is bilinear and antialiased, like Pillow's, so images stored

@@ -53,7 +53,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from deepface.errors import DeepFaceError
-from deepface.faces import DETECT_SIDE, BadImage, decode, open_image
+from deepface.faces import DETECT_SIDE, BadImage, decode
 from deepface.io import atomic_open, local_path, read_json, remove_temporaries, write_json, write_text
 from deepface.labels import MAX_EXAMPLES, check_source, is_image_name, iter_members
 from deepface.landmarks import box_file, format_box_rows, format_landmark_rows, landmark_file, name_id
@@ -198,8 +198,7 @@ def find_face(data: bytes, detector: FaceDetector) -> dict:
     Example: ``find_face(open("a.jpg", "rb").read(), FaceDetector())["points"]``.
     """
     try:
-        header = open_image(data)
-        image, factor = decode(data, scale=min(1.0, DETECT_SIDE / max(header.size)))
+        image, factor = decode(data, min_side=DETECT_SIDE)
     except BadImage as error:
         return {"points": None, "box": None, "faces": None, "error": str(error)}
     chosen, count = detector.find(image)

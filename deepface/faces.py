@@ -126,13 +126,14 @@ def open_image(data: bytes) -> Image.Image:
     return image
 
 
-def decode(data: bytes, *, scale: float = 1.0) -> tuple[Image.Image, float]:
+def decode(data: bytes, *, scale: float = 1.0, min_side: int | None = None) -> tuple[Image.Image, float]:
     """Decodes an image file to upright 8-bit RGB, at no less than ``scale`` of its full resolution.
 
     Args:
         data: the file's bytes.
         scale: the fraction of the full resolution needed (0 < scale <= 1); a JPEG is decoded at the
             smallest of 1, 1/2, 1/4, 1/8 that keeps it.
+        min_side: instead of ``scale``: the longer side needed, in pixels (the whole image if smaller).
 
     Returns:
         ``(image, factor)``: the RGB image, upright (EXIF orientation applied), and the factor from
@@ -144,6 +145,8 @@ def decode(data: bytes, *, scale: float = 1.0) -> tuple[Image.Image, float]:
     """
     image = open_image(data)
     width, height = image.size
+    if min_side is not None:
+        scale = min(1.0, min_side / max(width, height))
     factor = 1.0
     if scale < 1 and image.format in ("JPEG", "MPO"):
         wanted = (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale)))
@@ -371,8 +374,7 @@ def face_image(
         raise ValueError(f"no_face={no_face!r}: choose one of {', '.join(NO_FACE_CHOICES)}")
     info = {"faces": None, "fallback": False}
     if not align_face:
-        header = open_image(data)
-        image, _ = decode(data, scale=min(1.0, 2 * size / max(header.size)))
+        image, _ = decode(data, min_side=2 * size)
         return fit_with_pad(image, size), info
     if points is not None:
         needed = transform_scale(similarity_transform(points, template(size)))
@@ -381,8 +383,7 @@ def face_image(
         return align(image, face_points, size), info
     if detector is None:
         raise ValueError("face_image needs points or a detector to align a face")
-    header = open_image(data)
-    image, factor = decode(data, scale=min(1.0, DETECT_SIDE / max(header.size)))
+    image, factor = decode(data, min_side=DETECT_SIDE)
     found = detector.locate(image)
     if found is None:
         if no_face == "skip":

@@ -85,6 +85,14 @@ def test_parameters_have_the_function_defaults_and_descriptions(spec):
     # The default run is the embedded synthetic demo.
     assert parameters["data_uri"]["defaultValue"] == ""
     assert parameters["preset"]["defaultValue"] == "tiny"
+    # Faces are aligned by default, for training and evaluation alike, and the run form says so.
+    assert parameters["align"]["defaultValue"] is True and "aligned" in parameters["align"]["description"]
+    tasks = spec["root"]["dag"]["tasks"]
+    for task in ("build-tfrecords", "evaluate-model"):
+        assert tasks[task]["inputs"]["parameters"]["align"]["componentInputParameter"] == "align"
+    assert tasks["build-tfrecords"]["inputs"]["parameters"]["landmarks"]["componentInputParameter"] == "landmarks"
+    assert (tasks["evaluate-model"]["inputs"]["parameters"]["landmarks"]["componentInputParameter"]
+            == "verification_landmarks")
 
 
 def test_every_component_input_and_output_is_described():
