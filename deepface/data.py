@@ -168,7 +168,8 @@ def load_image_file(path: str | os.PathLike, image_size: int, *, align: bool = T
 def make_image_dataset(
     paths_or_bytes: Sequence[str | os.PathLike | bytes], image_size: int, batch_size: int
 ) -> tf.data.Dataset:
-    """Batches of preprocessed images from image files or encoded bytes, in the order given.
+    """Batches of `preprocess_image`d images from image files or encoded bytes, in the order given: for
+    faces already cut out (like the records' images); photos go through `load_image_file` (alignment, EXIF).
 
     Args:
         paths_or_bytes: image file paths (local, file:// or gs://), or encoded image bytes.

@@ -94,6 +94,16 @@ assert not test_only, f'test dependencies in the image: {test_only}'
 print(f'deepface {deepface.__version__}, kfp {kfp.__version__}, tensorflow {tf.__version__}, keras {keras.__version__}')
 " >&2
     in_image deepface model --preset tiny --num-classes 10 --json >&2
+    # The bundled face detector: its weights come inside the mtcnn wheel, nothing is downloaded.
+    in_image python3 -c "
+import matplotlib.cbook
+from PIL import Image
+from deepface.detect import FaceDetector
+photo = Image.open(matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False)).convert('RGB')
+faces = FaceDetector().detect(photo)
+assert len(faces) == 1, faces
+print(f'face detector: 1 face, eyes at {faces[0].points[:2].round().tolist()}')
+" >&2
     echo "build.sh: smoke test passed as uid $uid in $((SECONDS - start)) s" >&2
 fi
 echo "$ref"

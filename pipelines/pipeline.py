@@ -190,8 +190,9 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
                 training and evaluation alike, as the paper does (2D alignment); false: whole frames.
             landmarks: landmarks of the training images in the data folder: VGGFace2's
                 bb_landmark.tar.gz; if absent, a face detector finds them (slow on millions of images).
-            verification_landmarks: landmark CSV of the verification images in the data folder (written
-                by `deepface landmarks`); if absent, a face detector finds them.
+            verification_landmarks: landmarks of the verification images in the data folder: a CSV written
+                by `deepface landmarks` for lfw.tgz, or bb_landmark.tar.gz for vggface2_test.tar.gz; if
+                absent, a face detector finds them.
             synthetic_identities: identities of the synthetic training set (data_uri empty only).
             synthetic_images_per_identity: images per synthetic identity (data_uri empty only).
             data_seed: seed of the synthetic data and of generated verification pairs.
