@@ -76,6 +76,16 @@ buildah bud --isolation chroot --ulimit nofile=20000:20000 --layers "${pull_args
     --build-arg "REVISION=$revision" \
     "${secret_args[@]}" \
     --tag "$ref" --file Dockerfile . >&2
+# buildah's layer cache ignores a changed build argument in LABEL: an image cached from another commit with
+# the same files keeps that commit's revision label. Set it on the result (a new config, same layers).
+label=$(buildah inspect --type image --format '{{index .OCIv1.Config.Labels "org.opencontainers.image.revision"}}' "$ref")
+if [[ $label != "$revision" ]]; then
+    relabel=$(buildah from --pull-never "$ref")
+    buildah config --label "org.opencontainers.image.revision=$revision" "$relabel"
+    buildah commit --quiet "$relabel" "$ref" >/dev/null
+    buildah rm "$relabel" >/dev/null
+    echo "build.sh: revision label $label (from the layer cache) set to $revision" >&2
+fi
 echo "build.sh: built $ref in $((SECONDS - start)) s" >&2
 
 if [[ $mode == test ]]; then
