@@ -11,7 +11,7 @@ def synth_data(
     data: Output[Dataset],
     data_uri: str = "",
     train_identities: int = 40,
-    test_identities: int = 12,
+    test_identities: int = 20,
     lfw_identities: int = 40,
     images_per_identity: int = 24,
     image_size: int = 112,

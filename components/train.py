@@ -13,9 +13,9 @@ def train_model(
     model: Output[Model],
     preset: str = "tiny",
     epochs: int = 15,
-    batch_size: int = 128,
-    learning_rate: float = 0.01,
-    optimizer: str = "sgd",
+    batch_size: int = 0,
+    learning_rate: float = 0.0,
+    optimizer: str = "",
     validation_fraction: float = 0.0,
     steps_per_epoch: int = 0,
     augment: bool = False,
@@ -23,7 +23,7 @@ def train_model(
     precision: str = "auto",
     seed: int = 0,
 ):
-    """Fit DeepFace on the TFRecords (by default SGD + momentum, learning rate /10 on plateaus, as in the paper).
+    """Fit DeepFace on the TFRecords, by the preset's recipe unless told otherwise (deepface.config.RECIPES).
 
     Resumes from its last checkpoint when the step is retried (e.g. after a preemption).
 
@@ -32,10 +32,11 @@ def train_model(
         labels: the class map (classes.txt).
         preset: model size: tiny, small (DeepFace topology, fewer filters) or paper (the real network).
         epochs: training epochs (the paper: about 15).
-        batch_size: global batch size over all replicas (the paper: 128).
+        batch_size: global batch size over all replicas; 0: the preset's (paper 128, tiny and small 32).
         learning_rate: initial learning rate; for sgd it is for a batch of 128 and scaled linearly with
-            batch_size, for adam it is used as given.
-        optimizer: sgd (the paper's) or adam (what the small presets need to learn in a few hundred steps).
+            batch_size, for adam it is used as given; 0: the preset's (paper 0.01, tiny and small 0.001).
+        optimizer: sgd (the paper's, with momentum 0.9) or adam; empty: the preset's (paper sgd, tiny and
+            small adam: what makes them learn in a few hundred steps).
         validation_fraction: share of the shards held out to monitor validation loss (0: none).
         steps_per_epoch: steps per epoch; 0 reads every training record once per epoch.
         augment: random flips and crops.
@@ -47,11 +48,13 @@ def train_model(
         model: model directory: classifier.keras, embedding.keras, classes.txt, metadata.json,
             history.json, training_curves.png, TensorBoard logs/, manifest.json.
     """
+    from deepface.config import unset_to_none
     from deepface.train import train
 
     train(
-        tfrecords.path, labels.path, model.path, preset=preset, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, optimizer=optimizer, validation_fraction=validation_fraction,
+        tfrecords.path, labels.path, model.path, preset=preset, epochs=epochs, batch_size=unset_to_none(batch_size),
+        learning_rate=unset_to_none(learning_rate), optimizer=unset_to_none(optimizer),
+        validation_fraction=validation_fraction,
         steps_per_epoch=steps_per_epoch or None, augment=augment, strategy=strategy, precision=precision,
         seed=seed,
     )

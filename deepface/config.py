@@ -53,6 +53,57 @@ def get_config(preset: str | ModelConfig) -> ModelConfig:
 
 
 OPTIMIZERS = ("sgd", "adam")
+STRATEGIES = ("auto", "tpu", "gpu", "multi-gpu", "multi-worker", "cpu")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+DEFAULT_EPOCHS = 15  # the paper: about 15
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How a preset trains when the optimizer, batch size and learning rate are not given.
+
+    ``paper`` gets the paper's recipe (SGD with momentum 0.9, batch 128, learning rate 0.01 for a batch of
+    128, scaled linearly with the batch). The small presets get what makes them learn in a few hundred
+    steps: Adam, batch 32, learning rate 0.001 (as given); with the paper's SGD their loss stays at chance
+    (one SGD rate is too large for the conv layers' summed gradients and too small for the unshared ones).
+    """
+
+    optimizer: str
+    batch_size: int
+    learning_rate: float
+
+
+RECIPES: dict[str, Recipe] = {
+    "paper": Recipe("sgd", 128, 0.01),
+    "small": Recipe("adam", 32, 0.001),
+    "tiny": Recipe("adam", 32, 0.001),
+}
+
+
+def training_recipe(preset: str | ModelConfig, *, optimizer: str | None = None, batch_size: int | None = None,
+                    learning_rate: float | None = None) -> Recipe:
+    """The preset's `Recipe` with each value that is given (not None) winning. (KFP parameters cannot be
+    None: the pipeline and its components pass "" and 0 for "the preset's", see `unset_to_none`.)
+
+    A custom `ModelConfig` trains by the recipe of the preset of its name, else by the paper's.
+
+    Example: ``training_recipe("tiny", batch_size=64)`` -> ``Recipe("adam", 64, 0.001)``.
+    """
+    name = preset.name if isinstance(preset, ModelConfig) else get_config(preset).name
+    recipe = RECIPES.get(name, RECIPES["paper"])
+    return Recipe(optimizer=recipe.optimizer if optimizer is None else optimizer,
+                  batch_size=recipe.batch_size if batch_size is None else batch_size,
+                  learning_rate=recipe.learning_rate if learning_rate is None else learning_rate)
+
+
+def unset_to_none(value):
+    """A pipeline parameter's "the preset's" ("" or 0) as None, any other value as it is."""
+    return None if value in ("", 0) and not isinstance(value, bool) else value
+
+
+def recipe_help() -> str:
+    """The recipes in a line, for option help texts: ``paper: sgd, batch 128, lr 0.01; ...``."""
+    return "; ".join(f"{name}: {r.optimizer}, batch {r.batch_size}, lr {r.learning_rate}" for name, r in RECIPES.items())
 
 
 def check_options(**options) -> None:

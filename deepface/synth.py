@@ -1060,7 +1060,7 @@ def make_synthetic_dataset(
     out_dir: str | os.PathLike,
     *,
     train_identities: int = 40,
-    test_identities: int = 12,
+    test_identities: int = 20,  # at least 2 per fold of `evaluate --pairs generate` (10 folds)
     lfw_identities: int = 40,
     images_per_identity: int = 24,
     image_size: int = 112,
@@ -1135,7 +1135,8 @@ def make_synthetic_dataset(
 @click.command("synth")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--train-identities", default=40, show_default=True, help="VGGFace2 training identities.")
-@click.option("--test-identities", default=12, show_default=True, help="VGGFace2 test identities (disjoint).")
+@click.option("--test-identities", default=20, show_default=True,
+              help="VGGFace2 test identities (disjoint; 20 fill the 10 folds of `evaluate --pairs generate`).")
 @click.option("--lfw-identities", default=40, show_default=True, help="LFW people.")
 @click.option("--images-per-identity", default=24, show_default=True,
               help="Images per VGGFace2 identity; the most per LFW person.")

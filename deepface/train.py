@@ -48,14 +48,20 @@ import tempfile
 import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import click
 import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 import deepface
-from deepface.config import OPTIMIZERS, check_options  # noqa: F401 (check_options re-exported)
+from deepface.config import (  # noqa: F401 (re-exported)
+    DEFAULT_EPOCHS,
+    OPTIMIZERS,
+    PRECISIONS,
+    STRATEGIES,
+    check_options,
+    training_recipe,
+)
 from deepface.data import list_shards, make_dataset
 from deepface.errors import DeepFaceError
 from deepface.io import dumps_json, is_remote, local_path, read_json, remove_temporaries, write_bytes
@@ -73,8 +79,6 @@ from deepface.plots import training_curves_png
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("auto", "tpu", "gpu", "multi-gpu", "multi-worker", "cpu")
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 # Keras dtype policy of each precision.
 DTYPE_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 # The paper's learning rates are for this batch size; other batch sizes scale them linearly.
@@ -1026,12 +1030,12 @@ def train(
     out_dir: str | os.PathLike | None = None,
     *,
     preset: str | ModelConfig = "paper",
-    epochs: int = 15,
-    batch_size: int = 128,
-    learning_rate: float = 0.01,
+    epochs: int = DEFAULT_EPOCHS,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
     min_learning_rate: float = 1e-4,
     momentum: float = 0.9,
-    optimizer: str = "sgd",
+    optimizer: str | None = None,
     lr_factor: float = 0.1,
     lr_patience: int = 1,
     weight_decay: float = 0.0,
@@ -1060,13 +1064,16 @@ def train(
         out_dir: the model directory (local or gs://); None uses ``AIP_MODEL_DIR``.
         preset: a name in `deepface.model.PRESETS` (or a ModelConfig); its input size must be the records'.
         epochs: training epochs.
-        batch_size: global batch size (over all replicas); must divide over the replicas.
-        learning_rate: initial learning rate for a batch of 128, scaled linearly to ``batch_size``.
+        batch_size: global batch size (over all replicas); must divide over the replicas. None: the
+            preset's (`deepface.config.RECIPES`: paper 128, small presets 32), as for ``learning_rate``
+            and ``optimizer``; a value given always wins.
+        learning_rate: initial learning rate; for sgd for a batch of 128, scaled linearly to
+            ``batch_size``, for adam as given. None: the preset's (paper 0.01, small presets 0.001).
         min_learning_rate: floor of the plateau reductions, for a batch of 128 (scaled alike).
         momentum: SGD momentum.
         optimizer: ``sgd`` (the paper's; learning rates scale linearly with the batch) or ``adam`` (learning
-            rates used as given). The small presets learn in a few hundred steps only with Adam: one SGD
-            rate is too large for the conv layers' summed gradients and too small for the unshared ones.
+            rates used as given). None: the preset's (paper sgd, small presets adam: one SGD rate is too
+            large for their conv layers' summed gradients and too small for the unshared ones).
         lr_factor: learning-rate factor on a plateau of the monitored loss (val_loss, else loss).
         lr_patience: epochs without improvement before the learning rate drops.
         weight_decay: decoupled weight decay of SGD (0: none).
@@ -1100,6 +1107,8 @@ def train(
             image size that disagrees with the records, an impossible batch size, a bad option.
     """
     env = dict(os.environ if env is None else env)
+    recipe = training_recipe(preset, optimizer=optimizer, batch_size=batch_size, learning_rate=learning_rate)
+    optimizer, batch_size, learning_rate = recipe.optimizer, recipe.batch_size, recipe.learning_rate
     check_options(
         optimizer=optimizer, epochs=epochs, learning_rate=learning_rate, min_learning_rate=min_learning_rate,
         momentum=momentum, lr_factor=lr_factor, lr_patience=lr_patience, weight_decay=weight_decay,
@@ -1263,54 +1272,10 @@ def train(
     return manifest
 
 
-@click.command("train")
-@click.option("--tfrecords", "tfrecords_dir", required=True,
-              help="TFRecord directory from `deepface tfrecords` (local or gs://).")
-@click.option("--labels", "labels_dir", required=True,
-              help="Labels directory from `deepface labels` (its classes.txt).")
-@click.option("--out", "out_dir", default=None, help="Model directory to write  [default: $AIP_MODEL_DIR]")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="paper", show_default=True,
-              help="Model preset; its input size must match the records.")
-@click.option("--epochs", type=int, default=15, show_default=True, help="Training epochs.")
-@click.option("--batch-size", type=int, default=128, show_default=True, help="Global batch size (over all replicas).")
-@click.option("--learning-rate", type=float, default=0.01, show_default=True,
-              help="Initial learning rate for a batch of 128 (scaled linearly).")
-@click.option("--min-learning-rate", type=float, default=1e-4, show_default=True,
-              help="Floor of the plateau reductions, for a batch of 128.")
-@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True,
-              help="sgd (the paper; rates scale with the batch) or adam (rates as given; small presets).")
-@click.option("--lr-factor", type=float, default=0.1, show_default=True, help="Learning-rate factor on a plateau.")
-@click.option("--lr-patience", type=int, default=1, show_default=True,
-              help="Epochs without improvement before the learning rate drops.")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="Decoupled weight decay (0: none).")
-@click.option("--label-smoothing", type=float, default=0.0, show_default=True, help="Label smoothing (0: none).")
-@click.option("--validation-fraction", type=float, default=0.0, show_default=True,
-              help="Share of the shards held out for validation.")
-@click.option("--validation-tfrecords", default=None, help="Separate validation TFRecord directory.")
-@click.option("--steps-per-epoch", type=int, default=None, help="Steps per epoch  [default: each training record once]")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of weights, dropout, data order and augmentation.")
-@click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True,
-              help="Distribution strategy.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
-              help="auto: bfloat16 on TPU, else float32.")
-@click.option("--jit-compile/--no-jit-compile", default=False, show_default=True,
-              help="Compile the training step with XLA.")
-@click.option("--steps-per-execution", type=int, default=1, show_default=True,
-              help="Steps per compiled call (TPU throughput).")
-@click.option("--shuffle-buffer", type=int, default=10_000, show_default=True, help="Records in the shuffle buffer.")
-@click.option("--augment/--no-augment", default=False, show_default=True, help="Random flips and shifts.")
-@click.option("--checkpoint-steps", type=int, default=500, show_default=True,
-              help="Checkpoint every N steps (0: each epoch only).")
-@click.option("--keep-checkpoints", is_flag=True, help="Keep the checkpoints once the model directory is complete.")
-@click.option("--feature-max-batches", type=int, default=None,
-              help="Batches for the F7 maxima  [default: all training data]")
-@click.option("--overwrite", is_flag=True, help="Train again from scratch even if --out holds a complete model.")
-def command(**options) -> None:
-    """Train DeepFace on TFRecords; a restarted run resumes from its last checkpoint."""
-    logging.getLogger("absl").setLevel(logging.WARNING)  # TF's checkpoint chatter
-    manifest = train(**options)
-    if manifest:
-        click.echo(dumps_json({"model_dir": options["out_dir"] or os.environ.get("AIP_MODEL_DIR"),
-                               "final_metrics": manifest["final_metrics"]}), nl=False)
+def __getattr__(name: str):
+    """``deepface.train.command``: the click command, defined without TensorFlow in `deepface.train_cli`."""
+    if name == "command":
+        from deepface.train_cli import command
+
+        return command
+    raise AttributeError(name)

@@ -95,17 +95,19 @@ def check_parameters(spec: Mapping[str, Any], values: Mapping[str, Any]) -> dict
 # Pipeline parameters checked with `deepface.train.check_options` (same name there).
 _TRAIN_OPTIONS = ("epochs", "batch_size", "learning_rate", "optimizer", "validation_fraction")
 _AT_LEAST_ONE = ("synthetic_identities", "synthetic_images_per_identity")
+# Parameters whose "" or 0 means the preset's recipe (deepface.config.RECIPES).
+_PRESET_DEFAULTED = ("batch_size", "learning_rate", "optimizer")
 
 
 def check_ranges(values: Mapping[str, Any]) -> dict[str, Any]:
     """``values`` if each is in its range (a known preset, epochs >= 1, ...), with the same rules as the
     stages themselves, so that a bad value fails before submission rather than in a task minutes later."""
-    from deepface.config import check_options, get_config  # no TensorFlow
+    from deepface.config import check_options, get_config, unset_to_none  # no TensorFlow
 
     if "preset" in values:
         get_config(values["preset"])
     for name in _TRAIN_OPTIONS:
-        if name in values:
+        if name in values and not (name in _PRESET_DEFAULTED and unset_to_none(values[name]) is None):
             try:
                 check_options(**{name: values[name]})
             except DeepFaceError:

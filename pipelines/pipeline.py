@@ -3,7 +3,7 @@
 Runtime parameters (the Vertex AI console's run form) are the arguments of the pipeline function; their
 defaults are the embedded demo: synthetic data, the ``tiny`` preset, a few epochs, so that a run with no
 arguments finishes anywhere. For VGGFace2 + LFW set ``data_uri`` to the folder holding the release files
-and e.g. ``preset=paper epochs=15 batch_size=128``.
+and e.g. ``preset=paper`` (which brings the paper's recipe: SGD, batch 128, learning rate 0.01).
 
 Hardware is fixed when compiling (`CompileOptions`): KFP needs constant resource requests, accelerator
 types and custom-job settings in the compiled template. Training runs either as an ordinary pipeline
@@ -153,9 +153,9 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
         verification_pairs: str = "pairs.txt",
         preset: str = "tiny",
         epochs: int = 15,
-        batch_size: int = 32,
-        learning_rate: float = 0.001,
-        optimizer: str = "adam",
+        batch_size: int = 0,
+        learning_rate: float = 0.0,
+        optimizer: str = "",
         validation_fraction: float = 0.0,
         augment: bool = False,
         flip: bool = False,
@@ -179,10 +179,11 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
                 draw 10 folds of pairs from the identities of verification_images.
             preset: model size: tiny (80 px), small (96 px) or paper (152 px, the published network).
             epochs: training epochs (the paper: about 15).
-            batch_size: global training batch size (the paper: 128).
+            batch_size: global training batch size; 0: the preset's (paper 128, tiny and small 32).
             learning_rate: initial learning rate; for sgd it is for a batch of 128 and scaled linearly with
-                batch_size, for adam it is used as given (the paper: sgd, 0.01).
-            optimizer: sgd (the paper's, with momentum 0.9) or adam (the small presets learn with it).
+                batch_size, for adam it is used as given; 0: the preset's (paper 0.01, tiny and small 0.001).
+            optimizer: sgd (the paper's, with momentum 0.9) or adam; empty: the preset's (paper sgd, tiny
+                and small adam, which makes them learn in a few hundred steps).
             validation_fraction: share of the TFRecord shards held out to monitor validation loss.
             augment: random flips and crops while training.
             flip: average each test embedding with that of the mirrored face.
