@@ -25,10 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_train import in_memory_batches, make_tfrecords, timed_fit
-
 import keras  # noqa: E402  (after bench_train, which quiets TF's logs)
 import tensorflow as tf  # noqa: E402
+from bench_train import in_memory_batches, make_tfrecords, timed_fit
 
 
 def synthetic_batch(batch_size: int, image_size: int, num_classes: int, seed: int = 0) -> tuple:

@@ -47,7 +47,9 @@ def _git(*args: str) -> str | None:
 
 def _is_hashed(relative: str) -> bool:
     parts = relative.split("/")
-    return not (relative.endswith(".pyc") or "__pycache__" in parts[:-1] or any(p.endswith(".egg-info") for p in parts[:-1]))
+    return not (
+        relative.endswith(".pyc") or "__pycache__" in parts[:-1] or any(p.endswith(".egg-info") for p in parts[:-1])
+    )
 
 
 def context_hash(root: Path = _REPO_ROOT) -> str:
@@ -90,7 +92,8 @@ def check_image_reference(reference: str) -> str:
         return reference
     if not tag or tag == "latest" or not _TAG.fullmatch(tag):
         raise DeepFaceError(
-            f"image {reference!r} (DEEPFACE_IMAGE or DEEPFACE_IMAGE_REPO) needs an immutable tag (e.g. :0.1.0-g1a2b3c4d5e6f) or a "
+            f"image {reference!r} (DEEPFACE_IMAGE or DEEPFACE_IMAGE_REPO) needs an immutable tag "
+            "(e.g. :0.1.0-g1a2b3c4d5e6f) or a "
             "@sha256 digest: Vertex AI caches results on the image string, so ':latest' or no tag "
             "would serve stale results"
         )

@@ -103,7 +103,9 @@ def unset_to_none(value):
 
 def recipe_help() -> str:
     """The recipes in a line, for option help texts: ``paper: sgd, batch 128, lr 0.01; ...``."""
-    return "; ".join(f"{name}: {r.optimizer}, batch {r.batch_size}, lr {r.learning_rate}" for name, r in RECIPES.items())
+    return "; ".join(
+        f"{name}: {r.optimizer}, batch {r.batch_size}, lr {r.learning_rate}" for name, r in RECIPES.items()
+    )
 
 
 def check_options(**options) -> None:

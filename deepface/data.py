@@ -25,7 +25,7 @@ import logging
 import os
 import posixpath
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -459,7 +459,8 @@ def _check_schema(directory: str) -> None:
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
         raise DeepFaceError(
-            f"{posixpath.join(directory, MANIFEST_FILE)} says schema_version {version!r}; this reader knows version {SCHEMA_VERSION}: "
+            f"{posixpath.join(directory, MANIFEST_FILE)} says schema_version {version!r}; "
+            f"this reader knows version {SCHEMA_VERSION}: "
             "rebuild the shards with this version's `deepface tfrecords`."
         )
 

@@ -41,7 +41,8 @@ import math
 import re
 import threading
 import warnings
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -112,7 +113,7 @@ def open_image(data: bytes) -> Image.Image:
                 Image.MAX_IMAGE_PIXELS = limit
     except UnidentifiedImageError:
         raise BadImage("not an image, or a corrupt one: Pillow cannot identify its format") from None
-    except Exception as error:  # any decoder failure on user data means: skip this file
+    except Exception as error:  # noqa: BLE001 - any decoder failure on user data means: skip this file
         raise BadImage(f"corrupt or truncated image: {_describe(error)}") from None
     if image.format not in FORMATS:
         raise BadImage(f"unsupported format: {image.format} (readable: {', '.join(FORMATS)})")
@@ -161,7 +162,7 @@ def decode(data: bytes, *, scale: float = 1.0, min_side: int | None = None) -> t
             warnings.simplefilter("ignore")
             image.load()
             upright = ImageOps.exif_transpose(image)
-    except Exception as error:  # any decoder failure on user data means: skip this file
+    except Exception as error:  # noqa: BLE001 - any decoder failure on user data means: skip this file
         raise BadImage(f"corrupt or truncated image: {_describe(error)}") from None
     if image.format in ("JPEG", "MPO") and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
         raise BadImage("corrupt or truncated image: the JPEG data ends before its end-of-image marker")

@@ -31,9 +31,10 @@ import os
 import posixpath
 import re
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import click
@@ -756,7 +757,9 @@ def fetch(
     started = time.monotonic()
     files = {item.file.name: _fetch_one(item, out_path, retries, chunk_size) for item in planned}
     total = sum(entry["bytes"] for entry in files.values())
-    logger.info("%d file(s), %d bytes, ready in %s after %.2f s", len(files), total, out_path, time.monotonic() - started)
+    logger.info(
+        "%d file(s), %d bytes, ready in %s after %.2f s", len(files), total, out_path, time.monotonic() - started
+    )
 
     manifest = {"stage": "fetch", "files": dict(sorted(files.items()))}
     write_json(out_path / MANIFEST_NAME, manifest)

@@ -30,8 +30,8 @@ import posixpath
 import re
 import tarfile
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import click
 from tqdm import tqdm
@@ -314,7 +314,8 @@ def _index_list(path: Path) -> ImageIndex:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as error:
-        raise DeepFaceError(f"Image list {path} is not UTF-8 text ({error}): pass a list such as train_list.txt.")
+        raise DeepFaceError(
+            f"Image list {path} is not UTF-8 text ({error}): pass a list such as train_list.txt.") from None
     index = ImageIndex()
     malformed = []
     for number, line in enumerate(lines, start=1):

@@ -27,8 +27,8 @@ import math
 import os
 import posixpath
 import tarfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -192,7 +192,9 @@ def _rows(reader, source: str) -> Iterator[list[str]]:
         except StopIteration:
             return
         except csv.Error as error:
-            raise DeepFaceError(f"{source} line {reader.line_num} is not a CSV row ({error}): fix or remove it.") from None
+            raise DeepFaceError(
+                f"{source} line {reader.line_num} is not a CSV row ({error}): fix or remove it."
+            ) from None
 
 
 def read_landmarks(path: str | os.PathLike, split: str | None = None) -> LandmarkTable:
@@ -213,7 +215,10 @@ def read_landmarks(path: str | os.PathLike, split: str | None = None) -> Landmar
         raise DeepFaceError(f"Landmark file {path} does not exist: pass a loose_landmark_*.csv, "
                             f"a {BB_LANDMARK_FOLDER} folder or {BB_LANDMARK_ARCHIVE}.")
     if path.is_dir():
-        candidates = sorted(path.glob("loose_landmark_*.csv")) + sorted(path.glob(f"{BB_LANDMARK_FOLDER}/loose_landmark_*.csv"))
+        candidates = (
+            sorted(path.glob("loose_landmark_*.csv"))
+            + sorted(path.glob(f"{BB_LANDMARK_FOLDER}/loose_landmark_*.csv"))
+        )
         chosen = _choose([c.name for c in candidates], path, split)
         return _merge([read_landmarks(c) for c in candidates if c.name in chosen], str(path))
     if path.suffix.lower() == ".csv":

@@ -36,6 +36,7 @@ from deepface.config import PAPER_NUM_CLASSES, PRESETS, ModelConfig, get_config 
 from deepface.errors import DeepFaceError
 from deepface.layers import FeatureNormalization, LocallyConnected2D
 
+
 def spatial_sizes(preset: str | ModelConfig) -> dict[str, int]:
     """Side of each layer's output map, e.g. paper: C1 142, M2 71, C3 63, L4 55, L5 25, L6 21."""
     size = get_config(preset).image_size

@@ -39,7 +39,7 @@ import dataclasses
 import logging
 import os
 import re
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -149,7 +149,9 @@ def read_pairs(path: str | os.PathLike) -> list[Pair]:
     except IsADirectoryError:
         raise DeepFaceError(f"pairs file {path} is a directory; pass the path of LFW pairs.txt itself.") from None
     except UnicodeDecodeError as error:
-        raise DeepFaceError(f"pairs file {path} is not UTF-8 text (byte {error.start}); pass an LFW pairs.txt.") from None
+        raise DeepFaceError(
+            f"pairs file {path} is not UTF-8 text (byte {error.start}); pass an LFW pairs.txt."
+        ) from None
     except OSError as error:
         raise DeepFaceError(f"pairs file {path} cannot be read: {error.strerror}.") from None
     return parse_pairs(text, source=str(path))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -46,9 +46,10 @@ import multiprocessing
 import os
 import tarfile
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import NamedTuple
 
 import click
 import numpy as np
@@ -57,8 +58,15 @@ from tqdm import tqdm
 
 from deepface.errors import DeepFaceError
 from deepface.io import atomic_open, dumps_json, is_remote, local_path, md5_file, write_text
-from deepface.landmarks import (BB_LANDMARK_ARCHIVE, BB_LANDMARK_FOLDER, box_file, format_box_rows,
-                                format_landmark_rows, landmark_file, name_id)
+from deepface.landmarks import (
+    BB_LANDMARK_ARCHIVE,
+    BB_LANDMARK_FOLDER,
+    box_file,
+    format_box_rows,
+    format_landmark_rows,
+    landmark_file,
+    name_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -402,7 +410,9 @@ def _draw_skin(pen: _Pen, head: _Head) -> None:
         lip = [(mouth_x - 0.35 * fw, mouth_y - 0.06 * fh), (mouth_x + 0.35 * fw, mouth_y - 0.06 * fh)]
         pen.polygon(np.concatenate([jaw, lip]), fill=colour)
     if face.facial_hair == "goatee":
-        pen.ellipse((mouth_x - 0.14 * fw, mouth_y + 0.02 * fh, mouth_x + 0.14 * fw, head.y(1.01)), fill=face.hair_colour)
+        pen.ellipse(
+            (mouth_x - 0.14 * fw, mouth_y + 0.02 * fh, mouth_x + 0.14 * fw, head.y(1.01)), fill=face.hair_colour
+        )
     if face.facial_hair in ("moustache", "goatee"):
         half = face.mouth_w * fw * 0.55
         pen.polygon([(mouth_x - half, mouth_y), (mouth_x, mouth_y - 0.075 * fh), (mouth_x + half, mouth_y),
@@ -586,7 +596,9 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Image.Imag
     """
     small = (max(2, width // 4), max(2, height // 4))
     grey = rng.uniform(40, 220)
-    grid = grey + (rng.uniform(0, 255, (int(rng.integers(2, 5)), int(rng.integers(2, 5)), 3)) - grey) * rng.uniform(0.2, 0.8)
+    grid = grey + (
+        rng.uniform(0, 255, (int(rng.integers(2, 5)), int(rng.integers(2, 5)), 3)) - grey
+    ) * rng.uniform(0.2, 0.8)
     image = Image.fromarray(grid.astype(np.uint8), "RGB").resize(small, Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(image)
     for _ in range(int(rng.integers(0, 4))):
@@ -793,7 +805,9 @@ def _decode_matched(people: Sequence[tuple[str, int]], indices: np.ndarray) -> l
     ends = np.cumsum(counts * (counts - 1) // 2)
     owners = np.searchsorted(ends, indices, side="right")
     pairs = []
-    for owner, index in zip(owners.tolist(), (indices - (ends[owners] - counts[owners] * (counts[owners] - 1) // 2)).tolist()):
+    for owner, index in zip(
+        owners.tolist(), (indices - (ends[owners] - counts[owners] * (counts[owners] - 1) // 2)).tolist()
+    ):
         name, count = people[owner]
         first = 1
         while index >= count - first:  # row ``first`` holds the pairs (first, first+1..count)

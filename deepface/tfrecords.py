@@ -35,8 +35,9 @@ skipped and listed with their reason in the manifest: empty file, not an image, 
 a decompression bomb (`deepface.faces.open_image`), a format TensorFlow cannot decode (keep_original
 only), no landmarks row, landmarks outside the image, no face found, an identity missing from
 classes.txt, no identity folder, or a name repeated in the archive. Landmark rows naming no image and
-images where the detector found several faces (the one meant is stored) are counted in the manifest. If more than max_bad_fraction of the images are skipped the build fails without a manifest;
-its shards are kept, so a rerun with a higher limit finishes at once.
+images where the detector found several faces (the one meant is stored) are counted in the manifest.
+If more than max_bad_fraction of the images are skipped the build fails without a manifest; its shards
+are kept, so a rerun with a higher limit finishes at once.
 
 Images are decoded by `deepface.faces.decode` (EXIF orientation applied); keep_original records are
 decoded by TensorFlow when read, which ignores EXIF.
@@ -54,9 +55,10 @@ import multiprocessing
 import os
 import re
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import click
 import google_crc32c
@@ -148,7 +150,8 @@ def encode_image(data: bytes, options: ImageOptions, points: np.ndarray | None =
         image, _ = decode(data, scale=0.125)  # validation: DCT-reduced JPEGs still read every byte
         if open_image(data).format not in TF_DECODABLE_FORMATS:
             raise BadImage(
-                f"unsupported format: {open_image(data).format} (TensorFlow decodes {', '.join(TF_DECODABLE_FORMATS)}); "
+                f"unsupported format: {open_image(data).format} "
+                f"(TensorFlow decodes {', '.join(TF_DECODABLE_FORMATS)}); "
                 "build without keep_original to convert it"
             )
         return data, None

@@ -46,7 +46,8 @@ import posixpath
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -67,7 +68,6 @@ from deepface.errors import DeepFaceError
 from deepface.io import dumps_json, is_remote, local_path, read_json, remove_temporaries, write_bytes
 from deepface.labels import CLASSES_FILE, load_classes
 from deepface.model import (
-    PRESETS,
     ModelConfig,
     build_classifier,
     build_embedding_model,

@@ -71,7 +71,7 @@ def read_seed_weights(h5_path: str | os.PathLike) -> LayerWeights:
                             "model.save_weights('x.h5'), such as VGGFace2_DeepFace_weights_val-0.9034.h5")
     try:
         with h5py.File(path, "r") as h5:
-            return _read_layers(h5["model_weights"] if "model_weights" in h5 else h5, path)
+            return _read_layers(h5.get("model_weights", h5), path)
     except (OSError, KeyError) as error:  # h5py's errors for truncated or damaged files
         raise DeepFaceError(f"{path}: cannot read the HDF5 file ({error}); it is truncated or corrupt: "
                             "download it again") from error

@@ -9,7 +9,8 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from deepface.errors import DeepFaceError
 

@@ -146,7 +146,10 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
     options.check()
     train_component = _train_component(options)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Train DeepFace (Taigman et al., 2014) and evaluate it on LFW-style face verification.")
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Train DeepFace (Taigman et al., 2014) and evaluate it on LFW-style face verification.",
+    )
     def deepface_pipeline(
         data_uri: str = "",
         verification_images: str = "lfw.tgz",

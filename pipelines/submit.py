@@ -18,8 +18,9 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -69,7 +70,9 @@ def load_template(path: str | os.PathLike) -> Template:
     except yaml.YAMLError as error:
         raise DeepFaceError(f"--template {path}: not YAML ({error})") from None
     if not isinstance(spec, dict) or "root" not in spec or "pipelineInfo" not in spec:
-        raise DeepFaceError(f"--template {path}: not a compiled KFP pipeline (write one with `python -m pipelines compile`)")
+        raise DeepFaceError(
+            f"--template {path}: not a compiled KFP pipeline (write one with `python -m pipelines compile`)"
+        )
     return Template(str(path), spec)
 
 
@@ -111,21 +114,26 @@ def check_pipeline_root(pipeline_root: str | None) -> None:
         raise DeepFaceError("missing --pipeline-root: a Cloud Storage folder for the run's artifacts, e.g. gs://my-bucket/pipeline-root")
     if not re.match(r"^gs://[a-z0-9][a-z0-9._-]{1,221}[a-z0-9](/.*)?$", pipeline_root):
         raise DeepFaceError(
-            f"--pipeline-root {pipeline_root!r}: Vertex AI keeps artifacts in Cloud Storage; give a gs://BUCKET/PATH folder "
+            f"--pipeline-root {pipeline_root!r}: Vertex AI keeps artifacts in Cloud Storage; "
+            "give a gs://BUCKET/PATH folder "
             "(a bucket name has 3-63 lowercase letters, digits, '-', '_' or '.')"
         )
 
 
 def check_run_identity(service_account: str | None, network: str | None) -> None:
     if service_account and not _SERVICE_ACCOUNT.match(service_account):
-        raise DeepFaceError(f"--service-account {service_account!r}: give an e-mail, e.g. runner@my-project.iam.gserviceaccount.com")
+        raise DeepFaceError(
+            f"--service-account {service_account!r}: give an e-mail, e.g. runner@my-project.iam.gserviceaccount.com"
+        )
     if network and not _NETWORK.match(network):
         raise DeepFaceError(f"--network {network!r}: give projects/PROJECT_NUMBER/global/networks/NETWORK")
 
 
 def check_vertex_images(spec: Mapping[str, Any]) -> None:
     """Vertex AI pulls images from a registry: refuse images only this machine has (localhost/...)."""
-    local = sorted(image for image in template_images(spec) if image.startswith("localhost/") or "/" not in image.split(":")[0])
+    local = sorted(
+        image for image in template_images(spec) if image.startswith("localhost/") or "/" not in image.split(":")[0]
+    )
     if local:
         raise DeepFaceError(
             f"the template runs image {local[0]}, which Vertex AI cannot pull: push the image to Artifact Registry "
@@ -260,7 +268,9 @@ def registry_host(host: str | None, project: str | None, region: str | None, rep
         return host.rstrip("/")
     check_project_region(project, region)
     if not repository or not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", repository):
-        raise DeepFaceError("missing or invalid --repository: the Artifact Registry repository (format KFP) to upload to")
+        raise DeepFaceError(
+            "missing or invalid --repository: the Artifact Registry repository (format KFP) to upload to"
+        )
     return f"https://{region}-kfp.pkg.dev/{project}/{repository}"
 
 

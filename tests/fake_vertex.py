@@ -65,7 +65,7 @@ class FakeCloud:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
-    def __enter__(self) -> "FakeCloud":
+    def __enter__(self) -> FakeCloud:
         self._thread.start()
         return self
 

@@ -31,8 +31,8 @@ import sys
 import termios
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 from servers import HttpFileServer

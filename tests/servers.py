@@ -67,7 +67,7 @@ class HttpFileServer:
         """The GET requests received for ``path`` (without leading '/', query ignored)."""
         return [r for r in self.requests if r.method == "GET" and urlsplit(r.path).path == "/" + path]
 
-    def __enter__(self) -> "HttpFileServer":
+    def __enter__(self) -> HttpFileServer:
         self._thread.start()
         return self
 
@@ -172,7 +172,7 @@ class GcsEmulator:
         self._server = create_server("127.0.0.1", 0, in_memory=True)
         self._client = None
 
-    def __enter__(self) -> "GcsEmulator":
+    def __enter__(self) -> GcsEmulator:
         self._server.start()
         return self
 

@@ -28,8 +28,8 @@ from corpus import (
     Member,
     corrupt_gzip,
     cut_at_member,
-    flip_bit,
     encode,
+    flip_bit,
     hostile_members,
     images,
     noise_image,
@@ -69,7 +69,9 @@ class Sandbox:
             if exclude is not None and path.is_relative_to(exclude):
                 continue
             stat = path.lstat()  # a directory's own times change when an output directory appears in it
-            files[path.relative_to(self.root).as_posix()] = (0, 0) if path.is_dir() else (stat.st_size, stat.st_mtime_ns)
+            files[path.relative_to(self.root).as_posix()] = (
+                (0, 0) if path.is_dir() else (stat.st_size, stat.st_mtime_ns)
+            )
         return files
 
     def invoke(self, args: list[str], out: Path | None = None, group=main) -> Result:
@@ -251,7 +253,9 @@ def test_a_broken_archive_is_a_clear_error_naming_it(sandbox, damage):
 
     # tfrecords, with the class map of the intact archive
     (sandbox.inputs / "good.tar.gz").rename(sandbox.inputs / "intact.tar.gz")
-    assert sandbox.invoke(["labels", "--source", sandbox.inputs / "intact.tar.gz", "--out", labels], labels).exit_code == 0
+    assert sandbox.invoke(
+        ["labels", "--source", sandbox.inputs / "intact.tar.gz", "--out", labels], labels
+    ).exit_code == 0
     records = sandbox.out("tfrecords")
     result = sandbox.invoke(["tfrecords", "--source", archive, "--labels", labels, "--out", records,
                              "--image-size", IMAGE_SIZE, "--workers", "1"], records)
@@ -296,7 +300,9 @@ def test_malformed_class_maps_are_errors_naming_file_and_line(sandbox, case):
 def test_a_missing_class_map_is_an_error_naming_it(sandbox):
     archive = write_tar(sandbox.inputs / "train.tar.gz", [Member("train/n000001/1.jpg", encode(noise_image(1)))])
     out = sandbox.out("tfrecords")
-    result = sandbox.invoke(["tfrecords", "--source", archive, "--labels", sandbox.inputs / "nolabels", "--out", out], out)
+    result = sandbox.invoke(
+        ["tfrecords", "--source", archive, "--labels", sandbox.inputs / "nolabels", "--out", out], out
+    )
     expect_error(result, "nolabels")
 
 
@@ -564,11 +570,10 @@ def test_invalid_compile_options_are_errors_naming_them(sandbox, options, needle
 @pytest.mark.parametrize("param", ["preset=huge", "epochs=0", "batch_size=-1", "validation_fraction=1.5",
                                    "synthetic_identities=0"])
 def test_out_of_range_pipeline_parameters_are_refused_at_submission(param):
+    from deepface.errors import DeepFaceError
     from pipelines.local import pipeline_spec_dict
     from pipelines.params import parse_overrides
     from pipelines.pipeline import make_pipeline
-
-    from deepface.errors import DeepFaceError
 
     with pytest.raises(DeepFaceError, match=param.split("=")[0]):
         parse_overrides(pipeline_spec_dict(make_pipeline()), [param])

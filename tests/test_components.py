@@ -105,7 +105,7 @@ def stages(synth_dir, tmp_path_factory) -> dict:
 
 
 def test_fetch_copies_the_synthetic_folder(stages, synth_dir):
-    assert RELEASE_FILES <= set(os.listdir(stages["data"].path))
+    assert set(os.listdir(stages["data"].path)) >= RELEASE_FILES
     for name in RELEASE_FILES:
         assert open(os.path.join(stages["data"].path, name), "rb").read() == (synth_dir / name).read_bytes()
 
@@ -115,7 +115,9 @@ def test_tfrecords_are_stored_at_the_preset_size(stages):
 
     manifest = json.load(open(os.path.join(stages["tfrecords"].path, "manifest.json"), encoding="utf-8"))
     assert manifest["image_size"] == get_config("tiny").image_size
-    assert any(name.startswith("train-") and name.endswith(".tfrecord") for name in os.listdir(stages["tfrecords"].path))
+    assert any(
+        name.startswith("train-") and name.endswith(".tfrecord") for name in os.listdir(stages["tfrecords"].path)
+    )
 
 
 def test_train_writes_a_complete_model_directory(stages):

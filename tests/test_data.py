@@ -177,9 +177,9 @@ def test_load_image_file_and_image_dataset_use_the_same_preprocessing(tmp_path):
         encode(solid(40, 90, (10, 200, 30)), "PNG"),
     ]
     paths = []
-    for index, data in enumerate(encoded):
+    for index, image in enumerate(encoded):
         paths.append(tmp_path / f"face{index}.img")
-        paths[-1].write_bytes(data)
+        paths[-1].write_bytes(image)
     direct = np.stack([preprocess_image(tf.constant(data), 48).numpy() for data in encoded])
     (from_paths,) = make_image_dataset(paths, 48, batch_size=2).as_numpy_iterator()
     (from_bytes,) = make_image_dataset(encoded, 48, batch_size=8).as_numpy_iterator()
@@ -290,8 +290,8 @@ def test_evaluation_batches_are_preprocess_image_of_each_record(tmp_path, manife
             writer.write(example(image, label))
     if manifest:
         (tmp_path / "manifest.json").write_text(
-            '{"encoding": "jpeg-resized", "image_size": %d, "schema_version": 1, '
-            '"shards": [{"file": "test-00000-of-00001.tfrecord"}]}' % SIZE)
+            f'{{"encoding": "jpeg-resized", "image_size": {SIZE}, "schema_version": 1, '
+            '"shards": [{"file": "test-00000-of-00001.tfrecord"}]}')
     assert data._stored_as_jpeg_at(data.list_shards(tmp_path), SIZE) == manifest
     images, labels = collect(make_dataset(tmp_path, batch_size=5, image_size=SIZE, training=False))
     expected = np.stack([preprocess_image(tf.constant(image), SIZE).numpy() for image in encoded])
@@ -456,7 +456,7 @@ def test_reads_shards_built_by_the_tfrecords_stage(request, tmp_path):
     assert images.shape == (len(identities), 48, 48, 3)
     expected_counts = [identities.count(identity) for identity in sorted(set(identities))]
     assert np.bincount(labels).tolist() == expected_counts
-    assert 0.0 <= images.min() and images.max() <= 1.0 and images.std() > 0.05
+    assert images.min() >= 0.0 and images.max() <= 1.0 and images.std() > 0.05
     original_images, original_labels = read[True]
     np.testing.assert_array_equal(original_labels, labels)
     assert np.abs(original_images - images).mean() < 0.02  # Pillow resize + JPEG vs resize here

@@ -15,9 +15,9 @@ import os
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import write_tar
 from PIL import Image, ImageOps
 
-from conftest import write_tar
 from deepface import detect
 from deepface.errors import DeepFaceError
 from deepface.faces import DETECT_SIDE, decode, scale_points

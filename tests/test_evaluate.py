@@ -277,7 +277,9 @@ def test_missing_or_undecodable_images_fail_unless_allowed(untrained_model, synt
     out_dir = tmp_path / "eval"
     with pytest.raises(DeepFaceError, match=rf"pair 1: image {missing.number1} of {missing.name1} not in"):
         evaluate(untrained_model, images, synth_dir / "pairs.txt", out_dir, baseline=False)
-    (images / "lfw" / missing.name1 / f"{missing.name1}_{missing.number1:04d}.jpg").write_bytes(broken_file.read_bytes())
+    (images / "lfw" / missing.name1 / f"{missing.name1}_{missing.number1:04d}.jpg").write_bytes(
+        broken_file.read_bytes()
+    )
     with pytest.raises(DeepFaceError, match="2 image.* cannot be used"):
         evaluate(untrained_model, images, synth_dir / "pairs.txt", out_dir, baseline=False)
     assert not (out_dir / "manifest.json").exists()

@@ -71,7 +71,9 @@ def report(stage: str, kills: list[dict]) -> None:
 def fetch_payload(seed: int) -> dict[str, bytes]:
     """A few incompressible files of a few MiB (several read chunks each) and an empty one."""
     rng = random.Random(seed)
-    files = {name: rng.randbytes(rng.randrange(CHUNK_SIZE // 2, 3 * CHUNK_SIZE)) for name in ("a.bin", "b.bin", "c/d.bin")}
+    files = {
+        name: rng.randbytes(rng.randrange(CHUNK_SIZE // 2, 3 * CHUNK_SIZE)) for name in ("a.bin", "b.bin", "c/d.bin")
+    }
     return {**files, "empty.bin": b""}
 
 

@@ -141,7 +141,8 @@ def test_gcs_resumes_partial_file_with_ranged_read(gcs_emulator, tmp_path, caplo
     assert (out / "big.bin").read_bytes() == DATA
     assert manifest["files"]["big.bin"]["md5"] == md5(DATA)
     downloads = [r.getMessage() for r in caplog.records
-                 if r.name.startswith("gcp_storage_emulator") and "/download/storage/v1/b/bucket/o/big.bin" in r.getMessage()]
+                 if r.name.startswith("gcp_storage_emulator")
+                 and "/download/storage/v1/b/bucket/o/big.bin" in r.getMessage()]
     assert len(downloads) == 1 and '" 206 ' in downloads[0]  # one ranged read, not a full one
     assert "resuming from byte 123456" in caplog.text
 
@@ -206,7 +207,9 @@ def test_secret_never_leaks_to_logs_outputs_or_manifest(tmp_path, monkeypatch, c
     monkeypatch.setenv("FETCH_AUTH", f"X-Secret: {SECRET}")
     files = {"a.bin": DATA, "b.txt": SMALL}
     with HttpFileServer({**files, "MD5SUMS": md5sums(files)}, required_header=("X-Secret", SECRET)) as server:
-        signed = server.url("a.bin").replace("http://", "http://user:pass-word@") + "?X-Goog-Signature=sig-value&alt=media"
+        signed = (
+            server.url("a.bin").replace("http://", "http://user:pass-word@") + "?X-Goog-Signature=sig-value&alt=media"
+        )
         caplog.set_level(logging.DEBUG)
         out = tmp_path / "out"
         server.cut("a.bin", 1000)  # exercise the retry path's messages too
@@ -322,7 +325,9 @@ def test_md5sums_mismatch_deletes_the_bad_file(tmp_path):
     (root / "a.bin").write_bytes(SMALL)
     (root / "MD5SUMS").write_text(f"{md5(b'other')} *a.bin\n")  # binary-mode md5sum line
     out = tmp_path / "out"
-    with pytest.raises(DeepFaceError, match=rf"MD5 mismatch for a\.bin.*expected {md5(b'other')} \(MD5SUMS\), got {md5(SMALL)}"):
+    with pytest.raises(
+        DeepFaceError, match=rf"MD5 mismatch for a\.bin.*expected {md5(b'other')} \(MD5SUMS\), got {md5(SMALL)}"
+    ):
         fetch([str(root / "a.bin")], out)
     assert not (out / "a.bin").exists() and not (out / "a.bin.part").exists()
     assert not (out / "manifest.json").exists()

@@ -12,10 +12,9 @@ def test_atomic_write_replaces_only_on_success(tmp_path):
     target = tmp_path / "out" / "data.json"
     io.write_json(target, {"b": 1, "a": [1, 2]})
     assert target.read_text() == '{\n  "a": [\n    1,\n    2\n  ],\n  "b": 1\n}\n'
-    with pytest.raises(RuntimeError):
-        with io.atomic_open(target, "wb") as handle:
-            handle.write(b"half")
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), io.atomic_open(target, "wb") as handle:
+        handle.write(b"half")
+        raise RuntimeError("interrupted")
     assert io.read_json(target) == {"a": [1, 2], "b": 1}  # the old content survives
     assert sorted(p.name for p in target.parent.iterdir()) == ["data.json"]  # no temporary left
 

@@ -54,7 +54,9 @@ BAD_ROWS = {
     "unparsable": ('"n1/a",1,2,3,4,5,six,7,8,9,10\n', "line 2: the coordinates of 'n1/a' are not all numbers"),
     "not finite": ('"n1/a",1,2,3,4,5,nan,7,8,9,10\n', "not finite"),
     "empty name": ('"",1,2,3,4,5,6,7,8,9,10\n', "empty NAME_ID"),
-    "duplicate": ('"n1/a",1,2,3,4,5,6,7,8,9,10\n"n1/a",1,2,3,4,5,6,7,8,9,10\n', "line 3 repeats 'n1/a' (first on line 2)"),
+    "duplicate": (
+        '"n1/a",1,2,3,4,5,6,7,8,9,10\n"n1/a",1,2,3,4,5,6,7,8,9,10\n', "line 3 repeats 'n1/a' (first on line 2)"
+    ),
 }
 
 

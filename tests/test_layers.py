@@ -1,11 +1,11 @@
 """LocallyConnected2D equals tf.keras's LocallyConnected2D (implementation=1), saves, loads, and runs under
 mixed precision and XLA."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 from deepface.layers import FeatureNormalization, LocallyConnected2D
 
 tf_keras = pytest.importorskip("tf_keras")

@@ -2,11 +2,11 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import keras
 from deepface import model as df_model
 from deepface.cli import main
 from deepface.errors import DeepFaceError

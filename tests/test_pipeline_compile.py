@@ -7,7 +7,6 @@ import os
 import subprocess
 
 # The image the components are built with (before they are imported): a registry image with a fixed tag.
-
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -67,8 +66,12 @@ def test_dag_edges(spec):
         ("train-model", "evaluate-model"), ("fetch-data", "evaluate-model"),
     }
     train_inputs = tasks["train-model"]["inputs"]["artifacts"]
-    assert train_inputs["tfrecords"]["taskOutputArtifact"] == {"outputArtifactKey": "tfrecords", "producerTask": "build-tfrecords"}
-    assert train_inputs["labels"]["taskOutputArtifact"] == {"outputArtifactKey": "labels", "producerTask": "build-labels"}
+    assert train_inputs["tfrecords"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "tfrecords", "producerTask": "build-tfrecords"
+    }
+    assert train_inputs["labels"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "labels", "producerTask": "build-labels"
+    }
     evaluate_inputs = tasks["evaluate-model"]["inputs"]["artifacts"]
     assert evaluate_inputs["model"]["taskOutputArtifact"]["producerTask"] == "train-model"
     assert {body["taskInfo"]["name"] for body in tasks.values()} == set(TASK_OF_STAGE)

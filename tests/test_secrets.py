@@ -20,8 +20,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from faults import child_env
 from fake_vertex import FakeCloud
+from faults import child_env
 from servers import HttpFileServer
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -95,18 +95,24 @@ def test_no_token_reaches_the_logs_manifests_or_artifacts_of_a_run(synth_dir, tm
         assert "HTTP 403" in error
         requests = [request for request in server.requests if request.method == "GET"]
     # The tokens were really used: the header and the signed query reached the server.
-    assert {request.headers.get("X-Api-Key") for request in requests} == {TOKENS["auth header"], TOKENS["wrong auth header"]}
+    assert {request.headers.get("X-Api-Key") for request in requests} == {
+        TOKENS["auth header"], TOKENS["wrong auth header"]
+    }
     assert any(TOKENS["URL signature"] in request.path for request in requests)
-    assert json.loads((data / "manifest.json").read_text())["files"]["pairs.txt"]["source"].endswith("/pairs.txt?alt=media")
+    assert json.loads((data / "manifest.json").read_text())["files"]["pairs.txt"]["source"].endswith(
+        "/pairs.txt?alt=media"
+    )
 
     run_verbose("deepface.cli", ["labels", "--source", data / "vggface2_train.tar.gz", "--out", run_dir / "labels"],
                 env, outputs)
-    run_verbose("deepface.cli", ["tfrecords", "--source", data / "vggface2_train.tar.gz", "--labels", run_dir / "labels",
+    run_verbose("deepface.cli", ["tfrecords", "--source", data / "vggface2_train.tar.gz",
+                                 "--labels", run_dir / "labels",
                                  "--out", run_dir / "tfrecords", "--image-size", "80", "--workers", "1",
                                  "--landmarks", data / "bb_landmark.tar.gz"], env, outputs)
     run_verbose("deepface.cli", ["train", "--tfrecords", run_dir / "tfrecords", "--labels", run_dir / "labels",
                                  "--out", run_dir / "model", "--preset", "tiny", "--epochs", "1", "--batch-size", "8",
-                                 "--steps-per-epoch", "2", "--feature-max-batches", "1", "--strategy", "cpu"], env, outputs)
+                                 "--steps-per-epoch", "2", "--feature-max-batches", "1", "--strategy", "cpu"],
+                env, outputs)
     run_verbose("deepface.cli", ["evaluate", "--model", run_dir / "model", "--images", data / "lfw.tgz",
                                  "--pairs", data / "pairs.txt", "--out", run_dir / "evaluation", "--no-baseline",
                                  "--landmarks", data / "lfw_landmarks.csv"],
@@ -127,7 +133,8 @@ def test_no_token_reaches_a_compiled_template_an_upload_or_a_kubeflow_run(tmp_pa
     template = tmp_path / "pipeline.yaml"
     run_verbose("pipelines", ["compile", "--output", template], env, outputs)
     with FakeCloud() as fake:
-        run_verbose("pipelines", ["upload", "--host", f"{fake.url}/proj/templates", "--template", template, "--tag", "v1"],
+        run_verbose("pipelines", ["upload", "--host", f"{fake.url}/proj/templates", "--template", template,
+                                  "--tag", "v1"],
                     env, outputs)
         run_verbose("pipelines", ["submit-kfp", "--host", fake.url, "--template", template, "--param", "epochs=2"],
                     env, outputs)
@@ -173,7 +180,9 @@ def test_the_image_and_the_virtual_environment_install_from_the_same_constraints
     for command in pip_installs(dockerfile):
         assert "-c constraints.txt" in command or all("==" in arg for arg in re.findall(r'"([^"]+)"', command)), command
     assert any("-c constraints.txt" in command for command in pip_installs(dockerfile))
-    venv_installs = [line for line in makefile.splitlines() if "pip install" in line and "/tmp/deepface-lock" not in line]
+    venv_installs = [
+        line for line in makefile.splitlines() if "pip install" in line and "/tmp/deepface-lock" not in line
+    ]
     assert venv_installs and all("-c constraints.txt" in line for line in venv_installs), venv_installs
 
 

@@ -97,7 +97,9 @@ def test_the_pipeline_passes_its_parameters_with_the_components_defaults():
     pipeline = defaults(make_pipeline().pipeline_func)
     spec = make_pipeline().pipeline_spec
     tasks = spec.root.dag.tasks
-    task_of = {"synth": "synth-data", "tfrecords": "build-tfrecords", "evaluate": "evaluate-model", "train": "train-model"}
+    task_of = {
+        "synth": "synth-data", "tfrecords": "build-tfrecords", "evaluate": "evaluate-model", "train": "train-model"
+    }
     compared = 0
     for stage, _, _, component in STAGES:
         ours = component_defaults(component)
@@ -105,7 +107,9 @@ def test_the_pipeline_passes_its_parameters_with_the_components_defaults():
         for name, argument in wired.items():
             source = argument.component_input_parameter
             if source == name and name in pipeline and name in ours:  # the same setting under the same name
-                assert pipeline[source] == ours[name], f"pipeline {source}={pipeline[source]!r}, {stage} {name}={ours[name]!r}"
+                assert pipeline[source] == ours[name], (
+                    f"pipeline {source}={pipeline[source]!r}, {stage} {name}={ours[name]!r}"
+                )
                 compared += 1
     assert compared >= 8
 

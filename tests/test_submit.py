@@ -76,7 +76,9 @@ def test_submit_sends_the_template_parameters_and_run_settings(fake, template_pa
     assert job["network"] == NETWORK
     assert job["labels"] == {"team": "faces", "stage": "dev"}
     assert job["displayName"] == "deepface-nightly"
-    caching = {t["cachingOptions"].get("enableCache", False) for t in job["pipelineSpec"]["root"]["dag"]["tasks"].values()}
+    caching = {
+        t["cachingOptions"].get("enableCache", False) for t in job["pipelineSpec"]["root"]["dag"]["tasks"].values()
+    }
     assert caching == {False}
     job_id = fake.find("POST", "/pipelineJobs")[0].query["pipelineJobId"][0]
     assert (f"https://console.cloud.google.com/vertex-ai/locations/{REGION}/pipelines/runs/{job_id}"
@@ -164,7 +166,9 @@ def test_submit_kfp_creates_an_experiment_and_a_run(fake, template_path, monkeyp
     assert run["service_account"] == "pipeline-runner"
     template_root = yaml.safe_load(open(template_path, encoding="utf-8"))["root"]
     assert without_caching(run["pipeline_spec"]["root"]) == without_caching(template_root)
-    assert {t["cachingOptions"].get("enableCache", False) for t in run["pipeline_spec"]["root"]["dag"]["tasks"].values()} == {False}
+    assert {
+        t["cachingOptions"].get("enableCache", False) for t in run["pipeline_spec"]["root"]["dag"]["tasks"].values()
+    } == {False}
     assert all(r.headers.get("authorization") == "Bearer kfp-token-93c0" for r in fake.requests)
     assert fake.find("GET", "/apis/v2beta1/runs/run-1")  # waited
     assert f"run run-1: {fake.url}/#/runs/details/run-1" in result.output
@@ -173,7 +177,9 @@ def test_submit_kfp_creates_an_experiment_and_a_run(fake, template_path, monkeyp
 
 def test_bad_template_image_for_vertex(fake, template_path, tmp_path):
     local = tmp_path / "local-image.yaml"
-    local.write_text(open(template_path, encoding="utf-8").read().replace(IMAGE, "localhost/deepface-pipeline:0.1.0-g1"))
+    local.write_text(
+        open(template_path, encoding="utf-8").read().replace(IMAGE, "localhost/deepface-pipeline:0.1.0-g1")
+    )
     result = invoke("submit", *vertex_args(fake, "--template", str(local)))
     assert result.exit_code == 1 and "cannot pull" in result.output
     assert fake.requests == []

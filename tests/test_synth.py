@@ -309,7 +309,7 @@ def test_landmarks_parse_and_are_plausible(synth_dir, split):
         assert np.all(points >= 0) and np.all(points <= [width - 1, height - 1]), name
         if boxes:
             x, y, w, h = boxes[name.split("/", 1)[1].rsplit(".", 1)[0]]
-            assert 0 <= x and 0 <= y and x + w <= width and y + h <= height, name
+            assert x >= 0 and y >= 0 and x + w <= width and y + h <= height, name
             assert np.all(points >= [x - 0.5, y - 0.5]) and np.all(points <= [x + w - 0.5, y + h - 0.5]), name
 
 

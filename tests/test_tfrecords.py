@@ -20,17 +20,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
-from conftest import SYNTH_PARAMS
+from conftest import SYNTH_PARAMS, write_tar
 from PIL import Image
-from conftest import write_tar
 
 from deepface import tfrecords
 from deepface.cli import main
 from deepface.data import parse_example
 from deepface.errors import DeepFaceError
+from deepface.faces import FaceCropper, fit_with_pad
 from deepface.io import read_json
 from deepface.labels import build_labels, iter_members, load_classes
-from deepface.faces import FaceCropper, fit_with_pad
 from deepface.landmarks import format_landmark_rows, read_landmarks
 from deepface.tfrecords import STATE_FILE, build_tfrecords, frame_record, make_example, shard_name
 
@@ -211,7 +210,8 @@ def test_work_shared_by_the_main_and_pool_processes_gives_the_same_bytes(
     runs some tasks itself; results still come back in order."""
     monkeypatch.setattr(tfrecords, "POOL_CHUNK_SIZE", 4)
     with caplog.at_level(logging.INFO, logger="deepface.tfrecords"):
-        build_tfrecords(train_archive, labels_dir, tmp_path, landmarks=LANDMARKS, shard_bytes=SHARD_BYTES, workers=workers)
+        build_tfrecords(train_archive, labels_dir, tmp_path, landmarks=LANDMARKS, shard_bytes=SHARD_BYTES,
+                        workers=workers)
     assert directory_bytes(tmp_path) == directory_bytes(reference)
     here, total = map(int, re.search(r"(\d+) of (\d+) tasks ran in the main process", caplog.text).groups())
     assert total == -(-NUM_TRAIN_IMAGES // 4) and 0 < here < total
@@ -220,7 +220,8 @@ def test_work_shared_by_the_main_and_pool_processes_gives_the_same_bytes(
 def test_a_directory_source_gives_the_same_shards(reference, train_archive, labels_dir, tmp_path):
     with tarfile.open(train_archive) as archive:
         archive.extractall(tmp_path / "extracted", filter="data")
-    manifest = build_tfrecords(tmp_path / "extracted", labels_dir, tmp_path / "out", landmarks=LANDMARKS, shard_bytes=SHARD_BYTES, workers=1)
+    manifest = build_tfrecords(tmp_path / "extracted", labels_dir, tmp_path / "out", landmarks=LANDMARKS,
+                               shard_bytes=SHARD_BYTES, workers=1)
     built, expected = directory_bytes(tmp_path / "out"), directory_bytes(reference)
     assert built.pop("manifest.json") != expected.pop("manifest.json")  # they name different sources
     assert built == expected
@@ -228,8 +229,8 @@ def test_a_directory_source_gives_the_same_shards(reference, train_archive, labe
 
 
 def test_keep_original_stores_the_file_bytes(train_archive, labels_dir, tmp_path):
-    manifest = build_tfrecords(train_archive, labels_dir, tmp_path, keep_original=True, align=False, shard_bytes=SHARD_BYTES,
-                               workers=1)
+    manifest = build_tfrecords(train_archive, labels_dir, tmp_path, keep_original=True, align=False,
+                               shard_bytes=SHARD_BYTES, workers=1)
     originals = {member.name: member.read() for member in iter_members(train_archive)}
     records = read_records(tmp_path)
     assert {r["filename"]: r["encoded"] for r in records} == originals
@@ -308,7 +309,8 @@ EXPECTED_SKIPS = {
 
 def test_each_kind_of_bad_file_is_skipped_and_listed(bad_source, bad_build, tmp_path):
     archive, labels = bad_source
-    manifest = build_tfrecords(archive, labels, tmp_path, max_bad_fraction=1.0, align=False, shard_bytes=SHARD_BYTES, workers=2)
+    manifest = build_tfrecords(archive, labels, tmp_path, max_bad_fraction=1.0, align=False, shard_bytes=SHARD_BYTES,
+                               workers=2)
     assert directory_bytes(tmp_path) == directory_bytes(bad_build)  # whatever the workers and the limit
     skipped = {entry["file"]: entry["reason"].split(":")[0] for entry in manifest["skipped"]}
     assert skipped == EXPECTED_SKIPS
@@ -329,7 +331,8 @@ def test_each_kind_of_bad_file_is_skipped_and_listed(bad_source, bad_build, tmp_
 
 def test_keep_original_skips_formats_tensorflow_cannot_decode(bad_source, tmp_path):
     archive, labels = bad_source
-    manifest = build_tfrecords(archive, labels, tmp_path, keep_original=True, align=False, max_bad_fraction=1.0, workers=1)
+    manifest = build_tfrecords(archive, labels, tmp_path, keep_original=True, align=False, max_bad_fraction=1.0,
+                               workers=1)
     skipped = {entry["file"]: entry["reason"] for entry in manifest["skipped"]}
     assert skipped.pop("train/idA/scan.tif").startswith("unsupported format: TIFF")
     assert {name: reason.split(":")[0] for name, reason in skipped.items()} == EXPECTED_SKIPS
@@ -351,7 +354,8 @@ def test_too_many_bad_files_fail_the_build_and_a_rerun_can_accept_them(bad_sourc
         build_tfrecords(archive, labels, tmp_path / "out", align=False, shard_bytes=SHARD_BYTES, jpeg_quality=80)
 
     # Accepting the bad files finishes the kept build, with the bytes of a build that accepted them at once.
-    build_tfrecords(archive, labels, tmp_path / "out", align=False, shard_bytes=SHARD_BYTES, max_bad_fraction=0.5, workers=1)
+    build_tfrecords(archive, labels, tmp_path / "out", align=False, shard_bytes=SHARD_BYTES, max_bad_fraction=0.5,
+                    workers=1)
     assert directory_bytes(tmp_path / "out") == directory_bytes(bad_build)
 
 
@@ -361,7 +365,8 @@ def test_too_many_bad_files_fail_the_build_and_a_rerun_can_accept_them(bad_sourc
 
 BUILD_IN_CHILD = (
     "import sys; from deepface.tfrecords import build_tfrecords; "
-    "build_tfrecords(sys.argv[1], sys.argv[2], sys.argv[3], shard_bytes=int(sys.argv[4]), landmarks=sys.argv[5], workers=1)"
+    "build_tfrecords(sys.argv[1], sys.argv[2], sys.argv[3], shard_bytes=int(sys.argv[4]), landmarks=sys.argv[5], "
+    "workers=1)"
 )
 
 
@@ -409,7 +414,8 @@ def test_a_build_killed_midway_resumes_to_the_same_bytes(train_archive, labels_d
     for index, inode in enumerate(kept.values()):  # complete shards were kept, not written again
         assert (out / shard_name("train", index, manifest["num_shards"])).stat().st_ino == inode
 
-    build_tfrecords(stream, labels_dir, tmp_path / "uninterrupted", landmarks=LANDMARKS, shard_bytes=SHARD_BYTES, workers=1)
+    build_tfrecords(stream, labels_dir, tmp_path / "uninterrupted", landmarks=LANDMARKS, shard_bytes=SHARD_BYTES,
+                    workers=1)
     assert directory_bytes(out) == directory_bytes(tmp_path / "uninterrupted")
 
 
@@ -431,7 +437,9 @@ def test_a_finished_build_is_not_redone_nor_overwritten(reference, train_archive
     out = tmp_path / "out"
     shutil.copytree(reference, out)
     before = directory_bytes(out)
-    assert build_tfrecords(train_archive, labels_dir, out, landmarks=LANDMARKS, shard_bytes=SHARD_BYTES) == read_json(out / "manifest.json")
+    assert build_tfrecords(
+        train_archive, labels_dir, out, landmarks=LANDMARKS, shard_bytes=SHARD_BYTES
+    ) == read_json(out / "manifest.json")
     with pytest.raises(DeepFaceError, match="finished build with other settings.*image_size: 152 -> 96"):
         build_tfrecords(train_archive, labels_dir, out, landmarks=LANDMARKS, shard_bytes=SHARD_BYTES, image_size=96)
     assert directory_bytes(out) == before

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import h5py
 import numpy as np
@@ -18,7 +17,7 @@ tf_keras = pytest.importorskip("tf_keras")
 from deepface.cli import main  # noqa: E402
 from deepface.errors import DeepFaceError  # noqa: E402
 from deepface.io import md5_file  # noqa: E402
-from deepface.model import PRESETS, build_classifier, load_embedding_model  # noqa: E402
+from deepface.model import PRESETS, load_embedding_model  # noqa: E402
 from deepface.weights import _read_string_list, import_seed_weights, read_seed_weights  # noqa: E402
 
 PRESET = "tiny"
