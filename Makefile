@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test test-fast soak bench lock image image-test compile clean help
+.PHONY: venv demo lint format test test-fast soak bench lock image image-test compile clean help
 
 help:  ## list the workflows
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -23,7 +23,13 @@ venv: $(STAMP)  ## create or update the virtual environment (.venv)
 demo: $(STAMP)  ## the main job: the whole pipeline, locally, on the embedded synthetic data
 	$(VENV)/bin/deepface demo
 
-test: $(STAMP)  ## the whole test suite (what CI runs)
+lint: $(STAMP)  ## ruff: lint rules of pyproject.toml (make test runs it first)
+	$(VENV)/bin/ruff check .
+
+format: $(STAMP)  ## ruff: fix what it can fix by itself (imports, upgrades)
+	$(VENV)/bin/ruff check --fix .
+
+test: lint  ## lint, then the whole test suite (what CI runs)
 	$(PY) -m pytest -n 2 --dist loadfile
 
 test-fast: $(STAMP)  ## tests not marked slow

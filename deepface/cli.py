@@ -2,6 +2,9 @@
 
 Subcommands are loaded lazily (``deepface --help`` does not import TensorFlow). Each module listed in
 ``COMMANDS`` defines a click command named ``command``.
+
+``-v`` turns on DEBUG for this project's loggers only (:data:`VERBOSE_LOGGERS`); every other library
+(matplotlib, TensorFlow, urllib3, ...) stays at INFO, the root logger's level.
 """
 
 from __future__ import annotations
@@ -20,17 +23,44 @@ COMMANDS = {
     "fetch": ("deepface.fetch", "Copy data (local, file://, gs://, https://) and verify MD5s."),
     "labels": ("deepface.labels", "Build the class map (sorted identities) from a list, archive or folder."),
     "landmarks": ("deepface.detect", "Find faces and their 5 landmarks in an archive or folder (a CSV, resumable)."),
-    "tfrecords": ("deepface.tfrecords", "Build sharded TFRecords of aligned faces from an archive or folder (resumable)."),
-    "train": ("deepface.train", "Train DeepFace from TFRecords (TPU, GPUs or CPU; resumable)."),
+    "tfrecords": ("deepface.tfrecords",
+                  "Build sharded TFRecords of aligned faces from an archive or folder (resumable)."),
+    "train": ("deepface.train_cli", "Train DeepFace from TFRecords (TPU, GPUs or CPU; resumable)."),
     "evaluate": ("deepface.evaluate", "Evaluate face verification (LFW protocol) and write the report."),
     "verify": ("deepface.verify", "Say whether two face images show the same person."),
-    "model": ("deepface.model", "Build a DeepFace preset and print its summary and parameter count."),
+    "model": ("deepface.model_cli", "Build a DeepFace preset and print its summary and parameter count."),
     "import-weights": ("deepface.weights", "Import the seed project's tf.keras HDF5 weights."),
     "demo": ("deepface.demo", "Run the whole pipeline locally on the embedded synthetic data."),
 }
 
 
-class LazyGroup(click.Group):
+# The loggers `-v` sets to DEBUG (`deepface -v`, `python -m pipelines -v`); the root logger stays at INFO.
+VERBOSE_LOGGERS = ("deepface", "pipelines", "components")
+
+logger = logging.getLogger(__name__)
+
+
+def configure_logging(verbose: bool) -> None:
+    """Log INFO and above to stderr; with ``verbose``, DEBUG too, but only from :data:`VERBOSE_LOGGERS`."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in VERBOSE_LOGGERS:  # NOTSET: inherit the root's INFO (also undoes an earlier -v in this process)
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.NOTSET)
+    if verbose:
+        logger.debug("debug logging on for the loggers %s", ", ".join(VERBOSE_LOGGERS))
+
+
+class UserErrorGroup(click.Group):
+    """A click group whose user errors (`DeepFaceError`) print one line, ``Error: ...``, exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DeepFaceError as error:  # a user error: one clear line, no traceback
+            raise click.ClickException(str(error)) from error
+
+
+class LazyGroup(UserErrorGroup):
     """A click group that imports a subcommand's module only when that subcommand runs."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -53,23 +83,13 @@ class LazyGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl([(name, help_text) for name, (_, help_text) in sorted(COMMANDS.items())])
 
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except DeepFaceError as error:  # a user error: one clear line, no traceback
-            raise click.ClickException(str(error)) from error
-
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages of deepface, pipelines and components.")
 @click.version_option(package_name="deepface-pipeline")
 def main(verbose: bool) -> None:
     """Train and evaluate the DeepFace face-verification network."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(verbose)
 
 
 if __name__ == "__main__":

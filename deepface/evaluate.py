@@ -6,7 +6,8 @@ with three scores of the L2-normalised features (:data:`SCORES`), and measures e
 protocol (``deepface.metrics``). It writes, into ``out_dir``:
 
     metrics.json     per score: 10-fold accuracy +- standard error, AUC, EER, TAR at FAR 1e-3 / 1e-2, best
-                     threshold; for the trained model and its untrained baseline; pair and image counts
+                     threshold; for the trained model and its untrained baseline; pair and image counts;
+                     ``warnings`` (e.g. the trained model scores below its untrained baseline)
     scores.csv       one row per pair: fold, label, names, numbers, the files used, every score (exact
                      float64 text: recomputing the metrics from this file gives the same numbers)
     roc.json         the ROC points (FAR, TAR, threshold) of every score
@@ -37,7 +38,8 @@ Decisions:
   the image and its mirror.
 - Baseline: with ``baseline``, a freshly initialised classifier of the same preset (``seed``) is scored
   the same way, its feature maxima taken over the evaluated images themselves, in the same pass over
-  the images, so the report shows how much training bought.
+  the images, so the report shows how much training bought. A trained model less accurate than its
+  baseline (primary score) is a WARNING: logged, in metrics.json's ``warnings`` and on the command's line.
 - Thresholds for verification stay in the evaluation's ``threshold.json`` (the model directory, an
   immutable artifact, is never modified); ``deepface verify --evaluation DIR`` reads it and checks that
   it was computed for the same ``embedding.keras`` (sha256).
@@ -55,8 +57,8 @@ import io as text_io
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import click
 import numpy as np
@@ -415,9 +417,14 @@ def evaluate(
         "images_unusable": len(unusable), "folds": int(np.unique(fold_ids).size),
         "images_several_faces": faces["several_faces"], "images_center_cropped": faces["center_crops"],
     }
+    summary = _summary(metrics_by_variant)
+    warnings = evaluation_warnings(summary)
+    for warning in warnings:
+        logger.warning("%s", warning)
     result = {
         "primary_score": PRIMARY_SCORE,
-        "summary": _summary(metrics_by_variant),
+        "summary": summary,
+        "warnings": warnings,
         "scores": {name: {"higher_is_same": higher} for name, (_, higher) in SCORES.items()},
         "metrics": metrics_by_variant,
         "counts": counts,
@@ -508,6 +515,20 @@ def _summary(metrics: dict) -> dict:
     return summary
 
 
+def evaluation_warnings(summary: dict) -> list[str]:
+    """One-line warnings about a summary: a trained model less accurate than its untrained baseline."""
+    warnings = []
+    baseline = summary.get("baseline_accuracy")
+    if baseline is not None and summary["accuracy"] < baseline:
+        warnings.append(
+            f"the trained model's {PRIMARY_SCORE} accuracy {summary['accuracy']:.4f} is below its untrained "
+            f"baseline's {baseline:.4f}: training did not help; check that it ran long enough (--epochs, "
+            "--steps-per-epoch), the learning rate (--learning-rate, --optimizer) and the preset (--preset "
+            "matching the data's image size and alignment)."
+        )
+    return warnings
+
+
 def _headline(summary: dict) -> str:
     """One line: accuracy +- standard error, AUC, EER and the baseline's accuracy."""
     line = (f"{PRIMARY_SCORE} accuracy {summary['accuracy']:.4f} +- {summary['accuracy_sem'] or 0:.4f}, "
@@ -542,10 +563,12 @@ def _headline(summary: dict) -> str:
 @click.option("--align/--no-align", default=None,
               help="Align faces from 5 landmarks  [default: as the model's training data]")
 @click.option("--landmarks", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="loose_landmark_*.csv of the images (e.g. from `deepface landmarks`)  [default: run the face detector]")
+              help="loose_landmark_*.csv of the images (e.g. from `deepface landmarks`)  "
+                   "[default: run the face detector]")
 @click.option("--no-face", type=click.Choice(NO_FACE_CHOICES), default="skip", show_default=True,
               help="When no face is found: the image is unusable (skip), or use its centre crop.")
 def command(model_dir, images, pairs, out_dir, **options) -> None:
     """Measure face verification of a trained model on LFW-style pairs; write metrics and a report to OUT."""
     result = evaluate(model_dir, images, pairs, out_dir, **options)
-    click.echo(f"{_headline(result['summary'])}; report: {Path(out_dir) / 'report.html'}")
+    warnings = "".join(f"; WARNING: {warning}" for warning in result["warnings"])
+    click.echo(f"{_headline(result['summary'])}; report: {Path(out_dir) / 'report.html'}{warnings}")

@@ -24,11 +24,9 @@ room (80 -> C1 70 -> M2 35 -> C3 27 -> L4 19 -> L5 7 -> L6 3; 71 is the minimum)
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-import click
 import keras
 import numpy as np
 
@@ -186,18 +184,10 @@ def load_embedding_model(model_dir: str | Path) -> tuple[keras.Model, dict]:
     return keras.saving.load_model(path, compile=False), metadata
 
 
-@click.command("model")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="paper", show_default=True,
-              help="Model preset.")
-@click.option("--num-classes", type=click.IntRange(min=2), default=PAPER_NUM_CLASSES, show_default=True,
-              help="Identities of the F8 softmax.")
-@click.option("--json", "as_json", is_flag=True, help="Print the config and parameter count as JSON only.")
-def command(preset: str, num_classes: int, as_json: bool) -> None:
-    """Build a DeepFace preset and print its summary and parameter count."""
-    model = build_classifier(preset, num_classes)
-    info = {"preset": get_config(preset).to_dict(), "num_classes": num_classes,
-            "parameters": model.count_params(),
-            "parameters_without_f8": model.count_params() - model.get_layer("F8").count_params()}
-    if not as_json:
-        model.summary(print_fn=click.echo)
-    click.echo(json.dumps(info, indent=2, sort_keys=True))
+def __getattr__(name: str):
+    """``deepface.model.command``: the click command, defined without TensorFlow in `deepface.model_cli`."""
+    if name == "command":
+        from deepface.model_cli import command
+
+        return command
+    raise AttributeError(name)

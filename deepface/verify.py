@@ -2,7 +2,12 @@
 
 ``deepface verify --model DIR IMG1 IMG2`` finds and aligns the face in both images (`deepface.faces`, the
 crop training and evaluation use; EXIF orientation applied), embeds them, prints their score and "same"
-or "different".
+or "different" (with ``--json``: the result dict of :func:`verify` as one JSON object, the only thing on
+stdout).
+
+Exit codes, for scripts: 0 = same person; 3 (:data:`EXIT_DIFFERENT`) = different people; 1 = a user error
+(one line ``Error: ...`` on stderr: unreadable image, no face, no threshold, ...); 2 = a usage error
+(click: unknown option, missing argument).
 
 The threshold. Either ``--threshold T`` in the units of the score, or ``--evaluation EVAL_DIR``: the output
 directory of ``deepface evaluate`` for this model, whose ``threshold.json`` holds the threshold of best
@@ -30,6 +35,9 @@ from deepface.evaluate import PRIMARY_SCORE, SCORES, merge_views, model_views
 from deepface.faces import NO_FACE_CHOICES
 
 logger = logging.getLogger(__name__)
+
+# Exit code of `deepface verify` when the images show different people (0: same; 1: user error; 2: usage).
+EXIT_DIFFERENT = 3
 
 
 def load_threshold(evaluation_dir: str | os.PathLike, score: str, model_sha256: str) -> tuple[float, bool]:
@@ -132,10 +140,25 @@ def verify(
               help="Find and align the faces  [default: as the model's training data]")
 @click.option("--no-face", type=click.Choice(NO_FACE_CHOICES), default="skip", show_default=True,
               help="When an image shows no face: fail (skip), or use its centre crop.")
-def command(model_dir, image1, image2, threshold, evaluation_dir, score, flip, align, no_face) -> None:
-    """Say whether IMAGE1 and IMAGE2 show the same person."""
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as one JSON object (score, value, threshold, same, flip, align), nothing else.")
+def command(model_dir, image1, image2, threshold, evaluation_dir, score, flip, align, no_face, as_json) -> None:
+    """Say whether IMAGE1 and IMAGE2 show the same person.
+
+    \b
+    Exit codes:
+      0  same person
+      3  different people
+      1  user error: one line "Error: ..." (unreadable image, no face, ...)
+      2  usage error (unknown option, missing argument)
+    """
     result = verify(model_dir, image1, image2, threshold=threshold, evaluation_dir=evaluation_dir, score=score,
                     flip=flip, align=align, no_face=no_face)
-    relation = (">=" if result["same"] else "<") if SCORES[score][1] else ("<=" if result["same"] else ">")
-    verdict = "same person" if result["same"] else "different people"
-    click.echo(f"{score} {result['value']:.6f} {relation} threshold {result['threshold']:.6f}: {verdict}")
+    if as_json:
+        click.echo(io.dumps_json(result), nl=False)
+    else:
+        relation = (">=" if result["same"] else "<") if SCORES[score][1] else ("<=" if result["same"] else ">")
+        verdict = "same person" if result["same"] else "different people"
+        click.echo(f"{score} {result['value']:.6f} {relation} threshold {result['threshold']:.6f}: {verdict}")
+    if not result["same"]:
+        raise click.exceptions.Exit(EXIT_DIFFERENT)

@@ -7,35 +7,49 @@ parameters and options, and only then makes a request. User errors print one lin
 from __future__ import annotations
 
 import functools
-import logging
-import os
 
 import click
 
-from deepface.cli import LazyGroup
-from deepface.errors import DeepFaceError
+from deepface.cli import UserErrorGroup, configure_logging
 
 PARAM_HELP = "Pipeline parameter override NAME=VALUE (repeatable), e.g. --param epochs=5; see `compile --list-params`."
 
 
-class PipelinesGroup(LazyGroup):
-    """Plain click group with the project's user-error handling (one line, exit code 1)."""
+class PipelinesGroup(UserErrorGroup):
+    """Plain click group (its own commands, listed with their short help) with the project's user-error
+    handling (one line, exit code 1); not `deepface.cli.LazyGroup`, which lists deepface's stages."""
 
-    list_commands = click.Group.list_commands
-    get_command = click.Group.get_command
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List this group's commands with the first sentence of their help, wrapped rather than cut."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=200)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 def compile_options(command):
     """Options that fix the training hardware in the compiled template."""
     options = [
         click.option("--training", type=click.Choice(["pipeline", "custom-job"]), default="pipeline", show_default=True,
-                     help="pipeline: an ordinary task (CPU/GPU); custom-job: a Vertex AI custom training job (TPU, multi-worker)."),
-        click.option("--train-cpu", default="8", show_default=True, help="CPU limit of the training task (--training pipeline)."),
-        click.option("--train-memory", default="32G", show_default=True, help="Memory limit of the training task (--training pipeline)."),
-        click.option("--accelerator", default="", help="Accelerator type, e.g. NVIDIA_L4, NVIDIA_TESLA_T4, TPU_V5_LITEPODSLICE (custom-job). Default: none."),
-        click.option("--accelerator-count", type=int, default=1, show_default=True, help="Accelerators per training machine."),
-        click.option("--machine-type", default="n1-standard-8", show_default=True, help="Machine of each training replica (--training custom-job), e.g. ct5lp-hightpu-4t."),
-        click.option("--replicas", type=int, default=1, show_default=True, help="Training machines (--training custom-job); >1: multi-worker."),
+                     help="pipeline: an ordinary task (CPU/GPU); "
+                          "custom-job: a Vertex AI custom training job (TPU, multi-worker)."),
+        click.option("--train-cpu", default="8", show_default=True,
+                     help="CPU limit of the training task (--training pipeline)."),
+        click.option("--train-memory", default="32G", show_default=True,
+                     help="Memory limit of the training task (--training pipeline)."),
+        click.option("--accelerator", default="",
+                     help="Accelerator type, e.g. NVIDIA_L4, NVIDIA_TESLA_T4, TPU_V5_LITEPODSLICE (custom-job). "
+                          "Default: none."),
+        click.option("--accelerator-count", type=int, default=1, show_default=True,
+                     help="Accelerators per training machine."),
+        click.option("--machine-type", default="n1-standard-8", show_default=True,
+                     help="Machine of each training replica (--training custom-job), e.g. ct5lp-hightpu-4t."),
+        click.option("--replicas", type=int, default=1, show_default=True,
+                     help="Training machines (--training custom-job); >1: multi-worker."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -71,14 +85,16 @@ def vertex_options(command):
     """Where a Vertex AI run goes and as whom."""
     options = [
         click.option("--project", envvar="GOOGLE_CLOUD_PROJECT", help="Google Cloud project ($GOOGLE_CLOUD_PROJECT)."),
-        click.option("--region", envvar="GOOGLE_CLOUD_REGION", help="Vertex AI region, e.g. us-central1 ($GOOGLE_CLOUD_REGION)."),
+        click.option("--region", envvar="GOOGLE_CLOUD_REGION",
+                     help="Vertex AI region, e.g. us-central1 ($GOOGLE_CLOUD_REGION)."),
         click.option("--pipeline-root", help="Cloud Storage folder for the run's artifacts, gs://BUCKET/PATH."),
         click.option("--service-account", default=None, help="Service account the run executes as."),
         click.option("--network", default=None, help="VPC network to peer with, projects/NUMBER/global/networks/NAME."),
         click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Run label (repeatable)."),
         click.option("--display-name", default=None, help="Name shown in the console (default: deepface-pipeline)."),
         click.option("--api-endpoint", default=None, hidden=True,
-                     help="Vertex AI API endpoint (a regional, private or test endpoint); http:// gets no credentials."),
+                     help="Vertex AI API endpoint (a regional, private or test endpoint); "
+                          "http:// gets no credentials."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -97,12 +113,10 @@ def _vertex_job_options(template, *, params, enable_caching, project, region, pi
 
 
 @click.group(cls=PipelinesGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages of deepface, pipelines and components.")
 def main(verbose: bool) -> None:
     """Compile, submit, upload, schedule and run the DeepFace pipeline (KFP v2 / Vertex AI)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(verbose)
 
 
 @main.command("compile")
@@ -148,7 +162,8 @@ def submit_command(options, template, params, enable_caching, service_account, n
 @main.command("schedule")
 @vertex_options
 @run_options
-@click.option("--cron", required=False, help='When to start a run: 5 cron fields, optionally after TZ=..., e.g. "TZ=Europe/Paris 0 3 * * 1".')
+@click.option("--cron", required=False,
+              help='When to start a run: 5 cron fields, optionally after TZ=..., e.g. "TZ=Europe/Paris 0 3 * * 1".')
 @click.option("--schedule-name", default=None, help="Name of the schedule (default: deepface-pipeline-schedule).")
 @click.option("--max-runs", type=int, default=None, help="Stop after this many runs (default: no limit).")
 @compile_options
@@ -166,12 +181,15 @@ def schedule_command(options, template, params, enable_caching, service_account,
 
 
 @main.command("upload")
-@click.option("--host", default=None, help="KFP registry URL, e.g. https://us-central1-kfp.pkg.dev/PROJECT/REPO (or use --project/--region/--repository).")
+@click.option("--host", default=None,
+              help="KFP registry URL, e.g. https://us-central1-kfp.pkg.dev/PROJECT/REPO "
+                   "(or use --project/--region/--repository).")
 @click.option("--project", envvar="GOOGLE_CLOUD_PROJECT", help="Google Cloud project ($GOOGLE_CLOUD_PROJECT).")
 @click.option("--region", envvar="GOOGLE_CLOUD_REGION", help="Artifact Registry region ($GOOGLE_CLOUD_REGION).")
 @click.option("--repository", default=None, help="Artifact Registry repository of format KFP.")
 @click.option("--tag", "tags", multiple=True, help="Tag of the uploaded version (repeatable). Default: the image tag.")
-@click.option("--template", type=click.Path(dir_okay=False), default=None, help="A compiled template to upload instead of compiling now.")
+@click.option("--template", type=click.Path(dir_okay=False), default=None,
+              help="A compiled template to upload instead of compiling now.")
 @compile_options
 def upload_command(options, host, project, region, repository, tags, template) -> None:
     """Upload the pipeline template to Artifact Registry, to start runs from the Vertex AI console."""
@@ -188,7 +206,8 @@ def upload_command(options, host, project, region, repository, tags, template) -
 
 
 @main.command("submit-kfp")
-@click.option("--host", envvar="KF_PIPELINES_ENDPOINT", help="Kubeflow Pipelines endpoint ($KF_PIPELINES_ENDPOINT). Token: $DEEPFACE_KFP_TOKEN.")
+@click.option("--host", envvar="KF_PIPELINES_ENDPOINT",
+              help="Kubeflow Pipelines endpoint ($KF_PIPELINES_ENDPOINT). Token: $DEEPFACE_KFP_TOKEN.")
 @click.option("--namespace", default=None, help="Kubernetes namespace (multi-user deployments).")
 @click.option("--experiment", default="deepface", show_default=True, help="Experiment to file the run under.")
 @click.option("--run-name", default=None, help="Name of the run.")
@@ -217,20 +236,25 @@ def submit_kfp_command(options, host, namespace, experiment, run_name, pipeline_
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help=PARAM_HELP)
 @click.option("--pipeline-root", default="local_outputs", show_default=True, type=click.Path(file_okay=False),
               help="Local folder for the outputs and the cache.")
-@click.option("--cache/--no-cache", "enable_caching", default=True, show_default=True, help="Reuse unchanged tasks' outputs.")
-def run_local_command(params, pipeline_root, enable_caching) -> None:
+@click.option("--cache/--no-cache", "enable_caching", default=True, show_default=True,
+              help="Reuse unchanged tasks' outputs.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show every line the tasks print (the run's log under PIPELINE_ROOT/logs/ has them all).")
+def run_local_command(params, pipeline_root, enable_caching, verbose) -> None:
     """Run the whole pipeline here with kfp.local (default: the embedded synthetic data)."""
-    run_local_and_report(params, pipeline_root=pipeline_root, enable_caching=enable_caching)
+    run_local_and_report(params, pipeline_root=pipeline_root, enable_caching=enable_caching, verbose=verbose)
 
 
-def run_local_and_report(params=(), *, pipeline_root: str = "local_outputs", enable_caching: bool = True):
-    """Run locally and print where each artifact landed and the evaluation summary (also `deepface demo`)."""
+def run_local_and_report(params=(), *, pipeline_root: str = "local_outputs", enable_caching: bool = True,
+                         verbose: bool = False):
+    """Run locally and print where each artifact landed and the evaluation summary (also `deepface demo`);
+    ``verbose`` shows every line the tasks print (all of them are in the run's log either way)."""
     from pipelines.local import pipeline_spec_dict, run_local
     from pipelines.params import parse_overrides
     from pipelines.pipeline import make_pipeline
 
     values = parse_overrides(pipeline_spec_dict(make_pipeline()), params)
-    run = run_local(values, pipeline_root=pipeline_root, enable_caching=enable_caching)
+    run = run_local(values, pipeline_root=pipeline_root, enable_caching=enable_caching, verbose=verbose)
     click.echo(run.format())
     return run
 

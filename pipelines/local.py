@@ -11,18 +11,31 @@ kfp.local reports neither which tasks came from the cache nor how long each took
 both from disk: a task ran in this run if its outputs lie in the folder this run created (a cached
 task's outputs lie in an earlier run's folder), and the task chain runs one task at a time, so a task's
 time is from the previous task's end to the ``executor_output.json`` it wrote last.
+
+kfp.local prints each task's output (stdout and stderr together) on this process's stdout, between its
+own lines. `run_local` writes all of it to ``pipeline_root/logs/run-<timestamp>.log`` (the report's
+``log:`` line) and, unless ``verbose``, the terminal shows what each stage did and its status, without
+kfp's executor input dump and executor messages, TensorFlow's C++ start-up lines, per-epoch bookkeeping
+and kfp's list of each task's outputs (the report lists them): see `RunOutput`. Tracebacks and errors are
+always shown. The tasks inherit ``TF_CPP_MIN_LOG_LEVEL=2`` unless it is set (or ``verbose``): TensorFlow's
+C++ INFO and WARNING lines are off at the source, its errors on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
 import importlib.util
+import logging
 import os
+import re
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, TextIO
 
 from google.protobuf import json_format
 
@@ -43,6 +56,133 @@ STAGE_OUTPUTS = {
 # Settings kfp.local ignores (resources, display names) and its remark that our image is not a
 # "python" image: expected here, since the tasks run in this environment by design.
 _IGNORED_WARNINGS = (r".*have no effect in the current local runner.*", r".*non-Python base image.*")
+# Folder under the pipeline root holding the full output of each local run.
+LOG_DIR = "logs"
+
+# The lines of a run's output, without kfp.local's indentation of task output: kfp.local's own log lines
+# (`_KFP`), the task's Python log lines (`_TASK`, kfp's executor format), TensorFlow's C++ lines (absl:
+# severity letter and date, time, thread, file:line], e.g. `I0000 00:00:1796011919.766 31806 port.cc:153] `).
+_KFP = r"\d\d:\d\d:\d\d\.\d{3} - [A-Z]+ - "
+_TASK = r"\[KFP Executor [^\]]*\]: "
+_RULE = r"-{10,}$"  # kfp.local's rule after each task
+# Lines the terminal shows only when verbose (the log has them all).
+_HIDDEN = re.compile("|".join([
+    _RULE,
+    _KFP + r"(Streamed logs:|Task .* has no outputs)$",
+    _TASK + r"(Looking for component|Loading KFP component|Wrote executor output file to) ",
+    # TensorFlow's C++ start-up, before absl is initialised (TF_CPP_MIN_LOG_LEVEL does not apply yet):
+    # oneDNN is on, no CUDA driver... INFO lines only: its warnings and errors stay.
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",
+    r"I\d{4} [\d:.]+ +\d+ \S+:\d+\] ",
+    # Every epoch: TensorFlow's checkpoint writer; Keras's learning-rate change (the deepface Epoch line
+    # has the learning rate); deepface's input pipeline and checkpoint (the Epoch line says what it did).
+    _TASK + r"Sharding callback duration: \d+ microseconds$",
+    r"Epoch \d+: ReduceLROnPlateau reducing learning rate to ",
+    _TASK + r"(Input pipeline \d+/\d+: |Checkpoint .*: epoch \d+, step \d+/\d+$)",
+]))
+# Hidden blocks: the executor input (JSON, to its closing brace, the only one at column 0) and kfp.local's
+# list of a task's outputs (to its next line or rule). A line of `_NOT_IN_BLOCK` ends either block.
+_EXECUTOR_INPUT = re.compile(_TASK + r"Got executor_input:$")
+_OUTPUTS = re.compile(_KFP + r"Task .* outputs:$")
+_NOT_IN_BLOCK = re.compile("|".join([_KFP, _TASK, _RULE, r"Traceback \(most recent call last\):"]))
+_TASK_START = re.compile(_KFP + r"Executing task ")
+# TensorFlow's GPU probe fails on every machine without a CUDA driver: hidden only after the task said so.
+_NO_CUDA_DRIVER = "Could not find cuda drivers on your machine"
+_CUINIT_FAILED = re.compile(r"E\d{4} .*failed call to cuInit")
+# kfp.local's own messages outside its task output, to the root logger: hidden unless verbose.
+_HIDDEN_RECORDS = re.compile(r"Cleaned up workspace: ")
+_INDENT = "    "  # kfp.local's indentation of task output
+
+
+class RunOutput:
+    """``sys.stdout`` during a local run: every line to ``log``; to ``terminal`` every line when ``verbose``,
+    else all but kfp.local's and TensorFlow's noise (`_HIDDEN`, the hidden blocks, blank lines)."""
+
+    def __init__(self, terminal: TextIO, log: TextIO, *, verbose: bool = False) -> None:
+        self.terminal, self.log, self.verbose = terminal, log, verbose
+        self._partial = ""
+        self._block: str | None = None  # "input" or "outputs" while in a hidden block
+        self._no_cuda_driver = False
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            self._emit(line)
+        return len(text)
+
+    def _emit(self, line: str) -> None:
+        if self.verbose or self.shown(line):
+            self.terminal.write(line + "\n")
+            self.terminal.flush()
+
+    def shown(self, line: str) -> bool:
+        """Whether the terminal shows this line of a run's output (lines in order: it follows the blocks)."""
+        text = line.strip()
+        if self._block is not None:
+            if not _NOT_IN_BLOCK.match(text):
+                body = line[len(_INDENT):] if line.startswith(_INDENT) else line
+                if self._block == "input" and body.rstrip() == "}":
+                    self._block = None
+                return False
+            self._block = None
+        if _EXECUTOR_INPUT.match(text):
+            self._block = "input"
+            return False
+        if _OUTPUTS.match(text):
+            self._block = "outputs"
+            return False
+        if _TASK_START.match(text):
+            self._no_cuda_driver = False
+        if _NO_CUDA_DRIVER in text:
+            self._no_cuda_driver = True
+        if self._no_cuda_driver and _CUINIT_FAILED.match(text):
+            return False
+        return bool(text) and not _HIDDEN.match(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.terminal.flush()
+
+    def close(self) -> None:
+        """Show a last line that has no newline; the streams stay open."""
+        if self._partial:
+            partial, self._partial = self._partial, ""
+            self._emit(partial)
+        self.flush()
+
+    def isatty(self) -> bool:
+        return self.terminal.isatty()
+
+    def __getattr__(self, name: str):
+        return getattr(self.terminal, name)
+
+
+def _hide_kfp_records(record: logging.LogRecord) -> bool:
+    return not _HIDDEN_RECORDS.match(record.getMessage())
+
+
+@contextlib.contextmanager
+def _run_output(log_path: Path, *, verbose: bool):
+    """This process's stdout through `RunOutput` into ``log_path``, and TF_CPP_MIN_LOG_LEVEL for the tasks
+    (subprocesses: they inherit this environment), for the time of a run."""
+    root_logger = logging.getLogger()
+    set_level = not verbose and "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    with open(log_path, "x", encoding="utf-8", buffering=1) as log:
+        output = RunOutput(sys.stdout, log, verbose=verbose)
+        if not verbose:
+            root_logger.addFilter(_hide_kfp_records)
+        if set_level:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        try:
+            with contextlib.redirect_stdout(output):
+                yield
+        finally:
+            output.close()
+            root_logger.removeFilter(_hide_kfp_records)
+            if set_level:
+                os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,12 +197,13 @@ class StageRun:
 
 @dataclasses.dataclass(frozen=True)
 class LocalRun:
-    """A finished local run."""
+    """A finished local run; ``log``: the file with all of its output."""
 
     pipeline_root: str
     seconds: float
     stages: list[StageRun]
     metrics: dict[str, float]
+    log: str = ""
 
     def format(self) -> str:
         """A report for people: each stage (ran or cached, seconds, outputs) and the evaluation summary."""
@@ -75,10 +216,13 @@ class LocalRun:
                 lines.append(f"{head}  {name}: {uri}")
                 first = False
         lines.append(f"{'total':<10} {'':<7} {self.seconds:>8.1f}")
-        evaluation = next((stage.outputs.get("evaluation") for stage in self.stages if "evaluation" in stage.outputs), None)
+        evaluation = next((stage.outputs.get("evaluation") for stage in self.stages
+                           if "evaluation" in stage.outputs), None)
         if evaluation:
             lines.append(f"report: {evaluation}/report.html")
         lines.append("evaluation: " + ", ".join(f"{name} {value:.4f}" for name, value in sorted(self.metrics.items())))
+        if self.log:
+            lines.append(f"log: {self.log}")
         return "\n".join(lines)
 
 
@@ -106,6 +250,7 @@ def run_local(
     *,
     pipeline_root: str | os.PathLike = DEFAULT_PIPELINE_ROOT,
     enable_caching: bool = True,
+    verbose: bool = False,
 ) -> LocalRun:
     """Run the whole pipeline locally (default parameters: the embedded synthetic data).
 
@@ -113,6 +258,9 @@ def run_local(
         parameters: pipeline parameters to override, e.g. ``{"epochs": 5}`` (names and types checked).
         pipeline_root: local folder for the outputs and the cache.
         enable_caching: reuse the outputs of tasks whose inputs are unchanged.
+        verbose: show every line of the tasks' output (kfp's executor input, TensorFlow's start-up...);
+            else only what each stage did, its status and any error. Either way the run's whole output
+            goes to ``pipeline_root/logs/run-<timestamp>.log`` (`LocalRun.log`).
 
     Returns:
         The run: per stage, cached or not, its seconds and output locations; the evaluation metrics.
@@ -122,20 +270,22 @@ def run_local(
         raise DeepFaceError(f"--pipeline-root {pipeline_root}: a local run needs a local folder")
     pipeline = make_pipeline(CompileOptions(train_retries=0))
     values = check_parameters(pipeline_spec_dict(pipeline), parameters or {})
-    root.mkdir(parents=True, exist_ok=True)
+    (root / LOG_DIR).mkdir(parents=True, exist_ok=True)
+    log = root / LOG_DIR / f"run-{datetime.datetime.now():%Y-%m-%d-%H-%M-%S-%f}.log"
     init_local(root, enable_caching=enable_caching)
     before = set(os.listdir(root))
     started = time.time()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _run_output(log, verbose=verbose):
         for pattern in _IGNORED_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)
         try:
             outputs = pipeline(**values).outputs
         except RuntimeError as error:
-            raise DeepFaceError(f"the local pipeline failed: {error}; the failing task's log is above") from None
+            raise DeepFaceError(f"the local pipeline failed: {error}; the failing task's log is above, "
+                                f"all of it in {log}") from None
     seconds = time.time() - started
     run_dirs = {(root / name).resolve() for name in set(os.listdir(root)) - before}
-    return LocalRun(str(root), seconds, _stage_runs(outputs, run_dirs, started), _metrics(outputs))
+    return LocalRun(str(root), seconds, _stage_runs(outputs, run_dirs, started), _metrics(outputs), str(log))
 
 
 def _stage_runs(outputs: Mapping[str, Any], run_dirs: set[Path], started: float) -> list[StageRun]:

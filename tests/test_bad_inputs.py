@@ -439,7 +439,7 @@ def test_verify_with_alignment_names_an_image_without_a_face(sandbox, model_dir)
     assert "no face found" in message and "--no-face center-crop" in message
     result = sandbox.invoke(["verify", "--model", model_dir, "--threshold", "0.5", "--align", "--no-face",
                              "center-crop", photo, noise])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code in (0, 3), result.output  # same person, or different people: no user error
 
 
 def test_evaluate_refuses_a_decompression_bomb(sandbox, model_dir):

@@ -1,8 +1,9 @@
 """The whole pipeline through kfp.local on synthetic data: a first run, a fully cached rerun, and a rerun
-with new epochs that reruns only train and evaluate."""
+with new epochs that reruns only train and evaluate; what the terminal shows of a run, and its log."""
 
+import io
 import os
-
+import re
 from pathlib import Path
 
 import pytest
@@ -10,17 +11,41 @@ from click.testing import CliRunner
 
 from deepface.cli import main as deepface_main
 from deepface.errors import DeepFaceError
-from pipelines.local import run_local
+from pipelines.local import RunOutput, run_local
 from pipelines.pipeline import STAGES
 
 # Smaller than the demo defaults, same code paths.
 PARAMS = {"synthetic_identities": 6, "synthetic_images_per_identity": 8, "epochs": 1, "batch_size": 16}
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # kfp.local colours task names and statuses
+
+
+def terminal_text(captured) -> str:
+    return ANSI.sub("", captured.out + captured.err)
 
 
 @pytest.mark.slow
-def test_local_run_then_cached_rerun_then_new_epochs(tmp_path):
+def test_local_run_then_cached_rerun_then_new_epochs(tmp_path, capfd):
     root = tmp_path / "runs"
     first = run_local(PARAMS, pipeline_root=root)
+    # What `deepface demo` shows: each stage's progress, results and status, then the report; no noise.
+    shown = terminal_text(capfd.readouterr()) + first.format() + "\n"
+    assert len(shown.splitlines()) < 100, shown
+    for stage in first.stages:
+        task = Path(next(iter(stage.outputs.values()))).parent.name  # kfp's task name, e.g. synth-data
+        assert f"Executing task '{task}'" in shown and f"Task '{task}' finished with status SUCCESS" in shown, task
+        assert re.search(rf"^{stage.name} +ran +[0-9.]+  ", shown, re.M), stage.name
+    for result in ("identities", "MD5", "classes", "records in 1 shards", "Epoch 1/1: accuracy", "Training done",
+                   "cosine accuracy", "evaluation: accuracy"):
+        assert result in shown, result
+    for noise in ("cuInit", "absl::InitializeLog", "executor_input", '"outputFile"', '"parameterValues"',
+                  "Looking for component", "Sharding callback", "Streamed logs", "metadata=", "Cleaned up workspace"):
+        assert noise not in shown, noise
+    # All of it, noise included, is in the run's log under the pipeline root, named by the report.
+    assert Path(first.log).parent == root / "logs" and f"log: {first.log}" in shown
+    log = ANSI.sub("", Path(first.log).read_text())
+    assert "Got executor_input:" in log and '"outputFile"' in log and "Streamed logs" in log
+    run_lines = shown[:shown.index("stage      status")].splitlines()  # before the report
+    assert run_lines and all(line in log for line in run_lines)
     assert [stage.name for stage in first.stages] == list(STAGES)
     assert not any(stage.cached for stage in first.stages)
     for stage in first.stages:
@@ -29,10 +54,12 @@ def test_local_run_then_cached_rerun_then_new_epochs(tmp_path):
     assert {"accuracy", "auc", "eer"} <= set(first.metrics)
     assert 0.0 <= first.metrics["accuracy"] <= 1.0
 
-    # The main-job command, same parameters: every stage comes from the cache.
-    args = ["demo", "--pipeline-root", str(root)] + [f"--param={k}={v}" for k, v in PARAMS.items()]
+    # The main-job command, same parameters: every stage comes from the cache. With -v the terminal also
+    # shows what is otherwise only in the log (here kfp.local's rules).
+    args = ["demo", "-v", "--pipeline-root", str(root)] + [f"--param={k}={v}" for k, v in PARAMS.items()]
     result = CliRunner().invoke(deepface_main, args)
     assert result.exit_code == 0, result.output
+    assert re.search(r"^-{10,}$", result.output, re.M), result.output
     report = result.output[result.output.index("stage      status"):]
     rows = [line.split() for line in report.splitlines()[1:len(STAGES) + 1]]
     assert [(row[0], row[1]) for row in rows] == [(stage, "cached") for stage in STAGES]
@@ -69,7 +96,74 @@ def test_demo_command_reports_bad_parameters_in_one_line(tmp_path):
     assert "epochs='many': expected an integer" in result.output and "Traceback" not in result.output
 
 
-def test_a_failing_stage_is_one_clear_error(tmp_path):
+def test_a_failing_stage_is_one_clear_error(tmp_path, capfd):
     missing = tmp_path / "no-such-data"
-    with pytest.raises(DeepFaceError, match="'fetch-data'.*log is above"):
+    with pytest.raises(DeepFaceError, match="'fetch-data'.*log is above, all of it in ") as error:
         run_local({"data_uri": f"{missing}/"}, pipeline_root=tmp_path / "runs")
+    # The failing task's traceback and error are on the terminal (not only in the log), and in the log.
+    shown = terminal_text(capfd.readouterr())
+    log = Path(str(error.value).rsplit(" all of it in ", 1)[1]).read_text()
+    for text in (shown, log):
+        assert "Traceback (most recent call last):" in text
+        assert f"DeepFaceError: source directory {missing}/ does not exist: check the path" in text
+        assert "finished with status FAILURE" in ANSI.sub("", text)
+    assert "executor_input" not in shown and "executor_input" in log
+
+
+def test_run_output_hides_noise_from_the_terminal_and_logs_everything():
+    """kfp.local's output of a task (as printed: in parts, task lines indented), line by line: shown or not."""
+    executor = "    [KFP Executor 2026-11-30 04:11:56,931 INFO]: "
+    absl = "00:00:1796011919.766359   31806"
+    lines = [
+        (True, "04:11:59.205 - INFO - Executing task \x1b[96m'train-model'\x1b[0m"),
+        (False, "04:11:59.205 - INFO - Streamed logs:"),
+        (False, ""),
+        (False, executor + "Looking for component `train_model` in --component_module_path `/tmp/x/component.py`"),
+        (False, executor + "Got executor_input:"),
+        (False, "    {"),
+        (False, '        "inputs": {"parameterValues": {"note": "}"}},'),
+        (False, '        "outputs": {'),
+        (False, "        }"),
+        (False, "    }"),
+        (False, "    WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"),
+        (False, f"    I0000 {absl} port.cc:153] oneDNN custom operations are on."),
+        (False, f"    I0000 {absl} cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not "
+                "be used."),
+        (False, f"    E0000 {absl} cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: UNKNOWN "
+                "ERROR (303)"),
+        (True, executor + "Training tiny on 576 records in 1 shard(s): 15 epochs of 18 steps; validating on 0 records"),
+        (False, executor + "Input pipeline 0/1: 1 shard(s), batch 32, image 80, training=True, augment=False, seed=1"),
+        (False, executor + "Sharding callback duration: 32 microseconds"),
+        (False, executor + "Checkpoint /tmp/model/checkpoints/ckpt-18: epoch 1, step 0/18"),
+        (True, executor + "Epoch 1/15: accuracy 0.03646, learning_rate 0.001, loss 3.183; 18 steps in 3.2 s "
+                          "(181.3 img/s)"),
+        (False, "    Epoch 2: ReduceLROnPlateau reducing learning rate to 0.0005."),
+        (True, f"    W0000 {absl} allocator.cc:1] Allocation of 1000000 exceeds 10% of free system memory."),
+        (False, executor + "Wrote executor output file to /tmp/model/executor_output.json."),
+        (True, "04:12:50.308 - INFO - Task \x1b[96m'train-model'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m"),
+        (False, "04:12:50.309 - INFO - Task \x1b[96m'train-model'\x1b[0m outputs:"),
+        (False, "    model: Model( name='model',"),
+        (False, "                  metadata={'preset': 'tiny'} )"),
+        (False, "-" * 80),
+        (True, "04:12:50.310 - INFO - Executing task \x1b[96m'evaluate-model'\x1b[0m"),
+        # No "no CUDA driver" line in this task: a failing cuInit is news.
+        (True, f"    E0000 {absl} cuda_platform.cc:52] failed call to cuInit: CUDA_ERROR_SYSTEM_DRIVER_MISMATCH"),
+        (True, "    Traceback (most recent call last):"),
+        (True, '      File "/work/main/deepface/evaluate.py", line 1, in evaluate'),
+        (False, ""),
+        (True, "    deepface.errors.DeepFaceError: no pairs"),
+        (True, "04:12:58.614 - ERROR - Task \x1b[96m'evaluate-model'\x1b[0m finished with status "
+               "\x1b[91mFAILURE\x1b[0m"),
+    ]
+    text = "".join(line + "\n" for _, line in lines)
+    for verbose in (False, True):
+        terminal, log = io.StringIO(), io.StringIO()
+        output = RunOutput(terminal, log, verbose=verbose)
+        for _, line in lines:  # as kfp.local prints task output: the indentation, then the line
+            if line.startswith("    "):
+                output.write("    ")
+                line = line[4:]
+            output.write(line + "\n")
+        output.close()
+        assert log.getvalue() == text
+        assert terminal.getvalue() == (text if verbose else "".join(line + "\n" for shown, line in lines if shown))
