@@ -73,6 +73,9 @@ class Recipe:
     learning_rate: float
 
 
+# The learning rate an optimizer gets when the caller picks it but not its rate (sgd: for a batch of 128).
+LEARNING_RATES = {"sgd": 0.01, "adam": 0.001}
+
 RECIPES: dict[str, Recipe] = {
     "paper": Recipe("sgd", 128, 0.01),
     "small": Recipe("adam", 32, 0.001),
@@ -87,13 +90,19 @@ def training_recipe(preset: str | ModelConfig, *, optimizer: str | None = None, 
 
     A custom `ModelConfig` trains by the recipe of the preset of its name, else by the paper's.
 
-    Example: ``training_recipe("tiny", batch_size=64)`` -> ``Recipe("adam", 64, 0.001)``.
+    An optimizer given without a learning rate gets that optimizer's usual rate (`LEARNING_RATES`), not
+    the preset's.
+
+    Example: ``training_recipe("tiny", batch_size=64)`` -> ``Recipe("adam", 64, 0.001)``;
+    ``training_recipe("tiny", optimizer="sgd")`` -> ``Recipe("sgd", 32, 0.01)``.
     """
     name = preset.name if isinstance(preset, ModelConfig) else get_config(preset).name
     recipe = RECIPES.get(name, RECIPES["paper"])
-    return Recipe(optimizer=recipe.optimizer if optimizer is None else optimizer,
-                  batch_size=recipe.batch_size if batch_size is None else batch_size,
-                  learning_rate=recipe.learning_rate if learning_rate is None else learning_rate)
+    optimizer = recipe.optimizer if optimizer is None else optimizer
+    if learning_rate is None:  # the preset's, or the usual one of the optimizer the caller chose instead
+        learning_rate = recipe.learning_rate if optimizer == recipe.optimizer else LEARNING_RATES.get(optimizer)
+    return Recipe(optimizer=optimizer, batch_size=recipe.batch_size if batch_size is None else batch_size,
+                  learning_rate=learning_rate)
 
 
 def unset_to_none(value):

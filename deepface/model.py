@@ -105,7 +105,8 @@ def feature_extractor(classifier: keras.Model) -> keras.Model:
     return keras.Model(classifier.input, classifier.get_layer("F7").output, name="DeepFaceF7")
 
 
-def compute_feature_max(classifier: keras.Model, images, steps: int | None = None) -> np.ndarray:
+def compute_feature_max(classifier: keras.Model, images, steps: int | None = None,
+                        total: int | None = None) -> np.ndarray:
     """Per-dimension maximum of F7 over a reference set (the paper uses the training set).
 
     Args:
@@ -113,6 +114,7 @@ def compute_feature_max(classifier: keras.Model, images, steps: int | None = Non
         images: a dataset/iterable of image batches ``(batch, S, S, 3)`` or of ``(images, labels)`` tuples,
             or one array of images.
         steps: stop after this many batches (None: all).
+        total: batches expected, for the progress bar (tqdm, silent when not on a terminal).
 
     Returns:
         float32 array ``(f7_units,)``.
@@ -120,8 +122,11 @@ def compute_feature_max(classifier: keras.Model, images, steps: int | None = Non
     extractor = feature_extractor(classifier)
     if isinstance(images, np.ndarray):
         images = [images[i : i + 256] for i in range(0, len(images), 256)]
+    from tqdm import tqdm
+
     maximum = None
-    for step, batch in enumerate(images):
+    expected = min(steps, total) if steps is not None and total is not None else steps or total
+    for step, batch in enumerate(tqdm(images, total=expected, unit="batch", desc="F7 maxima", disable=None)):
         if steps is not None and step >= steps:
             break
         if isinstance(batch, (tuple, list)):

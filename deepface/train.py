@@ -960,7 +960,8 @@ def export_models(
     images = make_dataset(data.train_shards, batch_size=batch_size, image_size=data.image_size, training=False)
     logger.info("Computing the F7 maxima over %s batches of %d training images",
                 feature_max_batches or "all", batch_size)
-    feature_max = compute_feature_max(classifier, images, steps=feature_max_batches)
+    batches = -(-data.train_records // batch_size)  # ceil: the last batch may be partial
+    feature_max = compute_feature_max(classifier, images, steps=feature_max_batches, total=batches)
     return classifier, build_embedding_model(classifier, feature_max)
 
 

@@ -36,7 +36,7 @@ from deepface.io import dumps_json
               help="Global batch size (over all replicas)  [default: the preset's]")
 @click.option("--learning-rate", type=float, default=None,
               help="Initial learning rate; sgd: for a batch of 128, scaled linearly; adam: as given  "
-                   "[default: the preset's]")
+                   "[default: the preset's; with another --optimizer, its usual rate: sgd 0.01, adam 0.001]")
 @click.option("--min-learning-rate", type=float, default=1e-4, show_default=True,
               help="Floor of the plateau reductions, for a batch of 128.")
 @click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")

@@ -16,7 +16,7 @@ import components.synth
 import components.tfrecords
 import components.train
 from deepface import evaluate, synth, tfrecords, train_cli
-from deepface.config import PRESETS, RECIPES, training_recipe, unset_to_none
+from deepface.config import LEARNING_RATES, PRESETS, RECIPES, training_recipe, unset_to_none
 from pipelines.pipeline import make_pipeline
 
 # (stage, library function, CLI command, KFP component)
@@ -127,6 +127,10 @@ def test_every_entry_point_trains_a_preset_by_the_same_recipe(preset):
                               learning_rate=unset_to_none(source["learning_rate"]))
         assert got == expected
     assert training_recipe(preset, batch_size=7).batch_size == 7  # a value given always wins
+    for optimizer, rate in LEARNING_RATES.items():  # another optimizer brings its own usual rate
+        assert training_recipe(preset, optimizer=optimizer).learning_rate == (
+            expected.learning_rate if optimizer == expected.optimizer else rate)
+        assert training_recipe(preset, optimizer=optimizer, learning_rate=0.5).learning_rate == 0.5
 
 
 def test_the_small_presets_learn_by_default_and_paper_follows_the_paper():

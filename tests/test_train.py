@@ -339,7 +339,7 @@ def test_a_complete_model_directory_is_not_overwritten(vertex_run, data):
 # Resume after a real SIGKILL
 # --------------------------------------------------------------------------------------------------
 
-RESUME_ARGS = dict(preset="tiny", epochs=3, batch_size=8, validation_fraction=0.2, checkpoint_steps=3,
+RESUME_ARGS = dict(preset="tiny", optimizer="sgd", epochs=3, batch_size=8, validation_fraction=0.2, checkpoint_steps=3,
                    learning_rate=0.1, lr_patience=0, seed=1)
 
 
@@ -429,7 +429,8 @@ manifest = train(sys.argv[1], sys.argv[2], sys.argv[3], strategy=tf.distribute.M
 def test_two_replicas_split_each_global_batch(data, tmp_path):
     """Under a strategy with two replicas, every step feeds each replica its half of the global batch, and
     an epoch runs all its steps, with the same learning-rate scaling as on one device."""
-    options = dict(preset="tiny", epochs=2, batch_size=8, checkpoint_steps=0, feature_max_batches=1, seed=1)
+    options = dict(preset="tiny", optimizer="sgd", epochs=2, batch_size=8, checkpoint_steps=0, feature_max_batches=1,
+                   seed=1)  # sgd: its learning rate scales with the batch
     out = tmp_path / "model"
     completed = subprocess.run(
         [sys.executable, "-c", TWO_REPLICAS, str(data["tfrecords"]), str(data["labels"]), str(out),
