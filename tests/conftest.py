@@ -55,3 +55,20 @@ def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     return path
+
+
+def tiny_model(synth_dir: Path, root: Path, *, aligned: bool) -> Path:
+    """``root`` holding labels/, tfrecords/ (80 px) and model/: the tiny preset trained for two steps on the
+    synthetic train split, on faces aligned from their landmarks or on whole frames (the model's metadata
+    says which, and evaluate and verify follow it). Only its interface matters, not its accuracy."""
+    from deepface.labels import build_labels
+    from deepface.tfrecords import build_tfrecords
+    from deepface.train import train
+
+    archive = synth_dir / "vggface2_train.tar.gz"
+    build_labels(archive, root / "labels")
+    build_tfrecords(archive, root / "labels", root / "tfrecords", image_size=80, align=aligned,
+                    landmarks=synth_dir / "bb_landmark.tar.gz" if aligned else None, workers=1)
+    train(root / "tfrecords", root / "labels", root / "model", preset="tiny", epochs=1, batch_size=8,
+          steps_per_epoch=2, checkpoint_steps=0, feature_max_batches=1, strategy="cpu")
+    return root

@@ -19,6 +19,7 @@ from pathlib import Path
 import matplotlib.cbook
 import numpy as np
 import pytest
+from conftest import tiny_model
 from PIL import Image
 from test_faces import stored_for_orientation
 
@@ -59,16 +60,7 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def model_dir(synth_dir, tmp_path_factory) -> Path:
     """A tiny model trained for two steps on aligned synthetic faces (its metadata: aligned)."""
-    from deepface.labels import build_labels
-    from deepface.tfrecords import build_tfrecords
-    from deepface.train import train
-
-    root = tmp_path_factory.mktemp("model")
-    build_labels(synth_dir / "vggface2_train.tar.gz", root / "labels")
-    build_tfrecords(synth_dir / "vggface2_train.tar.gz", root / "labels", root / "tfrecords", image_size=SIZE,
-                    landmarks=synth_dir / "bb_landmark.tar.gz", workers=1)
-    train(root / "tfrecords", root / "labels", root / "model", preset="tiny", epochs=1, batch_size=8,
-          steps_per_epoch=2, checkpoint_steps=0, feature_max_batches=1, strategy="cpu")
+    root = tiny_model(synth_dir, tmp_path_factory.mktemp("model"), aligned=True)
     assert json.loads((root / "model" / "metadata.json").read_text())["aligned"] is True
     return root / "model"
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib.cbook
 import pytest
 from click.testing import CliRunner, Result
+from conftest import tiny_model
 from corpus import (
     CLASSES_FILES,
     IGNORED,
@@ -346,17 +347,7 @@ def trained(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """labels/, tfrecords/ (80 px, whole frames: evaluate and verify then read images unaligned, so the
     decoding tests below need no faces) and model/: a tiny model trained for two steps on the synthetic
     train split (only its interface matters)."""
-    from deepface.labels import build_labels
-    from deepface.tfrecords import build_tfrecords
-    from deepface.train import train
-
-    root = tmp_path_factory.mktemp("model")
-    build_labels(synth_dir / "vggface2_train.tar.gz", root / "labels")
-    build_tfrecords(synth_dir / "vggface2_train.tar.gz", root / "labels", root / "tfrecords", image_size=80,
-                    align=False, workers=1)
-    train(root / "tfrecords", root / "labels", root / "model", preset="tiny", epochs=1, batch_size=8,
-          steps_per_epoch=2, checkpoint_steps=0, feature_max_batches=1, strategy="cpu")
-    return root
+    return tiny_model(synth_dir, tmp_path_factory.mktemp("model"), aligned=False)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from conftest import tiny_model
 from corpus import encode, noise_image
 
 from deepface.cli import main
@@ -28,17 +29,7 @@ RESULT_KEYS = {"score", "value", "threshold", "same", "flip", "align"}
 @pytest.fixture(scope="module")
 def model_dir(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model trained for two steps on whole frames (80 px; its metadata: not aligned)."""
-    from deepface.labels import build_labels
-    from deepface.tfrecords import build_tfrecords
-    from deepface.train import train
-
-    root = tmp_path_factory.mktemp("model")
-    build_labels(synth_dir / "vggface2_train.tar.gz", root / "labels")
-    build_tfrecords(synth_dir / "vggface2_train.tar.gz", root / "labels", root / "tfrecords", image_size=80,
-                    align=False, workers=1)
-    train(root / "tfrecords", root / "labels", root / "model", preset="tiny", epochs=1, batch_size=8,
-          steps_per_epoch=2, checkpoint_steps=0, feature_max_batches=1, strategy="cpu")
-    return root / "model"
+    return tiny_model(synth_dir, tmp_path_factory.mktemp("model"), aligned=False) / "model"
 
 
 @pytest.fixture(scope="module")
