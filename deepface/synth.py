@@ -67,6 +67,7 @@ from deepface.landmarks import (
     landmark_file,
     name_id,
 )
+from deepface.pairs import Pair, draw_lfw_folds, format_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -798,110 +799,20 @@ def lfw_image_counts(seed: int, names: Sequence[str], images_per_identity: int) 
     return counts
 
 
-def _decode_matched(people: Sequence[tuple[str, int]], indices: np.ndarray) -> list[tuple]:
-    """(name, n1, n2) pairs, n1 < n2 (1-based), of the given positions in the list of every matched pair
-    of ``people`` (name, image count), person by person."""
-    counts = np.array([count for _, count in people], np.int64)
-    ends = np.cumsum(counts * (counts - 1) // 2)
-    owners = np.searchsorted(ends, indices, side="right")
-    pairs = []
-    for owner, index in zip(
-        owners.tolist(), (indices - (ends[owners] - counts[owners] * (counts[owners] - 1) // 2)).tolist()
-    ):
-        name, count = people[owner]
-        first = 1
-        while index >= count - first:  # row ``first`` holds the pairs (first, first+1..count)
-            index -= count - first
-            first += 1
-        pairs.append((name, first, first + 1 + index))
-    return pairs
-
-
-def _decode_mismatched(people: Sequence[tuple[str, int]], indices: np.ndarray) -> list[tuple]:
-    """(name1, n1, name2, n2) pairs of the given positions in the list of every mismatched pair of
-    ``people`` (name, image count): each image of person i against every image of the people after i."""
-    counts = np.array([count for _, count in people], np.int64)
-    image_ends = np.cumsum(counts)  # images numbered person by person
-    later = image_ends[-1] - image_ends  # images of the people after each person
-    ends = np.cumsum(counts * later)
-    first = np.searchsorted(ends, indices, side="right")
-    offset = indices - (ends[first] - counts[first] * later[first])
-    image1, partner_image = offset // later[first], image_ends[first] + offset % later[first]
-    second = np.searchsorted(image_ends, partner_image, side="right")
-    image2 = partner_image - (image_ends[second] - counts[second])
-    return [(people[i][0], n1 + 1, people[j][0], n2 + 1)
-            for i, n1, j, n2 in zip(first.tolist(), image1.tolist(), second.tolist(), image2.tolist())]
-
-
-def _capacity(people: Sequence[tuple[str, int]]) -> tuple[int, int]:
-    """How many distinct matched and mismatched pairs ``people`` (name, image count) allow."""
-    counts = np.array([count for _, count in people], np.int64)
-    matched = int((counts * (counts - 1) // 2).sum())
-    mismatched = int((counts.sum() ** 2 - (counts**2).sum()) // 2)
-    return matched, mismatched
-
-
-def _sample_pairs(people: Sequence[tuple[str, int]], count: int, rng: np.random.Generator) -> tuple[list, list]:
-    """``count`` distinct matched and ``count`` distinct mismatched pairs among ``people``, uniformly."""
-    matched_total, mismatched_total = _capacity(people)
-    return (_decode_matched(people, rng.choice(matched_total, count, replace=False)),
-            _decode_mismatched(people, rng.choice(mismatched_total, count, replace=False)))
-
-
-def _deal_into_folds(counts: dict[str, int], folds: int, rng: np.random.Generator) -> list[list[tuple[str, int]]]:
-    """Split the people into ``folds`` disjoint groups with balanced numbers of matched pairs.
-
-    People in random order, those with the most images first, each join a group of fewer than two
-    people if there is one (mismatched pairs need two), else the group with the fewest matched pairs
-    so far; people with one image join the group with the fewest people.
-    """
-    people = sorted(counts.items())
-    shuffled = [people[i] for i in rng.permutation(len(people))]
-    groups: list[list[tuple[str, int]]] = [[] for _ in range(folds)]
-    matched = [0] * folds
-    for name, count in sorted(shuffled, key=lambda person: -person[1]):  # stable: ties keep the shuffle
-        if count >= 2:
-            fold = min(range(folds), key=lambda f: (min(len(groups[f]), 2), matched[f], len(groups[f])))
-        else:
-            fold = min(range(folds), key=lambda f: (len(groups[f]), matched[f]))
-        groups[fold].append((name, count))
-        matched[fold] += count * (count - 1) // 2
-    return [sorted(group) for group in groups]
-
-
 def make_lfw_pairs(counts: dict[str, int], seed: int, folds: int = LFW_FOLDS,
-                   max_pairs_per_fold: int = MAX_PAIRS_PER_FOLD) -> tuple[list[tuple[list, list]], bool]:
-    """View 2 style folds: per fold ``n`` matched and ``n`` mismatched pairs, as many as the people allow.
+                   max_pairs_per_fold: int = MAX_PAIRS_PER_FOLD) -> tuple[list[Pair], bool]:
+    """The pairs.txt pairs of the LFW people ``counts`` ({name: images}): `deepface.pairs.draw_lfw_folds`
+    on this module's pairs stream of ``seed``. Returns (pairs, whether the folds' people are disjoint).
 
-    People are dealt into disjoint folds as in the real protocol when every fold can hold at least one
-    matched and one mismatched pair; with too few people every fold draws from all of them (pairs are
-    still distinct across folds). Returns ([(matched, mismatched)] per fold, whether folds are disjoint).
+    Raises:
+        DeepFaceError: naming lfw_identities when the people allow fewer than ``folds`` pairs of a kind.
     """
-    rng = _rng(seed, _LFW_PAIRS_STREAM)
-    groups = _deal_into_folds(counts, folds, rng)
-    per_fold = min(min(_capacity(group)) for group in groups)
-    if per_fold >= 1:
-        per_fold = min(per_fold, max_pairs_per_fold)
-        return [_sample_pairs(group, per_fold, rng) for group in groups], True
-    everyone = sorted(counts.items())
-    per_fold = min(min(_capacity(everyone)) // folds, max_pairs_per_fold)
-    if per_fold < 1:
+    try:
+        return draw_lfw_folds(counts, folds=folds, max_pairs_per_fold=max_pairs_per_fold,
+                              seed=[seed, _LFW_PAIRS_STREAM])
+    except DeepFaceError as error:
         raise DeepFaceError(
-            f"lfw_identities={len(counts)} with these image counts allow fewer than {folds} matched pairs "
-            f"for pairs.txt: raise lfw_identities or images_per_identity")
-    matched, mismatched = _sample_pairs(everyone, per_fold * folds, rng)
-    return [(matched[f * per_fold:(f + 1) * per_fold], mismatched[f * per_fold:(f + 1) * per_fold])
-            for f in range(folds)], False
-
-
-def format_pairs(folds: Sequence[tuple[list, list]]) -> str:
-    """pairs.txt text: header "folds<TAB>n", then per fold n matched and n mismatched lines, each sorted."""
-    per_fold = len(folds[0][0])
-    lines = [f"{len(folds)}\t{per_fold}"]
-    for matched, mismatched in folds:
-        lines += ["\t".join(map(str, pair)) for pair in sorted(matched)]
-        lines += ["\t".join(map(str, pair)) for pair in sorted(mismatched)]
-    return "\n".join(lines) + "\n"
+            f"lfw_identities={len(counts)}: {error} Raise lfw_identities or images_per_identity.") from None
 
 
 def _tar_info(name: str, size: int = 0, directory: bool = False) -> tarfile.TarInfo:
@@ -1107,7 +1018,7 @@ def make_synthetic_dataset(
     jobs = plan_identity_jobs(train_identities=train_identities, test_identities=test_identities,
                               lfw_identities=lfw_identities, images_per_identity=images_per_identity,
                               image_size=image_size, lfw_image_size=lfw_image_size, seed=seed)
-    folds, disjoint = make_lfw_pairs({job.prefix.split("/")[1]: len(job.names) for job in jobs["lfw"]}, seed)
+    pairs, disjoint = make_lfw_pairs({job.prefix.split("/")[1]: len(job.names) for job in jobs["lfw"]}, seed)
 
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -1118,17 +1029,17 @@ def make_synthetic_dataset(
         write_text(out / list_name, "".join(f"{line}\n" for line in _split_list(jobs[split])))
     _write_bb_landmark(out / BB_LANDMARK_ARCHIVE, jobs, faces)
     write_text(out / LFW_LANDMARKS, _landmark_text(_member_paths(jobs["lfw"]), faces))
-    write_text(out / LFW_PAIRS, format_pairs(folds))
+    write_text(out / LFW_PAIRS, format_pairs(pairs))
     md5s = {name: md5_file(out / name)
             for name in sorted([*_ARCHIVES.values(), *_LISTS.values(), BB_LANDMARK_ARCHIVE, LFW_LANDMARKS, LFW_PAIRS])}
     write_text(out / MD5SUMS, "".join(f"{md5}  {name}\n" for name, md5 in md5s.items()))
 
     seconds = time.perf_counter() - started
     total = sum(images.values())
-    per_fold = len(folds[0][0])
+    per_fold = len(pairs) // (2 * LFW_FOLDS)
     logger.info("wrote %d images to %s in %.1f s (%.0f images/s, %d workers); pairs.txt: %d folds x %d "
                 "matched + %d mismatched pairs (%s)", total, out, seconds, total / max(seconds, 1e-9), workers,
-                len(folds), per_fold, per_fold, "people disjoint across folds" if disjoint else "folds share people")
+                LFW_FOLDS, per_fold, per_fold, "people disjoint across folds" if disjoint else "folds share people")
     return {
         "out_dir": str(out),
         "seed": seed,
@@ -1136,7 +1047,7 @@ def make_synthetic_dataset(
         "lfw_image_size": lfw_image_size,
         "images_per_identity": images_per_identity,
         "splits": {split: {"identities": len(jobs[split]), "images": images[split]} for split in jobs},
-        "lfw_pairs": {"folds": len(folds), "pairs_per_fold": per_fold, "disjoint_folds": disjoint},
+        "lfw_pairs": {"folds": LFW_FOLDS, "pairs_per_fold": per_fold, "disjoint_folds": disjoint},
         "md5": md5s,
     }
 
@@ -1164,4 +1075,4 @@ def command(out_dir: str, **options) -> None:
 
 
 __all__ = ["make_synthetic_dataset", "render_face", "render_photo", "Photo", "Framing", "draw_identity",
-           "make_lfw_pairs", "format_pairs", "command"]
+           "make_lfw_pairs", "command"]

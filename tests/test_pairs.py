@@ -12,6 +12,7 @@ from deepface.errors import DeepFaceError
 from deepface.pairs import (
     ImageCollection,
     Pair,
+    draw_lfw_folds,
     format_pairs,
     generate_pairs,
     parse_pairs,
@@ -191,6 +192,53 @@ def test_generation_refuses_impossible_requests(tmp_path):
     assert len(generate_pairs(images, folds=2, pairs_per_fold=2)) == 8
     with pytest.raises(DeepFaceError, match="fold 1: matched: only 2 distinct pairs exist"):
         generate_pairs(images, folds=2, pairs_per_fold=3)
+
+
+# ---------------------------------------------------------------------- LFW-style folds from image counts
+
+
+def test_lfw_folds_draw_every_pair_once_when_a_fold_holds_them_all():
+    # One fold: all 10 matched pairs fit (35 mismatched exist), then all 15 mismatched (21 matched exist).
+    counts = {"Ann_Lee": 3, "Bob_Ray": 1, "Cy_Day": 4, "Di_Fox": 2}
+    pairs, _ = draw_lfw_folds(counts, folds=1, seed=2)
+    assert [(p.name1, p.number1, p.number2) for p in pairs if p.same] == [
+        (name, i, j) for name, count in sorted(counts.items())
+        for i in range(1, count + 1) for j in range(i + 1, count + 1)]
+    counts = {"Ann_Lee": 7, "Bob_Ray": 1, "Cy_Day": 1}
+    pairs, _ = draw_lfw_folds(counts, folds=1, seed=2)
+    assert [(p.name1, p.number1, p.name2, p.number2) for p in pairs if not p.same] == sorted(
+        (a, i, b, j) for a, b in [("Ann_Lee", "Bob_Ray"), ("Ann_Lee", "Cy_Day"), ("Bob_Ray", "Cy_Day")]
+        for i in range(1, counts[a] + 1) for j in range(1, counts[b] + 1))
+
+
+def test_lfw_folds_keep_the_protocol_invariants():
+    counts = {f"Person_{i:02d}": 2 + i % 7 for i in range(30)}
+    pairs, disjoint = draw_lfw_folds(counts, folds=4, max_pairs_per_fold=9, seed=[1, 2])
+    assert disjoint and len(pairs) == 4 * 18
+    people = []
+    for fold in range(4):
+        block = [pair for pair in pairs if pair.fold == fold]
+        assert [pair.same for pair in block] == [True] * 9 + [False] * 9
+        for run in (block[:9], block[9:]):
+            keys = [(p.name1, p.number1, p.name2, p.number2) for p in run]
+            assert keys == sorted(keys)
+        for pair in block:
+            assert 1 <= pair.number1 <= counts[pair.name1] and 1 <= pair.number2 <= counts[pair.name2]
+            assert pair.number1 < pair.number2 or not pair.same
+        people.append({pair.name1 for pair in block} | {pair.name2 for pair in block})
+    assert len(set(pairs)) == len(pairs)
+    assert all(not people[a] & people[b] for a in range(4) for b in range(a + 1, 4))
+    assert draw_lfw_folds(counts, folds=4, max_pairs_per_fold=9, seed=[1, 2]) == (pairs, disjoint)
+    assert parse_pairs(format_pairs(pairs)) == pairs
+
+
+def test_lfw_folds_share_identities_when_too_few_and_refuse_when_hopeless():
+    pairs, disjoint = draw_lfw_folds({"Ann_Lee": 6, "Bob_Ray": 5, "Cy_Day": 1}, folds=10, seed=0)
+    assert not disjoint and len(pairs) == len(set(pairs)) == 10 * 2 * 2  # 25 matched, 41 mismatched pairs
+    with pytest.raises(DeepFaceError, match="3 identities .* fewer than 10"):
+        draw_lfw_folds({"Ann_Lee": 2, "Bob_Ray": 2, "Cy_Day": 1}, folds=10)
+    with pytest.raises(DeepFaceError, match="must be positive"):
+        draw_lfw_folds({"Ann_Lee": 2, "Bob_Ray": 2}, folds=0)
 
 
 # ------------------------------------------------------------- LFW numbering with stray files in a folder

@@ -21,6 +21,7 @@ from deepface import synth
 from deepface.cli import main
 from deepface.errors import DeepFaceError
 from deepface.landmarks import BOX_HEADER, LANDMARK_HEADER, read_landmarks
+from deepface.pairs import format_pairs
 
 FILES = ["MD5SUMS", "bb_landmark.tar.gz", "lfw.tgz", "lfw_landmarks.csv", "pairs.txt", "test_list.txt",
          "train_list.txt", "vggface2_test.tar.gz", "vggface2_train.tar.gz"]
@@ -48,13 +49,49 @@ def read_archive(path: Path) -> tuple[list[str], dict[str, bytes]]:
     return names, files
 
 
-def read_pairs(path: Path) -> tuple[int, int, list[list[list[str]]]]:
-    """(folds, pairs per fold, [fold][line] -> fields) of a View 2 pairs.txt, checking the line counts."""
-    lines = path.read_text().splitlines()
+def split_pairs(text: str) -> tuple[int, int, list[list[list[str]]]]:
+    """(folds, pairs per fold, [fold][line] -> fields) of View 2 pairs.txt text, checking the line counts."""
+    lines = text.splitlines()
     folds, per_fold = map(int, lines[0].split("\t"))
     body = [line.split("\t") for line in lines[1:]]
     assert len(body) == folds * 2 * per_fold
     return folds, per_fold, [body[f * 2 * per_fold:(f + 1) * 2 * per_fold] for f in range(folds)]
+
+
+def check_pairs(text: str, counts: dict[str, int], *, disjoint: bool) -> int:
+    """Check View 2 pairs.txt ``text`` against the LFW people ``counts`` ({name: images}); return the pairs
+    per fold.
+
+    Every fold holds its n matched lines, then its n mismatched lines, each run sorted (names, then numbers);
+    every number names an image of its person (a matched pair two distinct ones, ascending); no pair repeats
+    in the file; with ``disjoint``, no person is in two folds.
+    """
+    folds, per_fold, blocks = split_pairs(text)
+    assert folds == synth.LFW_FOLDS and 1 <= per_fold <= synth.MAX_PAIRS_PER_FOLD
+    seen, people = set(), []
+    for lines in blocks:
+        matched, mismatched = lines[:per_fold], lines[per_fold:]
+        for run in (matched, mismatched):
+            keys = [[int(field) if field.isdigit() else field for field in fields] for fields in run]
+            assert keys == sorted(keys)
+        assert all(len(fields) == 3 for fields in matched) and all(len(fields) == 4 for fields in mismatched)
+        for name, n1, n2 in matched:
+            assert 1 <= int(n1) < int(n2) <= counts[name]
+        for name1, n1, name2, n2 in mismatched:
+            assert name1 != name2
+            assert 1 <= int(n1) <= counts[name1] and 1 <= int(n2) <= counts[name2]
+        seen.update(map(tuple, lines))
+        people.append({fields[0] for fields in lines} | {fields[2] for fields in mismatched})
+    assert len(seen) == folds * 2 * per_fold  # no pair repeats, within or across folds
+    if disjoint:
+        assert all(not a & b for a, b in itertools.combinations(people, 2))
+    return per_fold
+
+
+def lfw_pairs_text(counts: dict[str, int], seed: int = 0) -> tuple[str, bool]:
+    """(pairs.txt text, whether the folds are disjoint) that synth writes for the LFW people ``counts``."""
+    pairs, disjoint = synth.make_lfw_pairs(counts, seed=seed)
+    return format_pairs(pairs), disjoint
 
 
 def files_bytes(directory: Path) -> dict[str, bytes]:
@@ -102,79 +139,68 @@ def test_lfw_archive_layout(synth_dir, lfw, synth_params):
 
 
 def test_pairs_follow_view2_format(synth_dir, lfw):
-    folds, per_fold, fold_lines = read_pairs(synth_dir / "pairs.txt")
-    assert folds == 10 and per_fold >= 1
-    seen = set()
-    for lines in fold_lines:
-        matched, mismatched = lines[:per_fold], lines[per_fold:]
-        assert all(len(fields) == 3 for fields in matched)
-        assert all(len(fields) == 4 for fields in mismatched)
-        for name, n1, n2 in matched:
-            assert 1 <= int(n1) < int(n2) <= lfw[name]
-        for name1, n1, name2, n2 in mismatched:
-            assert name1 != name2
-            assert 1 <= int(n1) <= lfw[name1] and 1 <= int(n2) <= lfw[name2]
-        seen.update(map(tuple, lines))
-    assert len(seen) == folds * 2 * per_fold  # no pair repeats, within or across folds
+    # 12 people cannot fill 10 disjoint folds: the fixture's folds share people.
+    assert check_pairs((synth_dir / "pairs.txt").read_text(), lfw, disjoint=False) >= 1
+
+
+def test_written_pairs_have_disjoint_folds_when_people_allow(tmp_path):
+    summary = synth.make_synthetic_dataset(tmp_path, **{**TINY, "lfw_identities": 30})
+    _, files = read_archive(tmp_path / "lfw.tgz")
+    counts = collections.Counter(LFW_FILE.match(name).group(1) for name in files)
+    per_fold = check_pairs((tmp_path / "pairs.txt").read_text(), counts, disjoint=True)
+    assert summary["lfw_pairs"] == {"folds": 10, "pairs_per_fold": per_fold, "disjoint_folds": True}
 
 
 def test_pairs_folds_are_identity_disjoint_when_people_allow():
     counts = {f"Person_{chr(65 + i // 26)}{chr(97 + i % 26)}": 2 + i % 5 for i in range(40)}
-    folds, disjoint = synth.make_lfw_pairs(counts, seed=0)
+    text, disjoint = lfw_pairs_text(counts)
     assert disjoint
-    people = [{name for name, _, _ in matched} | {line[i] for line in mismatched for i in (0, 2)}
-              for matched, mismatched in folds]
-    for a, b in itertools.combinations(people, 2):
-        assert not a & b
-    per_fold = len(folds[0][0])
-    assert all(len(matched) == len(mismatched) == per_fold for matched, mismatched in folds)
-    # As many as the poorest fold allows: its matched (or mismatched) pairs are all used.
-    groups = synth._deal_into_folds(counts, 10, np.random.default_rng([0, synth._LFW_PAIRS_STREAM]))
-    assert per_fold == min(min(synth._capacity(group)) for group in groups)
-    assert synth.make_lfw_pairs(counts, seed=0) == (folds, disjoint)
-    assert synth.make_lfw_pairs(counts, seed=1) != (folds, disjoint)
-
-
-def test_pair_positions_decode_to_every_pair_exactly_once():
-    people = [("Ann_Lee", 3), ("Bob_Ray", 1), ("Cy_Day", 4), ("Di_Fox", 2)]
-    matched_total, mismatched_total = synth._capacity(people)
-    matched = synth._decode_matched(people, np.arange(matched_total))
-    mismatched = synth._decode_mismatched(people, np.arange(mismatched_total))
-    assert sorted(matched) == [(name, i, j) for name, count in people
-                               for i in range(1, count + 1) for j in range(i + 1, count + 1)]
-    assert sorted(mismatched) == sorted((a, i, b, j) for (a, ca), (b, cb) in itertools.combinations(people, 2)
-                                        for i in range(1, ca + 1) for j in range(1, cb + 1))
+    check_pairs(text, counts, disjoint=True)
+    # As many as the poorest fold allows: all the matched (or all the mismatched) pairs of its people are used.
+    _, _, blocks = split_pairs(text)
+    exhausted = []
+    for lines in blocks:
+        people = {fields[0] for fields in lines} | {fields[2] for fields in lines if len(fields) == 4}
+        every_matched = {(name, str(i), str(j)) for name in people
+                         for i, j in itertools.combinations(range(1, counts[name] + 1), 2)}
+        every_mismatched = {(a, str(i), b, str(j)) for a, b in itertools.combinations(sorted(people), 2)
+                            for i in range(1, counts[a] + 1) for j in range(1, counts[b] + 1)}
+        drawn = set(map(tuple, lines))
+        exhausted.append(every_matched <= drawn or every_mismatched <= drawn)
+    assert any(exhausted)
+    assert lfw_pairs_text(counts, seed=0) == (text, disjoint)
+    assert lfw_pairs_text(counts, seed=1) != (text, disjoint)
 
 
 def test_pairs_for_a_real_lfw_sized_set_are_quick():
     """5,749 people (the size of LFW): folds of disjoint people, the real 300 pairs each."""
     counts = synth.lfw_image_counts(0, synth.lfw_names(0, 5749), 24)
-    folds, disjoint = synth.make_lfw_pairs(counts, seed=0)
-    assert disjoint and synth.format_pairs(folds).startswith("10\t300\n")
+    text, disjoint = lfw_pairs_text(counts)
+    assert disjoint and text.startswith("10\t300\n")
+    assert check_pairs(text, counts, disjoint=True) == 300
 
 
 def test_pairs_folds_are_balanced_for_the_pipeline_default():
     """24 people (the pipeline's default) fill 10 disjoint folds with many pairs each, not a starved few."""
     counts = synth.lfw_image_counts(0, synth.lfw_names(0, 24), 24)
-    folds, disjoint = synth.make_lfw_pairs(counts, seed=0)
-    assert disjoint and len(folds[0][0]) >= 50
+    text, disjoint = lfw_pairs_text(counts)
+    assert disjoint and check_pairs(text, counts, disjoint=True) >= 50
 
 
 def test_pairs_capped_at_the_real_300_per_fold():
     counts = {f"Person_{chr(65 + i // 26)}{chr(97 + i % 26)}": 30 for i in range(100)}
-    folds, disjoint = synth.make_lfw_pairs(counts, seed=0)
-    assert disjoint and {len(matched) for matched, _ in folds} == {synth.MAX_PAIRS_PER_FOLD}
-    text = synth.format_pairs(folds)
+    text, disjoint = lfw_pairs_text(counts)
+    assert disjoint and check_pairs(text, counts, disjoint=True) == synth.MAX_PAIRS_PER_FOLD
     assert text.splitlines()[0] == "10\t300" and len(text.splitlines()) == 1 + 10 * 600
 
 
 def test_pairs_with_too_few_people_share_them_across_folds():
     counts = {"Ann_Lee": 6, "Bob_Ray": 5, "Cy_Day": 1}
-    folds, disjoint = synth.make_lfw_pairs(counts, seed=0)
+    text, disjoint = lfw_pairs_text(counts)
     assert not disjoint
-    matched = [pair for fold_matched, _ in folds for pair in fold_matched]
-    assert len(matched) == len(set(matched)) == 10 * len(folds[0][0])
-    assert all(name != "Cy_Day" for name, _, _ in matched)
+    per_fold = check_pairs(text, counts, disjoint=False)
+    _, _, blocks = split_pairs(text)
+    assert all(fields[0] != "Cy_Day" for lines in blocks for fields in lines[:per_fold])
 
 
 def test_too_few_images_for_pairs_is_a_user_error():
