@@ -30,16 +30,16 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from deepface.contracts import ENCODING_RESIZED, MANIFEST_FILE, SCHEMA_VERSION
 from deepface.errors import DeepFaceError
-from deepface.io import is_remote, local_path, read_json
+from deepface.io import is_remote, read_json, tf_path
 
 logger = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 
-# TFRecord schema v1, written by deepface.tfrecords (its manifest.json says "schema_version": 1).
-SCHEMA_VERSION = 1
-MANIFEST_FILE = "manifest.json"
+# TFRecord schema v1 (deepface.contracts.SCHEMA_VERSION), written by deepface.tfrecords (its manifest.json
+# says "schema_version": 1).
 FEATURES_V1 = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
     "image/class/label": tf.io.FixedLenFeature([], tf.int64),
@@ -145,7 +145,7 @@ def load_image_file(path: str | os.PathLike, image_size: int, *, align: bool = T
     from deepface.faces import BadImage, NoFace, face_array
 
     _check_positive(image_size=image_size)
-    path = _tf_path(path)
+    path = tf_path(path)
     if not tf.io.gfile.exists(path):
         raise DeepFaceError(f"Image file {path} does not exist: check the path.")
     with tf.io.gfile.GFile(path, "rb") as handle:
@@ -186,7 +186,7 @@ def make_image_dataset(
     if all(isinstance(item, bytes) for item in items):
         dataset = tf.data.Dataset.from_tensor_slices(items)
     else:
-        paths = [_tf_path(item) for item in items]
+        paths = [tf_path(item) for item in items]
         missing = [path for path in paths if not is_remote(path) and not os.path.exists(path)]
         if missing:
             raise DeepFaceError(
@@ -221,7 +221,7 @@ def list_shards(tfrecords: str | os.PathLike, split: str | None = None) -> list[
             (an incomplete build; a pattern may select some shards on purpose), or if its manifest.json
             names another schema version.
     """
-    path = _tf_path(tfrecords)
+    path = tf_path(tfrecords)
     if any(char in path for char in "*?["):
         pattern = path
     elif tf.io.gfile.isdir(path):
@@ -413,7 +413,7 @@ def _shards_for_pipeline(tfrecords, split, num_input_pipelines: int, input_pipel
     if isinstance(tfrecords, (str, os.PathLike)):
         shards = list_shards(tfrecords, split)
     else:
-        shards = sorted(_tf_path(shard) for shard in tfrecords)
+        shards = sorted(tf_path(shard) for shard in tfrecords)
         if not shards:
             raise DeepFaceError("make_dataset got an empty list of shards: pass a TFRecord directory or files.")
     if len(shards) < num_input_pipelines:
@@ -439,7 +439,7 @@ def _stored_as_jpeg_at(shards: Sequence[str], image_size: int) -> bool:
             return False
         listed = {posixpath.basename(str(entry.get("file"))) for entry in manifest.get("shards", [])
                   if isinstance(entry, dict)}
-        if not (manifest.get("encoding") == "jpeg-resized" and manifest.get("image_size") == image_size
+        if not (manifest.get("encoding") == ENCODING_RESIZED and manifest.get("image_size") == image_size
                 and names <= listed):
             return False
     return True
@@ -484,11 +484,6 @@ def _check_complete(shards: list[str]) -> None:
 def _seeds(seed: int | None) -> list[int | None]:
     """Three distinct seeds (shard order, record shuffle, augmentation) from one, or Nones."""
     return [None] * 3 if seed is None else [seed, seed + 1, seed + 2]
-
-
-def _tf_path(path: str | os.PathLike) -> str:
-    """A path string tf.io understands: remote URIs as they are, file:// URIs as local paths."""
-    return str(path) if is_remote(path) else str(local_path(path))
 
 
 def _check_positive(**values: int) -> None:

@@ -53,6 +53,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from deepface.contracts import read_manifest, write_manifest
 from deepface.errors import DeepFaceError
 from deepface.faces import DETECT_SIDE, BadImage, decode
 from deepface.io import atomic_open, local_path, read_json, remove_temporaries, write_json, write_text
@@ -151,7 +152,6 @@ class FaceDetector:
 # --------------------------------------------------------------------------------------------------
 
 DETECTOR_NAME = "mtcnn"
-MANIFEST_FILE = "manifest.json"
 STATE_FILE = ".landmarks_state.json"
 PARTS_DIR = "parts"
 PART_IMAGES = 1024  # images per part file: what an interrupted run loses at most
@@ -490,7 +490,7 @@ def _finish(out: Path, settings: dict, parts: list[dict], ignored: _Ignored) -> 
         "duplicates": {"count": tally.duplicate_count, "examples": tally.duplicates},
         "ignored_files": {"count": ignored.count, "examples": ignored.examples},
     }
-    write_json(out / MANIFEST_FILE, manifest)
+    write_manifest(out, manifest)  # last: the output is complete
     (out / STATE_FILE).unlink(missing_ok=True)
     shutil.rmtree(out / PARTS_DIR, ignore_errors=True)
     return manifest
@@ -527,9 +527,9 @@ def _finished(out: Path, settings: dict) -> dict | None:
     Raises:
         DeepFaceError: ``out`` holds a complete output with other settings.
     """
-    if not (out / MANIFEST_FILE).exists():
+    manifest = read_manifest(out)
+    if manifest is None:
         return None
-    manifest = read_json(out / MANIFEST_FILE)
     if manifest.get("settings") != settings:
         raise DeepFaceError(f"{out} already holds landmarks made with other settings "
                             f"({_differences(manifest.get('settings') or {}, settings)}): "

@@ -66,6 +66,7 @@ from tqdm import tqdm
 
 import deepface
 from deepface import io
+from deepface.contracts import remove_manifest, write_manifest
 from deepface.errors import DeepFaceError
 from deepface.faces import NO_FACE_CHOICES, FaceCropper
 from deepface.landmarks import read_landmarks
@@ -383,7 +384,7 @@ def evaluate(
         raise DeepFaceError(f"batch_size={batch_size} must be a positive integer.")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "manifest.json").unlink(missing_ok=True)  # the directory is incomplete until the end
+    remove_manifest(out_dir)  # the directory is incomplete until the end
     model, metadata = load_embedding_model(model_dir)
     model_sha256 = io.hash_file(model_dir / "embedding.keras")
     image_size = int(model.input_shape[1])
@@ -468,7 +469,7 @@ def evaluate(
         result, context, scores, same, roc_by_variant,
         history=io.read_json(history) if history.exists() else None,
     ))
-    io.write_json(out_dir / "manifest.json", {
+    write_manifest(out_dir, {
         "stage": "evaluate",
         **context,
         "counts": counts,

@@ -42,12 +42,12 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from deepface.contracts import MANIFEST_FILE, remove_manifest, write_manifest
 from deepface.errors import DeepFaceError
-from deepface.io import local_path, md5_file, write_json
+from deepface.io import local_path, md5_file
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.json"
 MD5SUMS_NAME = "MD5SUMS"
 CHUNK_SIZE = 1 << 20
 PART_SUFFIX = ".part"  # a file being downloaded is <name>.part until complete and verified
@@ -591,8 +591,8 @@ def _plan(
         md5sums = parse_md5sums(md5sums_data, md5sums_uri) if md5sums_data is not None else {}
         for file in files:
             name = _checked_relative_name(file.name, source)
-            if name == MANIFEST_NAME:
-                logger.info("skipping %s: the fetch stage writes its own %s", redact_uri(file.uri), MANIFEST_NAME)
+            if name == MANIFEST_FILE:
+                logger.info("skipping %s: the fetch stage writes its own %s", redact_uri(file.uri), MANIFEST_FILE)
                 continue
             if name in planned:
                 raise DeepFaceError(
@@ -702,10 +702,10 @@ def _checked_out_dir(out_dir: str | os.PathLike) -> Path:
 def _prepare_out_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        (path / MANIFEST_NAME).unlink(missing_ok=True)  # the output is incomplete until the new one is written
+        remove_manifest(path)  # the output is incomplete until the new one is written
         # The manifest is this stage's only atomic write: remove what a kill inside it left. (Not
         # io.remove_temporaries: a fetched file may itself be named like a temporary, .<name>.tmp.)
-        for stale in path.glob(f".{MANIFEST_NAME}.*.tmp"):
+        for stale in path.glob(f".{MANIFEST_FILE}.*.tmp"):
             stale.unlink()
     except OSError as error:
         raise _disk_error(path, error) from error
@@ -762,7 +762,7 @@ def fetch(
     )
 
     manifest = {"stage": "fetch", "files": dict(sorted(files.items()))}
-    write_json(out_path / MANIFEST_NAME, manifest)
+    write_manifest(out_path, manifest)  # last: the output is complete
     return manifest
 
 

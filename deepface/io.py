@@ -28,6 +28,11 @@ def local_path(path: str | os.PathLike) -> Path:
     return Path(text[len("file://"):] if text.startswith("file://") else text)
 
 
+def tf_path(path: str | os.PathLike) -> str:
+    """A path string tf.io understands: remote URIs as they are, file:// URIs as local paths."""
+    return str(path) if is_remote(path) else str(local_path(path))
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """Open ``path`` for writing under a temporary name; rename into place only on success."""

@@ -36,14 +36,14 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from deepface.contracts import remove_manifest, write_manifest
 from deepface.errors import DeepFaceError
-from deepface.io import dumps_json, hash_file, is_remote, local_path, write_text
+from deepface.io import hash_file, is_remote, local_path, write_text
 
 logger = logging.getLogger(__name__)
 
 CLASSES_FILE = "classes.txt"
 COUNTS_FILE = "class_counts.tsv"
-MANIFEST_FILE = "manifest.json"
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 ARCHIVE_NAME = re.compile(r"\.(tar|tar\.gz|tgz|tar\.bz2|tbz2?|tar\.xz|txz)$", re.IGNORECASE)
@@ -387,7 +387,7 @@ def build_labels(source: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
     identities = sorted(index.images)
     out = local_path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST_FILE).unlink(missing_ok=True)  # a stale manifest must not vouch for new files
+    remove_manifest(out)  # a stale manifest must not vouch for new files
     write_text(out / CLASSES_FILE, "".join(f"{identity}\n" for identity in identities))
     write_text(
         out / COUNTS_FILE,
@@ -403,7 +403,7 @@ def build_labels(source: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
         "ignored": {"count": sum(index.ignored.values()), "by_reason": dict(index.ignored),
                     "examples": index.ignored_examples},
     }
-    write_text(out / MANIFEST_FILE, dumps_json(manifest))
+    write_manifest(out, manifest)  # last: the output is complete
     logger.info("%d classes, %d images from %s (%s) -> %s", manifest["num_classes"], manifest["num_images"],
                 source, kind, out)
     if index.duplicates:

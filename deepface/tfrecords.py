@@ -1,6 +1,7 @@
 """Stage 4: TFRecord shards of face images, read from a tar stream or a directory.
 
-Record schema, version 1 (``SCHEMA_VERSION``): one ``tf.train.Example`` per image, with the features
+Record schema, version 1 (``deepface.contracts.SCHEMA_VERSION``): one ``tf.train.Example`` per image,
+with the features
 
     image/encoded         bytes  the image. By default a JPEG of image_size x image_size: the face
                                  aligned from its 5 landmarks (`deepface.faces.face_image`, the crop
@@ -65,6 +66,14 @@ import google_crc32c
 import numpy as np
 from tqdm import tqdm
 
+from deepface.contracts import (
+    ENCODING_ORIGINAL,
+    ENCODING_RESIZED,
+    MANIFEST_FILE,
+    SCHEMA_VERSION,
+    read_manifest,
+    write_manifest,
+)
 from deepface.errors import DeepFaceError
 from deepface.faces import NO_FACE_CHOICES, BadImage, decode, face_image, open_image
 from deepface.io import hash_file, local_path, read_json, remove_temporaries, write_json
@@ -82,11 +91,7 @@ from deepface.landmarks import LandmarkTable, name_id, read_landmarks
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-ENCODING_RESIZED = "jpeg-resized"
-ENCODING_ORIGINAL = "original"
 DEFAULT_SHARD_BYTES = 150 * 2**20
-MANIFEST_FILE = "manifest.json"
 STATE_FILE = ".build_state.json"
 # What tf.io.decode_image reads, so what keep_original may store as is (MPO: a phone's JPEG).
 TF_DECODABLE_FORMATS = ("BMP", "GIF", "JPEG", "MPO", "PNG", "WEBP")
@@ -579,7 +584,7 @@ def _finish(out: Path, settings: dict, shards: list[Segment], tail: Segment, max
         },
         "landmarks_unused": {"count": tail.landmarks_unused, "examples": tail.landmarks_unused_examples},
     }
-    write_json(out / MANIFEST_FILE, manifest)
+    write_manifest(out, manifest)  # last: the build is complete
     (out / STATE_FILE).unlink(missing_ok=True)
     return manifest
 
@@ -681,8 +686,8 @@ def build_tfrecords(
     out.mkdir(parents=True, exist_ok=True)
     settings = _settings(source, classes_file, len(classes), split, options, shard_bytes, landmarks)
 
-    if (out / MANIFEST_FILE).exists():
-        manifest = read_json(out / MANIFEST_FILE)
+    manifest = read_manifest(out)
+    if manifest is not None:
         if any(manifest.get(key) != value for key, value in settings.items()):
             raise DeepFaceError(
                 f"{out} already holds a finished build with other settings ({_differences(manifest, settings)}): "

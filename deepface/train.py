@@ -63,9 +63,10 @@ from deepface.config import (  # noqa: F401 (re-exported)
     check_options,
     training_recipe,
 )
+from deepface.contracts import MANIFEST_FILE, write_manifest
 from deepface.data import list_shards, make_dataset
 from deepface.errors import DeepFaceError
-from deepface.io import dumps_json, is_remote, local_path, read_json, remove_temporaries, write_bytes
+from deepface.io import dumps_json, is_remote, read_json, remove_temporaries, tf_path, write_bytes
 from deepface.labels import CLASSES_FILE, load_classes
 from deepface.model import (
     ModelConfig,
@@ -89,8 +90,7 @@ WORKER_POOL_ROLES = {"workerpool0": "chief", "workerpool1": "worker", "workerpoo
 CHECKPOINT_SUBDIR = "checkpoints"
 LOGS_SUBDIR = "logs"
 RUN_CONFIG_FILE = "run_config.json"
-MANIFEST_FILE = "manifest.json"
-MANIFEST_SCHEMA_VERSION = 1
+MANIFEST_SCHEMA_VERSION = 1  # of the model directory's manifest.json (not the TFRecord schema)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,7 +255,7 @@ def resolve_output_dirs(out_dir: str | os.PathLike | None, env: Mapping[str, str
     model_dir = str(out_dir) if out_dir else env.get("AIP_MODEL_DIR", "")
     if not model_dir:
         raise DeepFaceError("No output directory: pass --out DIR (or run where AIP_MODEL_DIR is set).")
-    model_dir = model_dir if is_remote(model_dir) else str(local_path(model_dir))
+    model_dir = tf_path(model_dir)
     model_dir = model_dir.rstrip("/") or "/"
     return OutputDirs(
         model_dir=model_dir,
@@ -369,10 +369,6 @@ def _read(path: str) -> bytes:
         return handle.read()
 
 
-def _as_tf_path(path: str | os.PathLike) -> str:
-    return str(path) if is_remote(path) else str(local_path(path))
-
-
 def read_shard_set(tfrecords_dir: str | os.PathLike) -> ShardSet:
     """Reads the manifest of a TFRecord directory and checks its shards against it.
 
@@ -380,7 +376,7 @@ def read_shard_set(tfrecords_dir: str | os.PathLike) -> ShardSet:
         DeepFaceError: no manifest (an unfinished build) or an unreadable one; shards missing, empty,
             not in the manifest, or of another size than the manifest says (e.g. truncated).
     """
-    directory = _as_tf_path(tfrecords_dir)
+    directory = tf_path(tfrecords_dir)
     manifest_path = posixpath.join(directory, MANIFEST_FILE)
     rebuild = "rebuild the directory with `deepface tfrecords`"
     if not tf.io.gfile.exists(manifest_path):
@@ -461,7 +457,7 @@ def naming_corrupt_shards(shards: Sequence[str]) -> Iterator[None]:
 
 def read_class_map(labels_dir: str | os.PathLike) -> tuple[bytes, list[str]]:
     """The bytes and identities of ``<labels_dir>/classes.txt`` (line index = class id)."""
-    path = posixpath.join(_as_tf_path(labels_dir), CLASSES_FILE)
+    path = posixpath.join(tf_path(labels_dir), CLASSES_FILE)
     if not tf.io.gfile.exists(path):
         raise DeepFaceError(f"{path} not found: --labels must be the output directory of `deepface labels`.")
     data = _read(path)
@@ -1266,7 +1262,7 @@ def train(
         "epochs": epochs,
         "final_metrics": {name: values[-1] for name, values in sorted(state.history.items()) if values},
     }
-    write_bytes(posixpath.join(dirs.model_dir, MANIFEST_FILE), dumps_json(manifest).encode("utf-8"))
+    write_manifest(dirs.model_dir, manifest)  # last: the model directory is complete
     logger.info("Wrote the model directory %s", dirs.model_dir)
     if not keep_checkpoints and tf.io.gfile.exists(dirs.checkpoint_dir):
         tf.io.gfile.rmtree(dirs.checkpoint_dir)  # only now: a kill before the manifest can still resume

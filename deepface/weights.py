@@ -26,6 +26,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from deepface.contracts import remove_manifest, write_manifest
 from deepface.errors import DeepFaceError
 from deepface.io import dumps_json, md5_file, write_json
 
@@ -189,7 +190,7 @@ def import_seed_weights(h5_path: str | os.PathLike, out_dir: str | os.PathLike, 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").unlink(missing_ok=True)  # the directory is incomplete until it is rewritten
+    remove_manifest(out)  # the directory is incomplete until it is rewritten
     save_model(model, out / CLASSIFIER_FILE)
     save_model(build_embedding_model(model), out / EMBEDDING_FILE)
     source = Path(h5_path)
@@ -205,9 +206,8 @@ def import_seed_weights(h5_path: str | os.PathLike, out_dir: str | os.PathLike, 
         "classes": "unknown: the seed numbered identities in filesystem listing order",
     }
     write_json(out / "metadata.json", metadata)
-    write_json(out / "manifest.json", {"stage": "import-weights", "files": [CLASSIFIER_FILE, EMBEDDING_FILE,
-                                                                            "metadata.json"],
-                                       "source_md5": metadata["source"]["md5"]})
+    write_manifest(out, {"stage": "import-weights", "files": [CLASSIFIER_FILE, EMBEDDING_FILE, "metadata.json"],
+                         "source_md5": metadata["source"]["md5"]})
     logger.info("wrote %s", out)
     return out
 

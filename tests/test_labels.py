@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from conftest import SYNTH_PARAMS, write_tar
 
 from deepface.cli import main
+from deepface.contracts import MANIFEST_FILE, read_manifest, remove_manifest, write_manifest
 from deepface.errors import DeepFaceError
 from deepface.io import read_json
 from deepface.labels import build_labels, iter_members, load_classes
@@ -58,6 +59,21 @@ def test_manifest_describes_the_outputs(synth_dir, tmp_path):
     assert manifest["num_images"] == SYNTH_PARAMS["train_identities"] * SYNTH_PARAMS["images_per_identity"]
     assert manifest["classes_sha256"] == hashlib.sha256((tmp_path / "classes.txt").read_bytes()).hexdigest()
     assert manifest["duplicates"]["count"] == 0 and manifest["ignored"]["count"] == 0
+
+
+def test_the_manifest_contract(tmp_path):
+    """deepface.contracts: one manifest.json per output directory, canonical JSON, absent until written."""
+    assert MANIFEST_FILE == "manifest.json"
+    assert read_manifest(tmp_path) is None
+    write_manifest(f"file://{tmp_path}", {"b": 1, "a": [2]})
+    assert (tmp_path / "manifest.json").read_text() == '{\n  "a": [\n    2\n  ],\n  "b": 1\n}\n'
+    assert read_manifest(tmp_path) == {"a": [2], "b": 1}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["manifest.json"]  # no temporaries left
+    remove_manifest(tmp_path)
+    remove_manifest(tmp_path)  # nothing to remove: not an error
+    assert read_manifest(tmp_path) is None
+    with pytest.raises(ValueError, match="gs://bucket/out"):
+        read_manifest("gs://bucket/out")
 
 
 @pytest.mark.parametrize("source_name", ["train_list.txt", "vggface2_train.tar.gz"])

@@ -1,0 +1,62 @@
+"""The contracts between stages, in one place (no TensorFlow import).
+
+- Every stage writes a ``manifest.json`` (``MANIFEST_FILE``) in its output directory, written last and
+  atomically (`write_manifest`): its presence means the output is complete. A stage that rewrites a
+  directory removes the old manifest first (`remove_manifest`), so a stale one never vouches for new files.
+  Manifests are canonical JSON (`deepface.io.dumps_json`): the same manifest gives the same bytes.
+- TFRecord record schema, version ``SCHEMA_VERSION`` (written by `deepface.tfrecords`, read by
+  `deepface.data`; the tfrecords manifest says ``"schema_version": 1``), and how its images are stored
+  (the manifest's ``encoding``): ``ENCODING_RESIZED`` (JPEGs of image_size x image_size) or
+  ``ENCODING_ORIGINAL`` (the files' own bytes, ``keep_original``).
+
+Readers of ``gs://`` directories (`deepface.data`, `deepface.train`) read through tf.io.gfile with these
+names; `read_manifest` reads local directories.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from pathlib import Path
+
+from deepface.io import is_remote, local_path, read_json, write_json
+
+MANIFEST_FILE = "manifest.json"
+
+# TFRecord schema v1 (deepface.tfrecords writes it, deepface.data reads it).
+SCHEMA_VERSION = 1
+ENCODING_RESIZED = "jpeg-resized"
+ENCODING_ORIGINAL = "original"
+
+
+def manifest_path(directory: str | os.PathLike) -> str | Path:
+    """The manifest's path in ``directory``: a string for remote URIs (``gs://...``), a local Path
+    otherwise (a file:// URI as a local path)."""
+    if is_remote(directory):
+        return posixpath.join(str(directory), MANIFEST_FILE)
+    return local_path(directory) / MANIFEST_FILE
+
+
+def write_manifest(directory: str | os.PathLike, manifest: dict) -> None:
+    """Writes ``directory/manifest.json`` atomically (`deepface.io.write_json`: canonical JSON, temporary
+    name then rename; gs:// through tf.io.gfile, whose objects appear whole). Call it last: its presence
+    means the output is complete."""
+    write_json(manifest_path(directory), manifest)
+
+
+def read_manifest(directory: str | os.PathLike) -> dict | None:
+    """The manifest of the local ``directory`` (a path or file:// URI), or None if it has none (the
+    output is absent or incomplete)."""
+    path = manifest_path(directory)
+    if isinstance(path, str):
+        raise ValueError(f"read_manifest reads local directories, not {directory}: read it through tf.io.gfile.")
+    return read_json(path) if path.exists() else None
+
+
+def remove_manifest(directory: str | os.PathLike) -> None:
+    """Removes the manifest of the local ``directory``, if any: first thing when a stage rewrites its
+    output, so the directory stops looking complete."""
+    path = manifest_path(directory)
+    if isinstance(path, str):
+        raise ValueError(f"remove_manifest removes local manifests, not {directory}: use tf.io.gfile.")
+    path.unlink(missing_ok=True)
