@@ -59,16 +59,13 @@ def evaluate_model(
     import shutil
 
     from deepface.evaluate import evaluate
+    from deepface.landmarks import landmarks_in
 
     pairs_path = pairs if pairs == "generate" else os.path.join(data.path, pairs)
-    landmarks_path = os.path.join(data.path, landmarks) if landmarks else ""
-    if align and not os.path.exists(landmarks_path):
-        print(f"no landmark file {landmarks!r} in the data folder: the face detector finds the faces")
-        landmarks_path = ""
     result = evaluate(
         model.path, os.path.join(data.path, images), pairs_path, evaluation.path, batch_size=batch_size,
         flip=flip, baseline=baseline, seed=seed, allow_missing=allow_missing, pairs_seed=pairs_seed,
-        align=align, landmarks=landmarks_path or None, no_face=no_face,
+        align=align, landmarks=landmarks_in(data.path, landmarks) if align else None, no_face=no_face,
     )
     for name, value in sorted(result["summary"].items()):
         if value is not None:  # e.g. no standard error with a single fold

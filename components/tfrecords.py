@@ -41,14 +41,12 @@ def build_tfrecords(
     import os
 
     from deepface.config import get_config  # no TensorFlow import just for the image size
+    from deepface.landmarks import landmarks_in
     from deepface.tfrecords import build_tfrecords as build
 
-    landmarks_path = os.path.join(data.path, landmarks) if landmarks else ""
-    if align and not os.path.exists(landmarks_path):
-        print(f"no landmark file {landmarks!r} in the data folder: the face detector finds the faces")
-        landmarks_path = ""
     build(
         os.path.join(data.path, source), labels.path, tfrecords.path, split=split,
         image_size=get_config(preset).image_size, keep_original=keep_original,
-        max_bad_fraction=max_bad_fraction, align=align, landmarks=landmarks_path or None, no_face=no_face,
+        max_bad_fraction=max_bad_fraction, align=align,
+        landmarks=landmarks_in(data.path, landmarks) if align else None, no_face=no_face,
     )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 import posixpath
@@ -33,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from deepface.errors import DeepFaceError
+
+logger = logging.getLogger(__name__)
 
 LANDMARK_HEADER = ("NAME_ID", "P1X", "P1Y", "P2X", "P2Y", "P3X", "P3Y", "P4X", "P4Y", "P5X", "P5Y")
 BOX_HEADER = ("NAME_ID", "X", "Y", "W", "H")
@@ -181,6 +184,19 @@ def parse_landmarks(text: str, source: str) -> LandmarkTable:
     if not names:
         raise DeepFaceError(f"{source} holds no landmark rows: pass the landmarks of the images.")
     return LandmarkTable(names, np.asarray(values, np.float64), source)
+
+
+def landmarks_in(folder: str | os.PathLike, name: str) -> Path | None:
+    """The landmark file ``name`` of a data folder, or None (logged) when the folder has none, so that the
+    caller's stage runs the face detector instead: how the pipeline's steps use their landmark parameters.
+
+    Example: ``landmarks_in(data.path, "bb_landmark.tar.gz")``.
+    """
+    path = Path(folder) / name if name else None
+    if path is None or not path.exists():
+        logger.info("no landmark file %r in %s: the face detector finds the faces", name, folder)
+        return None
+    return path
 
 
 def _rows(reader, source: str) -> Iterator[list[str]]:
