@@ -55,7 +55,7 @@ from tqdm import tqdm
 
 from deepface.contracts import read_manifest, write_manifest
 from deepface.errors import DeepFaceError
-from deepface.faces import DETECT_SIDE, BadImage, decode
+from deepface.faces import DETECT_SIDE, BadImage, decode, unscale_points
 from deepface.io import atomic_open, local_path, read_json, remove_temporaries, write_json, write_text
 from deepface.labels import MAX_EXAMPLES, check_source, is_image_name, iter_members
 from deepface.landmarks import box_file, format_box_rows, format_landmark_rows, landmark_file, name_id
@@ -163,21 +163,13 @@ _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 _detector: FaceDetector | None = None  # one per process, loaded on first use (TensorFlow: ~4 s)
 
 
-def _process_detector(min_face: int) -> FaceDetector:
-    """This process's detector, made on first use (or when ``min_face`` changes)."""
+def process_detector(min_face: int = MIN_FACE) -> FaceDetector:
+    """This process's detector, made on first use (or when ``min_face`` changes): worker processes of
+    `detect_landmarks` and `deepface.tfrecords` load TensorFlow and the weights once each."""
     global _detector
     if _detector is None or _detector.min_face != min_face:
         _detector = FaceDetector(min_face=min_face)
     return _detector
-
-
-def unscale_points(points: np.ndarray, factor: float) -> np.ndarray:
-    """The inverse of `deepface.faces.scale_points`: coordinates in an image decoded at ``factor`` ->
-    full-resolution ones (pixel centres at integers).
-
-    Example: ``unscale_points([[9.5, 4.5]], 0.5)`` -> ``[[19.5, 9.5]]``.
-    """
-    return (np.asarray(points, np.float64) + 0.5) / factor - 0.5
 
 
 def find_face(data: bytes, detector: FaceDetector) -> dict:
@@ -212,7 +204,7 @@ def find_face(data: bytes, detector: FaceDetector) -> dict:
 
 def detect_chunk(images: list[bytes], min_face: int) -> list[dict]:
     """`find_face` for each image file of a task, in order, with this process's detector."""
-    detector = _process_detector(min_face)
+    detector = process_detector(min_face)
     return [find_face(data, detector) for data in images]
 
 

@@ -184,6 +184,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def unscale_points(points: np.ndarray, factor: float) -> np.ndarray:
+    """The inverse of `scale_points`: coordinates in an image decoded at ``factor`` -> full-resolution
+    ones (pixel centres at integers).
+
+    Example: ``unscale_points([[9.5, 4.5]], 0.5)`` -> ``[[19.5, 9.5]]``.
+    """
+    return (np.asarray(points, np.float64) + 0.5) / factor - 0.5
+
+
 def scale_points(points: np.ndarray, factor: float) -> np.ndarray:
     """Full-resolution pixel coordinates -> those of the image decoded at ``factor`` (pixel centres at
     integers, so the centre of a reduced pixel is not the corner of the pixels it covers)."""
@@ -393,7 +402,7 @@ def face_image(
         return center_crop(image, size), info
     face_points, info["faces"] = found
     face_points = check_points(face_points, image.width, image.height)
-    full_points = (face_points + 0.5) / factor - 0.5
+    full_points = unscale_points(face_points, factor)
     needed = transform_scale(similarity_transform(full_points, template(size)))
     if factor < min(1.0, 2 * needed):  # the face needs a finer decode than the detector's
         crop, _ = face_image(data, size, points=full_points)

@@ -122,18 +122,6 @@ class ImageOptions:
     no_face: str = "skip"
 
 
-_detector = None  # one face detector per process, loaded on first use (TensorFlow: ~4 s)
-
-
-def _process_detector():
-    global _detector
-    if _detector is None:
-        from deepface.detect import FaceDetector
-
-        _detector = FaceDetector()
-    return _detector
-
-
 def encode_image(data: bytes, options: ImageOptions, points: np.ndarray | None = None) -> tuple[bytes, int | None]:
     """The bytes to store for one image file: the face crop as JPEG (`deepface.faces.face_image`), or
     (keep_original) the file's own bytes.
@@ -160,7 +148,11 @@ def encode_image(data: bytes, options: ImageOptions, points: np.ndarray | None =
                 "build without keep_original to convert it"
             )
         return data, None
-    detector = _process_detector() if options.align and points is None else None
+    detector = None
+    if options.align and points is None:
+        from deepface.detect import process_detector  # this worker's, loaded once (TensorFlow: ~4 s)
+
+        detector = process_detector()
     face, info = face_image(data, options.image_size, align_face=options.align, points=points, detector=detector,
                             no_face=options.no_face)
     buffer = io.BytesIO()

@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 
 from deepface import detect
 from deepface.errors import DeepFaceError
-from deepface.faces import DETECT_SIDE, decode, scale_points
+from deepface.faces import DETECT_SIDE, decode, scale_points, unscale_points
 from deepface.landmarks import read_landmarks
 
 # The face's 5 points in the photo (P1..P5: eye on the image's left, eye on its right, nose tip, mouth
@@ -242,8 +242,8 @@ def test_changed_source_under_unfinished_run(photo_archive, tmp_path):
 def test_unscale_points_inverts_scale_points():
     points = np.array([[0.0, 0.0], [220.4, 190.2], [511.0, 599.0]])
     for factor in (1.0, 0.5, 0.25, 0.125):
-        np.testing.assert_allclose(detect.unscale_points(scale_points(points, factor), factor), points)
-    np.testing.assert_allclose(detect.unscale_points([[9.5, 4.5]], 0.5), [[19.5, 9.5]])
+        np.testing.assert_allclose(unscale_points(scale_points(points, factor), factor), points)
+    np.testing.assert_allclose(unscale_points([[9.5, 4.5]], 0.5), [[19.5, 9.5]])
 
 
 @pytest.mark.parametrize("options, message", [
