@@ -140,13 +140,13 @@ def encode_image(data: bytes, options: ImageOptions, points: np.ndarray | None =
             it, no face found (`NoFace`), or keep_original and a format TensorFlow does not decode.
     """
     if options.keep_original:
-        image, _ = decode(data, scale=0.125)  # validation: DCT-reduced JPEGs still read every byte
-        if open_image(data).format not in TF_DECODABLE_FORMATS:
+        image_format = open_image(data).format
+        if image_format not in TF_DECODABLE_FORMATS:
             raise BadImage(
-                f"unsupported format: {open_image(data).format} "
-                f"(TensorFlow decodes {', '.join(TF_DECODABLE_FORMATS)}); "
+                f"unsupported format: {image_format} (TensorFlow decodes {', '.join(TF_DECODABLE_FORMATS)}); "
                 "build without keep_original to convert it"
             )
+        decode(data, scale=0.125)  # validation: DCT-reduced JPEGs still read every byte
         return data, None
     detector = None
     if options.align and points is None:
