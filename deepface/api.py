@@ -37,7 +37,7 @@ from PIL import Image, ImageOps
 
 from deepface import io
 from deepface.errors import DeepFaceError
-from deepface.faces import NO_FACE_CHOICES, BadImage, FaceCropper, NoFace, to_rgb
+from deepface.faces import NO_FACE_CHOICES, BadImage, FaceCropper, aligned_for, to_rgb, user_error
 
 # What the API takes as one image (see the module docstring).
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
@@ -105,7 +105,7 @@ def load(
         threshold=float(threshold) if threshold is not None else evaluated_threshold,
         score=score,
         flip=bool(evaluated_flip) if flip is None else bool(flip),
-        align=bool(metadata.get("aligned", False)) if align is None else bool(align),
+        align=aligned_for(metadata, align),
         no_face=no_face, batch_size=int(batch_size),
         model_dir=model_dir, evaluation_dir=evaluation_dir,
     )
@@ -163,11 +163,8 @@ class FaceVerifier:
         name, data = _image_bytes(image)
         try:
             pixels, _ = self._cropper(name, data)
-        except NoFace:
-            raise DeepFaceError(f"{name}: no face found; pass a photo with a face, or load with "
-                                "no_face='center-crop'.") from None
         except BadImage as error:
-            raise DeepFaceError(f"{name} cannot be used: {error}. Pass a face image.") from None
+            raise user_error(name, error, "load with no_face='center-crop'") from None
         return pixels
 
     # ------------------------------------------------------------------------------------- embeddings
@@ -240,16 +237,14 @@ class FaceVerifier:
 
             verifier.verify("a.jpg", "b.jpg")["same"]  # True
         """
-        from deepface.evaluate import SCORES
+        from deepface.evaluate import decide
 
         threshold = self.threshold if threshold is None else float(threshold)
         if threshold is None:
             raise DeepFaceError("no threshold: load with evaluation_dir= (an output of `deepface evaluate` "
                                 "for this model) or pass threshold=.")
         left, right = self._embed([a, b])
-        function, higher_is_same = SCORES[self.score]
-        value = float(function(left[None], right[None])[0])
-        same = value >= threshold if higher_is_same else value <= threshold
+        value, same = decide(self.score, left, right, threshold)
         return {"score": self.score, "value": value, "threshold": float(threshold), "same": bool(same),
                 "flip": self.flip, "align": self.align}
 

@@ -142,7 +142,7 @@ def load_image_file(path: str | os.PathLike, image_size: int, *, align: bool = T
     Raises:
         DeepFaceError: the file is missing, not a readable image, refused, or holds no face.
     """
-    from deepface.faces import BadImage, NoFace, face_array
+    from deepface.faces import BadImage, face_array, user_error
 
     _check_positive(image_size=image_size)
     path = tf_path(path)
@@ -157,11 +157,8 @@ def load_image_file(path: str | os.PathLike, image_size: int, *, align: bool = T
     try:
         pixels = face_array(encoded, image_size, align_face=align, detector=detector if align else None,
                             no_face=no_face)
-    except NoFace:
-        raise DeepFaceError(f"{path}: no face found; pass a photo with a face, or fall back to a centre crop "
-                            "(--no-face center-crop).") from None
     except BadImage as error:
-        raise DeepFaceError(f"{path} cannot be used: {error}. Pass a face image.") from None
+        raise user_error(path, error, "--no-face center-crop") from None
     return pixels.astype(np.float32) * np.float32(1 / 255)
 
 

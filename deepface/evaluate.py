@@ -68,7 +68,7 @@ import deepface
 from deepface import io
 from deepface.contracts import remove_manifest, write_manifest
 from deepface.errors import DeepFaceError
-from deepface.faces import NO_FACE_CHOICES, FaceCropper
+from deepface.faces import NO_FACE_CHOICES, FaceCropper, aligned_for
 from deepface.landmarks import read_landmarks
 from deepface.pairs import ImageCollection, Pair, generate_pairs, read_pairs, resolve_pairs, write_pairs
 
@@ -126,6 +126,15 @@ SCORES: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], bool]] =
     "l2": (l2_distance, False),
     "chi2": (chi2_distance, False),
 }
+
+
+def decide(score: str, left: np.ndarray, right: np.ndarray, threshold: float) -> tuple[float, bool]:
+    """One pair's ``score`` (a name in `SCORES`) from two unit embeddings ``[D]`` (`merge_views` rows), and
+    whether it is on the "same" side of ``threshold`` (``>=`` for cosine, ``<=`` for the distances):
+    the decision of ``deepface verify`` and `deepface.api.FaceVerifier.verify`."""
+    function, higher_is_same = SCORES[score]
+    value = float(function(left[None], right[None])[0])
+    return value, bool(value >= threshold if higher_is_same else value <= threshold)
 
 
 # -------------------------------------------------------------------------------------------- embedding
@@ -388,7 +397,7 @@ def evaluate(
     model, metadata = load_embedding_model(model_dir)
     model_sha256 = io.hash_file(model_dir / "embedding.keras")
     image_size = int(model.input_shape[1])
-    align = bool(metadata.get("aligned", False)) if align is None else align
+    align = aligned_for(metadata, align)
     if no_face not in NO_FACE_CHOICES:
         raise DeepFaceError(f"no_face={no_face!r}: choose one of {', '.join(NO_FACE_CHOICES)}.")
     table = read_landmarks(landmarks) if align and landmarks is not None else None

@@ -47,6 +47,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from deepface.errors import DeepFaceError
+
 # Formats every stage reads (Pillow's names); MPO is the multi-picture JPEG many phones write.
 FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF")
 # An image over Pillow's MAX_IMAGE_PIXELS with more pixels per byte of file than this is a decompression
@@ -408,6 +410,21 @@ def face_image(
         crop, _ = face_image(data, size, points=full_points)
         return crop, info
     return align(image, face_points, size), info
+
+
+def aligned_for(metadata: dict, align: bool | None = None) -> bool:
+    """Whether to align faces for a model: ``align`` when given, else as its training data was (the model
+    metadata's ``aligned``; models from before alignment existed were trained on whole frames)."""
+    return bool(metadata.get("aligned", False)) if align is None else bool(align)
+
+
+def user_error(name: str, error: BadImage, no_face_hint: str) -> DeepFaceError:
+    """The one-line user error for an image that cannot become a face crop, naming it; ``no_face_hint``
+    says how this entry point falls back to a centre crop (a CLI flag, a keyword)."""
+    if isinstance(error, NoFace):
+        return DeepFaceError(f"{name}: no face found; pass a photo with a face, or fall back to a centre crop "
+                             f"({no_face_hint}).")
+    return DeepFaceError(f"{name} cannot be used: {error}. Pass a face image.")
 
 
 class FaceCropper:

@@ -31,8 +31,8 @@ import numpy as np
 
 from deepface import io
 from deepface.errors import DeepFaceError
-from deepface.evaluate import PRIMARY_SCORE, SCORES, merge_views, model_views
-from deepface.faces import NO_FACE_CHOICES
+from deepface.evaluate import PRIMARY_SCORE, SCORES, decide, merge_views, model_views
+from deepface.faces import NO_FACE_CHOICES, aligned_for
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def verify(
             "no threshold: pass --threshold T or --evaluation DIR (an output of `deepface evaluate`)."
         )
     model, metadata = load_embedding_model(model_dir)
-    align = bool(metadata.get("aligned", False)) if align is None else align
+    align = aligned_for(metadata, align)
     if threshold is None:
         threshold, evaluated_flip = load_threshold(evaluation_dir, score,
                                                    io.hash_file(Path(model_dir) / "embedding.keras"))
@@ -116,9 +116,7 @@ def verify(
     batch = np.stack([load_image_file(image, image_size, align=align, detector=detector, no_face=no_face)
                       for image in (image1, image2)])
     left, right = merge_views(model_views(model, batch, bool(flip)))
-    function, higher_is_same = SCORES[score]
-    value = float(function(left[None], right[None])[0])
-    same = value >= threshold if higher_is_same else value <= threshold
+    value, same = decide(score, left, right, threshold)
     return {"score": score, "value": value, "threshold": float(threshold), "same": bool(same), "flip": bool(flip),
             "align": align}
 
