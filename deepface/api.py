@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from deepface import io
+from deepface import files
 from deepface.errors import DeepFaceError
 from deepface.faces import NO_FACE_CHOICES, BadImage, FaceCropper, aligned_for, to_rgb, user_error
 
@@ -99,7 +99,7 @@ def load(
     evaluated_threshold = evaluated_flip = None
     if evaluation_dir is not None:
         evaluated_threshold, evaluated_flip = load_threshold(
-            evaluation_dir, score, io.hash_file(Path(model_dir) / "embedding.keras"))
+            evaluation_dir, score, files.hash_file(Path(model_dir) / "embedding.keras"))
     return FaceVerifier(
         model, metadata,
         threshold=float(threshold) if threshold is not None else evaluated_threshold,
@@ -285,14 +285,14 @@ def _image_bytes(image: ImageInput) -> tuple[str, bytes]:
 
 
 def _read_file(path: str | os.PathLike) -> bytes:
-    if io.is_remote(path):
+    if files.is_remote(path):
         import tensorflow as tf
 
         if not tf.io.gfile.exists(str(path)):
             raise DeepFaceError(f"Image file {path} does not exist: check the path.")
         with tf.io.gfile.GFile(str(path), "rb") as handle:
             return handle.read()
-    local = io.local_path(path)
+    local = files.local_path(path)
     if not local.is_file():
         raise DeepFaceError(f"Image file {local} does not exist: check the path.")
     return local.read_bytes()

@@ -3,7 +3,7 @@
 - Every stage writes a ``manifest.json`` (``MANIFEST_FILE``) in its output directory, written last and
   atomically (`write_manifest`): its presence means the output is complete. A stage that rewrites a
   directory removes the old manifest first (`remove_manifest`), so a stale one never vouches for new files.
-  Manifests are canonical JSON (`deepface.io.dumps_json`): the same manifest gives the same bytes.
+  Manifests are canonical JSON (`deepface.files.dumps_json`): the same manifest gives the same bytes.
 - TFRecord record schema, version ``SCHEMA_VERSION`` (written by `deepface.tfrecords`, read by
   `deepface.data`; the tfrecords manifest says ``"schema_version": 1``), and how its images are stored
   (the manifest's ``encoding``): ``ENCODING_RESIZED`` (JPEGs of image_size x image_size) or
@@ -19,7 +19,7 @@ import os
 import posixpath
 from pathlib import Path
 
-from deepface.io import is_remote, local_path, read_json, write_json
+from deepface.files import is_remote, local_path, read_json, write_json
 
 MANIFEST_FILE = "manifest.json"
 
@@ -38,7 +38,7 @@ def manifest_path(directory: str | os.PathLike) -> str | Path:
 
 
 def write_manifest(directory: str | os.PathLike, manifest: dict) -> None:
-    """Writes ``directory/manifest.json`` atomically (`deepface.io.write_json`: canonical JSON, temporary
+    """Writes ``directory/manifest.json`` atomically (`deepface.files.write_json`: canonical JSON, temporary
     name then rename; gs:// through tf.io.gfile, whose objects appear whole). Call it last: its presence
     means the output is complete."""
     write_json(manifest_path(directory), manifest)

@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from deepface.contracts import ENCODING_RESIZED, MANIFEST_FILE, SCHEMA_VERSION
 from deepface.errors import DeepFaceError
-from deepface.io import is_remote, read_json, tf_path
+from deepface.files import is_remote, read_json, tf_path
 
 logger = logging.getLogger(__name__)
 

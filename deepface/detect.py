@@ -56,7 +56,7 @@ from tqdm import tqdm
 from deepface.contracts import read_manifest, write_manifest
 from deepface.errors import DeepFaceError
 from deepface.faces import DETECT_SIDE, BadImage, decode, unscale_points
-from deepface.io import atomic_open, local_path, read_json, remove_temporaries, write_json, write_text
+from deepface.files import atomic_open, local_path, read_json, remove_temporaries, write_json, write_text
 from deepface.labels import MAX_EXAMPLES, check_source, is_image_name, iter_members
 from deepface.landmarks import box_file, format_box_rows, format_landmark_rows, landmark_file, name_id
 from deepface.tfrecords import available_cpus, ordered_map

@@ -65,10 +65,10 @@ import numpy as np
 from tqdm import tqdm
 
 import deepface
-from deepface import io
 from deepface.contracts import remove_manifest, write_manifest
 from deepface.errors import DeepFaceError
 from deepface.faces import NO_FACE_CHOICES, FaceCropper, aligned_for
+from deepface.files import hash_file, read_json, write_json, write_text
 from deepface.landmarks import read_landmarks
 from deepface.pairs import ImageCollection, Pair, generate_pairs, read_pairs, resolve_pairs, write_pairs
 
@@ -326,8 +326,8 @@ def _load_pairs(pairs: str, collection: ImageCollection, out_dir: Path, *, folds
         pair_list = generate_pairs(collection, folds=folds, pairs_per_fold=pairs_per_fold, seed=pairs_seed)
         write_pairs(pair_list, out_dir / "pairs.txt")
         return pair_list, {"generated": True, "folds": folds, "pairs_per_fold": pairs_per_fold,
-                           "seed": pairs_seed, "sha256": io.hash_file(out_dir / "pairs.txt")}
-    return read_pairs(pairs), {"generated": False, "path": str(pairs), "sha256": io.hash_file(pairs)}
+                           "seed": pairs_seed, "sha256": hash_file(out_dir / "pairs.txt")}
+    return read_pairs(pairs), {"generated": False, "path": str(pairs), "sha256": hash_file(pairs)}
 
 
 def _scores_csv(pairs, files, scores: dict[str, dict[str, np.ndarray]], scored: np.ndarray,
@@ -395,7 +395,7 @@ def evaluate(
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_manifest(out_dir)  # the directory is incomplete until the end
     model, metadata = load_embedding_model(model_dir)
-    model_sha256 = io.hash_file(model_dir / "embedding.keras")
+    model_sha256 = hash_file(model_dir / "embedding.keras")
     image_size = int(model.input_shape[1])
     align = aligned_for(metadata, align)
     if no_face not in NO_FACE_CHOICES:
@@ -469,20 +469,20 @@ def evaluate(
 
     from deepface.report import render_report
 
-    io.write_text(out_dir / "scores.csv", _scores_csv(pair_list, files, scores, scored, problems))
-    io.write_json(out_dir / "roc.json", roc_by_variant)
-    io.write_json(out_dir / "threshold.json", threshold)
-    io.write_json(out_dir / "metrics.json", result)
+    write_text(out_dir / "scores.csv", _scores_csv(pair_list, files, scores, scored, problems))
+    write_json(out_dir / "roc.json", roc_by_variant)
+    write_json(out_dir / "threshold.json", threshold)
+    write_json(out_dir / "metrics.json", result)
     history = model_dir / "history.json"
-    io.write_text(out_dir / "report.html", render_report(
+    write_text(out_dir / "report.html", render_report(
         result, context, scores, same, roc_by_variant,
-        history=io.read_json(history) if history.exists() else None,
+        history=read_json(history) if history.exists() else None,
     ))
     write_manifest(out_dir, {
         "stage": "evaluate",
         **context,
         "counts": counts,
-        "outputs": {name: {"bytes": (out_dir / name).stat().st_size, "sha256": io.hash_file(out_dir / name)}
+        "outputs": {name: {"bytes": (out_dir / name).stat().st_size, "sha256": hash_file(out_dir / name)}
                     for name in OUTPUTS if name != "pairs.txt" or pairs_info["generated"]},
         "versions": deepface.versions(),
     })

@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from deepface.contracts import MANIFEST_FILE, remove_manifest, write_manifest
 from deepface.errors import DeepFaceError
-from deepface.io import local_path, md5_file
+from deepface.files import local_path, md5_file
 
 logger = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from deepface.contracts import remove_manifest, write_manifest
 from deepface.errors import DeepFaceError
-from deepface.io import hash_file, is_remote, local_path, write_text
+from deepface.files import hash_file, is_remote, local_path, write_text
 
 logger = logging.getLogger(__name__)
 

@@ -160,13 +160,13 @@ def count_params(preset: str | ModelConfig, num_classes: int = PAPER_NUM_CLASSES
 def save_model(model: keras.Model, path: str | os.PathLike) -> bytes:
     """Save ``model`` as a ``.keras`` file at ``path`` (local or gs://) atomically; returns the file's bytes.
 
-    Keras writes the archive to a temporary folder first; ``deepface.io.write_bytes`` then puts it in
+    Keras writes the archive to a temporary folder first; ``deepface.files.write_bytes`` then puts it in
     place under a temporary name and renames it, so an interrupted save never leaves a file that looks
     complete.
     """
     import tempfile
 
-    from deepface.io import write_bytes
+    from deepface.files import write_bytes
 
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, os.path.basename(str(path)))
@@ -179,7 +179,7 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> bytes:
 
 def load_embedding_model(model_dir: str | Path) -> tuple[keras.Model, dict]:
     """Load ``embedding.keras`` and ``metadata.json`` from a model directory written by training."""
-    from deepface.io import read_json
+    from deepface.files import read_json
 
     model_dir = Path(model_dir)
     path = model_dir / "embedding.keras"

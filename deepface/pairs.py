@@ -48,8 +48,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from deepface import io
 from deepface.errors import DeepFaceError
+from deepface.files import local_path, write_text
 from deepface.labels import identity_of, is_image_name, iter_members
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def _parse_pair_line(line: str, line_number: int, fold: int, source: str) -> Pai
 def read_pairs(path: str | os.PathLike) -> list[Pair]:
     """Read an LFW pairs file (View 1 or View 2); see :func:`parse_pairs`."""
     try:
-        text = io.local_path(path).read_text(encoding="utf-8")
+        text = local_path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DeepFaceError(f"pairs file {path} does not exist; pass the path of LFW pairs.txt.") from None
     except IsADirectoryError:
@@ -506,7 +506,7 @@ def _decode_mismatched(people: Sequence[tuple[str, int]], indices: np.ndarray) -
 
 def write_pairs(pairs: list[Pair], path: str | os.PathLike) -> None:
     """Write ``pairs`` as a View 2 pairs file (atomically)."""
-    io.write_text(path, format_pairs(pairs))
+    write_text(path, format_pairs(pairs))
 
 
 def resolve_pairs(

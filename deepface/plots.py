@@ -7,7 +7,7 @@ gives the same bytes.
 Typical use:
 
 ```python
-history = deepface.io.read_json("model/history.json")
+history = deepface.files.read_json("model/history.json")
 html = f'<img src="data:image/png;base64,{training_curves_base64(history)}">'
 ```
 """

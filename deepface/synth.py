@@ -57,7 +57,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from deepface.errors import DeepFaceError
-from deepface.io import atomic_open, dumps_json, is_remote, local_path, md5_file, write_text
+from deepface.files import atomic_open, dumps_json, is_remote, local_path, md5_file, write_text
 from deepface.landmarks import (
     BB_LANDMARK_ARCHIVE,
     BB_LANDMARK_FOLDER,

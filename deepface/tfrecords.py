@@ -76,7 +76,7 @@ from deepface.contracts import (
 )
 from deepface.errors import DeepFaceError
 from deepface.faces import NO_FACE_CHOICES, BadImage, decode, face_image, open_image
-from deepface.io import hash_file, local_path, read_json, remove_temporaries, write_json
+from deepface.files import hash_file, local_path, read_json, remove_temporaries, write_json
 from deepface.labels import (
     CLASSES_FILE,
     MAX_EXAMPLES,

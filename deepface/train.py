@@ -66,7 +66,7 @@ from deepface.config import (  # noqa: F401 (re-exported)
 from deepface.contracts import MANIFEST_FILE, write_manifest
 from deepface.data import list_shards, make_dataset
 from deepface.errors import DeepFaceError
-from deepface.io import dumps_json, is_remote, read_json, remove_temporaries, tf_path, write_bytes
+from deepface.files import dumps_json, is_remote, read_json, remove_temporaries, tf_path, write_bytes
 from deepface.labels import CLASSES_FILE, load_classes
 from deepface.model import (
     ModelConfig,

@@ -19,7 +19,7 @@ from deepface.config import (
     STRATEGIES,
     recipe_help,
 )
-from deepface.io import dumps_json
+from deepface.files import dumps_json
 
 
 @click.command("train")

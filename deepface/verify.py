@@ -29,7 +29,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from deepface import io
+from deepface import files
 from deepface.errors import DeepFaceError
 from deepface.evaluate import PRIMARY_SCORE, SCORES, decide, merge_views, model_views
 from deepface.faces import NO_FACE_CHOICES, aligned_for
@@ -49,7 +49,7 @@ def load_threshold(evaluation_dir: str | os.PathLike, score: str, model_sha256: 
     path = Path(evaluation_dir) / "threshold.json"
     if not path.exists():
         raise DeepFaceError(f"{path} not found: --evaluation must be an output directory of `deepface evaluate`.")
-    saved = io.read_json(path)
+    saved = files.read_json(path)
     if saved.get("model_sha256") != model_sha256:
         raise DeepFaceError(
             f"{path} was computed for another model (embedding.keras sha256 {saved.get('model_sha256')}); "
@@ -105,7 +105,7 @@ def verify(
     align = aligned_for(metadata, align)
     if threshold is None:
         threshold, evaluated_flip = load_threshold(evaluation_dir, score,
-                                                   io.hash_file(Path(model_dir) / "embedding.keras"))
+                                                   files.hash_file(Path(model_dir) / "embedding.keras"))
         flip = evaluated_flip if flip is None else flip
     image_size = int(model.input_shape[1])
     detector = None
@@ -153,7 +153,7 @@ def command(model_dir, image1, image2, threshold, evaluation_dir, score, flip, a
     result = verify(model_dir, image1, image2, threshold=threshold, evaluation_dir=evaluation_dir, score=score,
                     flip=flip, align=align, no_face=no_face)
     if as_json:
-        click.echo(io.dumps_json(result), nl=False)
+        click.echo(files.dumps_json(result), nl=False)
     else:
         relation = (">=" if result["same"] else "<") if SCORES[score][1] else ("<=" if result["same"] else ">")
         verdict = "same person" if result["same"] else "different people"

@@ -28,7 +28,7 @@ import numpy as np
 
 from deepface.contracts import remove_manifest, write_manifest
 from deepface.errors import DeepFaceError
-from deepface.io import dumps_json, md5_file, write_json
+from deepface.files import dumps_json, md5_file, write_json
 
 logger = logging.getLogger(__name__)
 

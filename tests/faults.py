@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 from servers import HttpFileServer
 
-from deepface.io import TEMPORARY_GLOB
+from deepface.files import TEMPORARY_GLOB
 
 CI_KILLS = 10
 POLL_SECONDS = 0.01  # how often a condition is checked while waiting for the child
@@ -67,7 +67,7 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 
 def split_temporaries(tree: dict[str, bytes]) -> tuple[dict[str, bytes], list[str]]:
-    """``tree`` without the temporary files of unfinished writes (deepface.io.TEMPORARY_GLOB, what a
+    """``tree`` without the temporary files of unfinished writes (deepface.files.TEMPORARY_GLOB, what a
     kill mid-write leaves), and their names."""
     leftovers = [name for name in tree if fnmatch.fnmatch(name.rsplit("/", 1)[-1], TEMPORARY_GLOB)]
     return {name: data for name, data in tree.items() if name not in leftovers}, leftovers

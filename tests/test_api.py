@@ -24,7 +24,7 @@ from PIL import Image
 from test_faces import stored_for_orientation
 
 import deepface
-from deepface import io
+from deepface import files
 from deepface.errors import DeepFaceError
 
 SIZE = 80  # the tiny preset's input
@@ -219,7 +219,7 @@ def test_errors_name_the_problem(verifier, model_dir, evaluation_dir, photos, tm
     other = tmp_path / "other-eval"
     other.mkdir()
     saved = json.loads((evaluation_dir / "threshold.json").read_text())
-    io.write_json(other / "threshold.json", {**saved, "model_sha256": "0" * 64})
+    files.write_json(other / "threshold.json", {**saved, "model_sha256": "0" * 64})
     with pytest.raises(DeepFaceError, match="another model"):
         deepface.load(model_dir, other)
     with pytest.raises(DeepFaceError, match="unknown score"):

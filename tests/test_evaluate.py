@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from deepface import io
+from deepface import files
 from deepface.errors import DeepFaceError
 from deepface.evaluate import (
     SCORES,
@@ -105,9 +105,9 @@ def trained_model(synth_dir, tmp_path_factory) -> Path:
     history = classifier.fit(images, np.array(list(label_of.values())), batch_size=16, epochs=20, verbose=0)
     model_dir = tmp_path_factory.mktemp("trained")
     build_embedding_model(classifier, compute_feature_max(classifier, images)).save(model_dir / "embedding.keras")
-    io.write_json(model_dir / "metadata.json", {"preset": config.to_dict(), "num_classes": len(names),
+    files.write_json(model_dir / "metadata.json", {"preset": config.to_dict(), "num_classes": len(names),
                                                 "image_size": TINY_SIZE})
-    io.write_json(model_dir / "history.json", {"metrics": history.history})
+    files.write_json(model_dir / "history.json", {"metrics": history.history})
     return model_dir
 
 
@@ -118,7 +118,7 @@ def untrained_model(tmp_path_factory) -> Path:
 
     model_dir = tmp_path_factory.mktemp("untrained")
     build_embedding_model(build_classifier("tiny", NUM_TRAIN_CLASSES, seed=5)).save(model_dir / "embedding.keras")
-    io.write_json(model_dir / "metadata.json", {"preset": "tiny", "num_classes": NUM_TRAIN_CLASSES,
+    files.write_json(model_dir / "metadata.json", {"preset": "tiny", "num_classes": NUM_TRAIN_CLASSES,
                                                 "image_size": TINY_SIZE})
     return model_dir
 
@@ -154,18 +154,18 @@ def test_outputs_are_complete_and_consistent(lfw_evaluation, synth_dir, trained_
     pairs = read_pairs(synth_dir / "pairs.txt")
     assert result["counts"]["pairs"] == result["counts"]["pairs_scored"] == len(pairs)
     assert result["counts"]["pairs_skipped"] == 0 and result["counts"]["folds"] == 10
-    assert io.read_json(out_dir / "metrics.json") == result
-    manifest = io.read_json(out_dir / "manifest.json")
+    assert files.read_json(out_dir / "metrics.json") == result
+    manifest = files.read_json(out_dir / "manifest.json")
     assert sorted(manifest["outputs"]) == ["metrics.json", "report.html", "roc.json", "scores.csv",
                                            "threshold.json"]
     for name, entry in manifest["outputs"].items():
-        assert entry["sha256"] == io.hash_file(out_dir / name)
-    assert manifest["model_sha256"] == io.hash_file(trained_model / "embedding.keras")
-    threshold = io.read_json(out_dir / "threshold.json")
+        assert entry["sha256"] == files.hash_file(out_dir / name)
+    assert manifest["model_sha256"] == files.hash_file(trained_model / "embedding.keras")
+    threshold = files.read_json(out_dir / "threshold.json")
     assert threshold["model_sha256"] == manifest["model_sha256"]
     for name, saved in threshold["thresholds"].items():
         assert saved["threshold"] == result["metrics"]["trained"][name]["best_threshold"]
-    roc = io.read_json(out_dir / "roc.json")
+    roc = files.read_json(out_dir / "roc.json")
     curve = roc["trained"]["cosine"]
     assert curve["far"][0] == 0 and curve["far"][-1] == 1 and curve["tar"][-1] == 1
     assert np.trapezoid(curve["tar"], curve["far"]) == pytest.approx(result["metrics"]["trained"]["cosine"]["auc"])
@@ -217,7 +217,7 @@ def test_verify_gives_the_evaluation_score_and_threshold(lfw_evaluation, trained
     image1 = _extract(synth_dir / "lfw.tgz", row["file1"], tmp_path)
     image2 = _extract(synth_dir / "lfw.tgz", row["file2"], tmp_path)
     result = verify(trained_model, image1, image2, evaluation_dir=out_dir)
-    saved = io.read_json(out_dir / "threshold.json")["thresholds"]["cosine"]["threshold"]
+    saved = files.read_json(out_dir / "threshold.json")["thresholds"]["cosine"]["threshold"]
     assert result["threshold"] == saved
     assert result["value"] == pytest.approx(float(row["trained_cosine"]), abs=1e-5)
     assert result["same"] == (result["value"] >= saved)
@@ -240,7 +240,7 @@ def test_verify_needs_a_threshold_for_this_model(untrained_model, synth_dir, tmp
     with pytest.raises(DeepFaceError, match="--threshold T or --evaluation DIR"):
         verify(untrained_model, image, image)
     other = tmp_path / "other_evaluation"
-    io.write_json(other / "threshold.json", {"model_sha256": "0" * 64, "thresholds": {"cosine": {"threshold": 0.5}}})
+    files.write_json(other / "threshold.json", {"model_sha256": "0" * 64, "thresholds": {"cosine": {"threshold": 0.5}}})
     with pytest.raises(DeepFaceError, match="computed for another model"):
         verify(untrained_model, image, image, evaluation_dir=other)
     assert verify(untrained_model, image, image, threshold=0.99)["same"] is True  # an image matches itself
@@ -259,10 +259,10 @@ def test_generated_pairs_on_held_out_identities(untrained_model, synth_dir, tmp_
     assert result["flip"] is True and "baseline" not in result["metrics"]
     rows = _read_csv(out_dir / "scores.csv")
     assert all(re.fullmatch(r"test/n\d{6}/\d{4}_\d{2}\.jpg", r["file1"]) for r in rows)
-    manifest = io.read_json(out_dir / "manifest.json")
+    manifest = files.read_json(out_dir / "manifest.json")
     assert manifest["pairs"]["generated"] and manifest["pairs"]["seed"] == 4
-    assert manifest["outputs"]["pairs.txt"]["sha256"] == io.hash_file(out_dir / "pairs.txt")
-    assert io.read_json(out_dir / "threshold.json")["flip"] is True
+    assert manifest["outputs"]["pairs.txt"]["sha256"] == files.hash_file(out_dir / "pairs.txt")
+    assert files.read_json(out_dir / "threshold.json")["flip"] is True
 
 
 def test_missing_or_undecodable_images_fail_unless_allowed(untrained_model, synth_dir, tmp_path):

@@ -45,7 +45,7 @@ from PIL import Image
 
 from deepface.errors import DeepFaceError
 from deepface.fetch import CHUNK_SIZE
-from deepface.io import read_json
+from deepface.files import read_json
 from deepface.labels import build_labels
 from deepface.tfrecords import STATE_FILE
 

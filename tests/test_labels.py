@@ -13,7 +13,7 @@ from conftest import SYNTH_PARAMS, write_tar
 from deepface.cli import main
 from deepface.contracts import MANIFEST_FILE, read_manifest, remove_manifest, write_manifest
 from deepface.errors import DeepFaceError
-from deepface.io import read_json
+from deepface.files import read_json
 from deepface.labels import build_labels, iter_members, load_classes
 
 OUTPUT_FILES = ("classes.txt", "class_counts.tsv", "manifest.json")

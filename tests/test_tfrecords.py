@@ -28,7 +28,7 @@ from deepface.cli import main
 from deepface.data import parse_example
 from deepface.errors import DeepFaceError
 from deepface.faces import FaceCropper, fit_with_pad
-from deepface.io import read_json
+from deepface.files import read_json
 from deepface.labels import build_labels, iter_members, load_classes
 from deepface.landmarks import format_landmark_rows, read_landmarks
 from deepface.tfrecords import STATE_FILE, build_tfrecords, frame_record, make_example, shard_name

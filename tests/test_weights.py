@@ -16,7 +16,7 @@ tf_keras = pytest.importorskip("tf_keras")
 
 from deepface.cli import main  # noqa: E402
 from deepface.errors import DeepFaceError  # noqa: E402
-from deepface.io import md5_file  # noqa: E402
+from deepface.files import md5_file  # noqa: E402
 from deepface.model import PRESETS, load_embedding_model  # noqa: E402
 from deepface.weights import _read_string_list, import_seed_weights, read_seed_weights  # noqa: E402
 
