@@ -187,12 +187,3 @@ def load_embedding_model(model_dir: str | Path) -> tuple[keras.Model, dict]:
         raise DeepFaceError(f"{path} not found: --model must be a model directory written by `deepface train`")
     metadata = read_json(model_dir / "metadata.json") if (model_dir / "metadata.json").exists() else {}
     return keras.saving.load_model(path, compile=False), metadata
-
-
-def __getattr__(name: str):
-    """``deepface.model.command``: the click command, defined without TensorFlow in `deepface.model_cli`."""
-    if name == "command":
-        from deepface.model_cli import command
-
-        return command
-    raise AttributeError(name)

@@ -1267,12 +1267,3 @@ def train(
     if not keep_checkpoints and tf.io.gfile.exists(dirs.checkpoint_dir):
         tf.io.gfile.rmtree(dirs.checkpoint_dir)  # only now: a kill before the manifest can still resume
     return manifest
-
-
-def __getattr__(name: str):
-    """``deepface.train.command``: the click command, defined without TensorFlow in `deepface.train_cli`."""
-    if name == "command":
-        from deepface.train_cli import command
-
-        return command
-    raise AttributeError(name)

@@ -15,7 +15,8 @@ import components.evaluate
 import components.synth
 import components.tfrecords
 import components.train
-from deepface import evaluate, synth, tfrecords, train_cli
+from deepface import evaluate, synth, tfrecords
+from deepface.cli import train as train_cli
 from deepface.config import LEARNING_RATES, PRESETS, RECIPES, training_recipe, unset_to_none
 from pipelines.pipeline import make_pipeline
 

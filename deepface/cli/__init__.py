@@ -25,10 +25,10 @@ COMMANDS = {
     "landmarks": ("deepface.detect", "Find faces and their 5 landmarks in an archive or folder (a CSV, resumable)."),
     "tfrecords": ("deepface.tfrecords",
                   "Build sharded TFRecords of aligned faces from an archive or folder (resumable)."),
-    "train": ("deepface.train_cli", "Train DeepFace from TFRecords (TPU, GPUs or CPU; resumable)."),
+    "train": ("deepface.cli.train", "Train DeepFace from TFRecords (TPU, GPUs or CPU; resumable)."),
     "evaluate": ("deepface.evaluate", "Evaluate face verification (LFW protocol) and write the report."),
     "verify": ("deepface.verify", "Say whether two face images show the same person."),
-    "model": ("deepface.model_cli", "Build a DeepFace preset and print its summary and parameter count."),
+    "model": ("deepface.cli.model", "Build a DeepFace preset and print its summary and parameter count."),
     "import-weights": ("deepface.weights", "Import the seed project's tf.keras HDF5 weights."),
     "demo": ("deepface.demo", "Run the whole pipeline locally on the embedded synthetic data."),
 }
@@ -91,6 +91,3 @@ def main(verbose: bool) -> None:
     """Train and evaluate the DeepFace face-verification network."""
     configure_logging(verbose)
 
-
-if __name__ == "__main__":
-    main()
