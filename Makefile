@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)  ## create or update the virtual environment (.venv)
 
 demo: $(STAMP)  ## the main job: the whole pipeline, locally, on the embedded synthetic data
-	$(VENV)/bin/deepface demo
+	$(PY) -m pipelines demo
 
 lint: $(STAMP)  ## ruff: lint rules of pyproject.toml (make test runs it first)
 	$(VENV)/bin/ruff check .

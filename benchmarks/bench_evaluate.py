@@ -77,7 +77,7 @@ def bench_metrics(repeats: int) -> list[tuple[str, float]]:
 
 def bench_embedding(preset: str, identities: int, batch_size: int, repeats: int) -> list[tuple[str, float, int]]:
     from deepface.data import make_image_dataset
-    from deepface.evaluate import embed_images
+    from deepface.embedding import embed_images
     from deepface.model import PRESETS, build_classifier, build_embedding_model
     from deepface.pairs import ImageCollection
     from deepface.synth import LFW_ARCHIVE, make_synthetic_dataset

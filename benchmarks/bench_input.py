@@ -47,8 +47,8 @@ def write_records(directory: Path, records: int, image_size: int, shards: int = 
     import numpy as np
     import tensorflow as tf
 
+    from deepface.records import make_example
     from deepface.synth import draw_identity, encode_jpeg, render_face
-    from deepface.tfrecords import make_example
 
     rng = np.random.default_rng(seed)
     identities = [draw_identity(rng) for _ in range(50)]

@@ -48,8 +48,10 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from deepface.labels import build_labels, iter_members
-from deepface.tfrecords import available_cpus, build_tfrecords
+from deepface.archives import iter_members
+from deepface.labels import build_labels
+from deepface.parallel import available_cpus
+from deepface.tfrecords import build_tfrecords
 
 
 def loop_reencode(images: list[bytes], size: int = 152, quality: int = 90) -> None:

@@ -56,7 +56,8 @@ def make_tfrecords(
     )
     archive = root / "synth" / "vggface2_train.tar.gz"
     build_labels(archive, root / "labels")
-    build_tfrecords(archive, root / "labels", root / "tfrecords", image_size=image_size, shard_bytes=200_000, workers=1)
+    build_tfrecords(archive, root / "labels", root / "tfrecords", image_size=image_size, shard_mb=200_000 / 2**20,
+                    workers=1)
     return root / "tfrecords", root / "labels"
 
 
@@ -118,7 +119,9 @@ def main() -> int:
     args = parser.parse_args()
 
     from deepface.model import get_config
-    from deepface.train import choose_strategy, compile_classifier, epoch_batches_fn, make_strategy, prepare_data
+    from deepface.train.fit import compile_classifier, epoch_batches_fn
+    from deepface.train.inputs import prepare_data
+    from deepface.train.strategy import choose_strategy, make_strategy
 
     config = get_config(args.preset)
     print(f"Machine: {len(os.sched_getaffinity(0))} usable CPU(s), load average {os.getloadavg()[0]:.1f} at start "

@@ -71,7 +71,9 @@ def main() -> int:
     args = parser.parse_args()
 
     from deepface.model import get_config
-    from deepface.train import choose_strategy, compile_classifier, epoch_batches_fn, make_strategy, prepare_data
+    from deepface.train.fit import compile_classifier, epoch_batches_fn
+    from deepface.train.inputs import prepare_data
+    from deepface.train.strategy import choose_strategy, make_strategy
 
     config = get_config(args.preset)
     gpus = tf.config.list_physical_devices("GPU")

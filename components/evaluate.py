@@ -3,49 +3,45 @@
 from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
-from components.image import IMAGE
+from components.image import PLACEHOLDER
+from components.parameters import takes_settings
+from deepface.settings import EvaluateSettings, PipelineSettings
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
-def evaluate_model(
+@dsl.component(base_image=PLACEHOLDER, install_kfp_package=False)
+@takes_settings(EvaluateSettings, PipelineSettings, defaults={"align": True}, renamed={
+    "images": (PipelineSettings, "verification_images"), "pairs": (PipelineSettings, "verification_pairs"),
+    "landmarks": (PipelineSettings, "verification_landmarks")})
+def evaluate(
     model: Input[Model],
     data: Input[Dataset],
     evaluation: Output[Dataset],
     metrics: Output[Metrics],
     roc: Output[ClassificationMetrics],
     report: Output[HTML],
-    images: str = "lfw.tgz",
-    pairs: str = "pairs.txt",
-    batch_size: int = 64,
-    flip: bool = False,
-    baseline: bool = True,
-    allow_missing: bool = False,
-    seed: int = 0,
-    pairs_seed: int = 0,
+    images: str,
+    pairs: str,
+    landmarks: str,
+    batch_size: int,
+    flip: bool,
+    baseline: bool,
+    seed: int,
+    allow_missing: bool,
+    folds: int,
+    pairs_per_fold: int,
+    pairs_seed: int,
+    align: bool,
+    no_face: str,
     roc_points: int = 100,
-    align: bool = True,
-    landmarks: str = "lfw_landmarks.csv",
-    no_face: str = "skip",
 ):
-    """Score verification pairs with the LFW 10-fold protocol and publish the results.
+    """Score verification pairs with the LFW 10-fold protocol and publish the results. The parameters are
+    those of `deepface.settings.EvaluateSettings`, except align, which the pipeline states (True: as the
+    training records are made by default), and the data folder's files.
 
     Args:
         model: the trained model directory.
         data: the fetched data folder.
-        images: archive of the data folder holding the pair images (lfw.tgz, or vggface2_test.tar.gz).
-        pairs: pairs file of the data folder (LFW pairs.txt format), or "generate" to draw pairs from
-            the identities of images (e.g. the held-out VGGFace2 test identities).
-        batch_size: images per forward pass.
-        flip: average each embedding with that of the mirrored image.
-        baseline: also score an untrained model of the same preset, to show what training bought.
-        allow_missing: skip (and count) pairs whose image is missing instead of failing.
-        seed: initialisation seed of the untrained baseline.
-        pairs_seed: seed of the generated pairs (pairs "generate" only).
         roc_points: most points of the logged ROC curve (evenly spaced along it; roc.json has all).
-        align: align the faces from 5 landmarks, as the training records were made.
-        landmarks: landmark CSV of the pair images in the data folder (what `deepface landmarks` writes);
-            when the folder has no such file, the face detector finds the faces.
-        no_face: when no face is found: skip (the pair fails unless allow_missing) or center-crop.
 
     Returns:
         evaluation: folder with metrics.json, scores.csv, roc.json, threshold.json, report.html, manifest.json.
@@ -63,9 +59,10 @@ def evaluate_model(
 
     pairs_path = pairs if pairs == "generate" else os.path.join(data.path, pairs)
     result = evaluate(
-        model.path, os.path.join(data.path, images), pairs_path, evaluation.path, batch_size=batch_size,
-        flip=flip, baseline=baseline, seed=seed, allow_missing=allow_missing, pairs_seed=pairs_seed,
-        align=align, landmarks=landmarks_in(data.path, landmarks) if align else None, no_face=no_face,
+        model.path, os.path.join(data.path, images), pairs_path, evaluation.path,
+        landmarks=landmarks_in(data.path, landmarks) if align else None, batch_size=batch_size, flip=flip,
+        baseline=baseline, seed=seed, allow_missing=allow_missing, folds=folds, pairs_per_fold=pairs_per_fold,
+        pairs_seed=pairs_seed, align=align, no_face=no_face,
     )
     for name, value in sorted(result["summary"].items()):
         if value is not None:  # e.g. no standard error with a single fold

@@ -3,35 +3,34 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from components.image import IMAGE
+from components.image import PLACEHOLDER
+from components.parameters import takes_settings
+from deepface.settings import FetchSettings, PipelineSettings
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
-def fetch_data(
+@dsl.component(base_image=PLACEHOLDER, install_kfp_package=False)
+@takes_settings(FetchSettings, PipelineSettings)
+def fetch(
     synthetic: Input[Dataset],
     data: Output[Dataset],
-    data_uri: str = "",
-    auth_header_env: str = "",
-    retries: int = 2,
+    data_uri: str,
+    auth_header_env: str,
+    retries: int,
 ):
-    """Copy every file of the data folder into the pipeline's storage, verifying MD5s.
+    """Copy every file of the data folder into the pipeline's storage, verifying MD5s (against an MD5SUMS
+    file beside them, or the published VGGFace2 ones).
 
     Args:
         synthetic: output of the synth step, copied when data_uri is empty.
-        data_uri: folder (gs://bucket/path/, https://host/path/ or a local path) holding
-            vggface2_train.tar.gz, train_list.txt, lfw.tgz and pairs.txt (and vggface2_test.tar.gz to
-            verify on held-out identities); MD5s are checked against an MD5SUMS file beside them or
-            the published VGGFace2 ones. Empty: the synthetic data.
-        auth_header_env: NAME of an environment variable of the task holding an HTTP header for https
-            sources (e.g. set from a Kubernetes secret); the header itself is never a parameter.
-        retries: times an interrupted download is resumed before the step fails.
 
     Returns:
         data: the copied files under their own names, plus manifest.json (source, bytes, md5, how verified).
     """
     from deepface.fetch import fetch
+    from deepface.settings import FetchSettings
 
     source = data_uri if data_uri else synthetic.path
     if not source.endswith("/"):
         source += "/"  # a folder: fetch every file under it
-    fetch([source], data.path, auth_header_env=auth_header_env or None, retries=retries)
+    settings = FetchSettings.from_kfp(auth_header_env=auth_header_env, retries=retries)
+    fetch([source], data.path, auth_header_env=settings.auth_header_env, retries=settings.retries)

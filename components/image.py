@@ -9,6 +9,11 @@ change whenever the code in the image changes. The tag is therefore immutable:
   (``IMAGE_CONTEXT``) differ from the commit: the same scheme as ``docker/build.sh``;
 - outside a git checkout (an installed package): ``VERSION`` alone.
 
+Computing it runs git, so it is computed when a pipeline is built, not when a component is imported:
+every component is decorated with `PLACEHOLDER`, and `pipelines.pipeline` sets `image_reference()` on
+each task it creates (and on the training component it wraps as a custom job). A compiled template or a
+local run therefore never names `PLACEHOLDER`; only a component called outside the pipeline does.
+
 This module only needs the standard library: ``python -m components.image`` prints the reference,
 for build scripts.
 """
@@ -25,6 +30,10 @@ from deepface import __version__
 from deepface.errors import DeepFaceError
 
 DEFAULT_REPOSITORY = "localhost/deepface-pipeline"
+# The base image the components are decorated with: a stand-in the pipeline replaces on every task. A
+# registry cannot serve it (and Vertex AI submission refuses localhost/ images), so a template that
+# still names it fails before running stale code.
+PLACEHOLDER = f"{DEFAULT_REPOSITORY}:set-when-the-pipeline-is-built"
 # What the Dockerfile copies into the image (keep in step with .dockerignore and docker/build.sh).
 IMAGE_CONTEXT = (
     "Dockerfile", ".dockerignore", "pyproject.toml", "constraints.txt", "docker/constraints-cuda.txt", "README.md",
@@ -101,7 +110,7 @@ def check_image_reference(reference: str) -> str:
 
 
 def image_reference() -> str:
-    """The image of every component (see the module docstring for the rules)."""
+    """The image every task of the pipeline runs (see the module docstring for the rules); runs git."""
     override = os.environ.get("DEEPFACE_IMAGE", "").strip()
     if override:
         return check_image_reference(override)
@@ -109,7 +118,5 @@ def image_reference() -> str:
     return check_image_reference(f"{repository}:{image_tag()}")
 
 
-IMAGE = image_reference()
-
 if __name__ == "__main__":
-    print(IMAGE)
+    print(image_reference())

@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from components.image import IMAGE
+from components.image import PLACEHOLDER
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
+@dsl.component(base_image=PLACEHOLDER, install_kfp_package=False)
 def build_labels(
     data: Input[Dataset],
     labels: Output[Dataset],

@@ -3,35 +3,29 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from components.image import IMAGE
+from components.image import PLACEHOLDER
+from components.parameters import takes_settings
+from deepface.settings import PipelineSettings, SynthSettings
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
-def synth_data(
+@dsl.component(base_image=PLACEHOLDER, install_kfp_package=False)
+@takes_settings(SynthSettings, PipelineSettings)
+def make_synthetic_dataset(
     data: Output[Dataset],
-    data_uri: str = "",
-    train_identities: int = 40,
-    test_identities: int = 20,
-    lfw_identities: int = 40,
-    images_per_identity: int = 24,
-    image_size: int = 112,
-    lfw_image_size: int = 250,
-    seed: int = 0,
+    data_uri: str,
+    train_identities: int,
+    test_identities: int,
+    lfw_identities: int,
+    images_per_identity: int,
+    image_size: int,
+    lfw_image_size: int,
+    seed: int,
 ):
     """Synthetic faces laid out like the VGGFace2 and LFW releases, unless real data is given.
 
     The pipeline always runs this step so that its graph needs no condition: with a data URI it only
-    creates an empty folder (in seconds), and the fetch step copies the data URI instead.
-
-    Args:
-        data_uri: the pipeline's data folder; when set, no synthetic data is made.
-        train_identities: identities of the synthetic VGGFace2 train archive.
-        test_identities: identities of the synthetic VGGFace2 test archive (disjoint from train).
-        lfw_identities: people of the synthetic LFW archive.
-        images_per_identity: images per VGGFace2 identity (the largest count of an LFW person).
-        image_size: nominal side of the VGGFace2 images, in pixels.
-        lfw_image_size: side of the square LFW images, in pixels.
-        seed: the same seed and sizes give the same bytes.
+    creates an empty folder (in seconds), and the fetch step copies the data URI instead. The parameters
+    are those of `deepface.settings.SynthSettings` (defaults and descriptions from there).
 
     Returns:
         data: folder with vggface2_train.tar.gz, vggface2_test.tar.gz, train_list.txt, test_list.txt,

@@ -3,37 +3,36 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from components.image import IMAGE
+from components.image import PLACEHOLDER
+from components.parameters import takes_settings
+from deepface.settings import PipelineSettings, TfrecordsSettings, TrainSettings
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
+@dsl.component(base_image=PLACEHOLDER, install_kfp_package=False)
+@takes_settings(TfrecordsSettings, TrainSettings, PipelineSettings,
+                renamed={"source": (PipelineSettings, "training_images")})
 def build_tfrecords(
     data: Input[Dataset],
     labels: Input[Dataset],
     tfrecords: Output[Dataset],
-    preset: str = "tiny",
-    source: str = "vggface2_train.tar.gz",
-    split: str = "train",
-    keep_original: bool = False,
-    max_bad_fraction: float = 0.01,
-    align: bool = True,
-    landmarks: str = "bb_landmark.tar.gz",
-    no_face: str = "skip",
+    preset: str,
+    source: str,
+    landmarks: str,
+    split: str,
+    keep_original: bool,
+    align: bool,
+    no_face: str,
+    max_bad_fraction: float,
+    jpeg_quality: int,
+    shard_mb: float,
 ):
-    """Write the images of one archive as TFRecord shards (schema v1) of faces resized for ``preset``.
+    """Write the images of one archive of the data folder as TFRecord shards (schema v1) of faces at the
+    input size of ``preset``. Landmarks come from the named file of the data folder; when the folder has
+    no such file, the face detector finds the faces.
 
     Args:
         data: the fetched data folder.
         labels: the class map (classes.txt) from the labels step.
-        preset: model preset (tiny, small or paper) whose input size the faces are stored at.
-        source: archive of the data folder to convert (read as a stream, nothing extracted).
-        split: prefix of the shard names.
-        keep_original: store each file's original bytes instead of a resized JPEG.
-        max_bad_fraction: fail when a larger share of the images cannot be stored.
-        align: store faces aligned from 5 landmarks (the crop evaluate and verify make); False: whole frames.
-        landmarks: landmark file of the data folder (VGGFace2's bb_landmark.tar.gz, or a
-            loose_landmark_*.csv); when the folder has no such file, the face detector finds the faces.
-        no_face: when the detector finds no face: skip (counted) or center-crop.
 
     Returns:
         tfrecords: folder of <split>-NNNNN-of-NNNNN.tfrecord shards and manifest.json.
@@ -42,11 +41,11 @@ def build_tfrecords(
 
     from deepface.config import get_config  # no TensorFlow import just for the image size
     from deepface.landmarks import landmarks_in
-    from deepface.tfrecords import build_tfrecords as build
+    from deepface.tfrecords import build_tfrecords
 
-    build(
-        os.path.join(data.path, source), labels.path, tfrecords.path, split=split,
-        image_size=get_config(preset).image_size, keep_original=keep_original,
-        max_bad_fraction=max_bad_fraction, align=align,
-        landmarks=landmarks_in(data.path, landmarks) if align else None, no_face=no_face,
+    build_tfrecords(
+        os.path.join(data.path, source), labels.path, tfrecords.path,
+        landmarks=landmarks_in(data.path, landmarks) if align else None, image_size=get_config(preset).image_size,
+        split=split, keep_original=keep_original, align=align, no_face=no_face, max_bad_fraction=max_bad_fraction,
+        jpeg_quality=jpeg_quality, shard_mb=shard_mb,
     )

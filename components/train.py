@@ -3,59 +3,64 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components.image import IMAGE
+from components.image import PLACEHOLDER
+from components.parameters import takes_settings
+from deepface.settings import TrainSettings
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
-def train_model(
+@dsl.component(base_image=PLACEHOLDER, install_kfp_package=False)
+@takes_settings(TrainSettings)
+def train(
     tfrecords: Input[Dataset],
     labels: Input[Dataset],
     model: Output[Model],
-    preset: str = "tiny",
-    epochs: int = 15,
-    batch_size: int = 0,
-    learning_rate: float = 0.0,
-    optimizer: str = "",
-    validation_fraction: float = 0.0,
-    steps_per_epoch: int = 0,
-    augment: bool = False,
-    strategy: str = "auto",
-    precision: str = "auto",
-    seed: int = 0,
+    preset: str,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    optimizer: str,
+    min_learning_rate: float,
+    momentum: float,
+    lr_factor: float,
+    lr_patience: int,
+    weight_decay: float,
+    label_smoothing: float,
+    validation_fraction: float,
+    steps_per_epoch: int,
+    augment: bool,
+    seed: int,
+    strategy: str,
+    precision: str,
+    jit_compile: bool,
+    steps_per_execution: int,
+    shuffle_buffer: int,
+    checkpoint_steps: int,
+    feature_max_batches: int,
 ):
     """Fit DeepFace on the TFRecords, by the preset's recipe unless told otherwise (deepface.config.RECIPES).
+    The parameters are those of `deepface.settings.TrainSettings`; "" and 0 stand for its None (the
+    preset's recipe, every record once per epoch, all the data).
 
     Resumes from its last checkpoint when the step is retried (e.g. after a preemption).
 
     Args:
         tfrecords: training TFRecord shards.
         labels: the class map (classes.txt).
-        preset: model size: tiny, small (DeepFace topology, fewer filters) or paper (the real network).
-        epochs: training epochs (the paper: about 15).
-        batch_size: global batch size over all replicas; 0: the preset's (paper 128, tiny and small 32).
-        learning_rate: initial learning rate; for sgd it is for a batch of 128 and scaled linearly with
-            batch_size, for adam it is used as given; 0: the preset's (paper 0.01, tiny and small 0.001).
-        optimizer: sgd (the paper's, with momentum 0.9) or adam; empty: the preset's (paper sgd, tiny and
-            small adam: what makes them learn in a few hundred steps).
-        validation_fraction: share of the shards held out to monitor validation loss (0: none).
-        steps_per_epoch: steps per epoch; 0 reads every training record once per epoch.
-        augment: random flips and crops.
-        strategy: auto (from the hardware), tpu, gpu, multi-gpu, multi-worker or cpu.
-        precision: auto (bfloat16 on TPU, else float32), float32, bfloat16 or float16.
-        seed: seeds the weights, dropout, data order and augmentation.
 
     Returns:
         model: model directory: classifier.keras, embedding.keras, classes.txt, metadata.json,
             history.json, training_curves.png, TensorBoard logs/, manifest.json.
     """
-    from deepface.config import unset_to_none
+    from deepface.settings import TrainSettings
     from deepface.train import train
 
-    train(
-        tfrecords.path, labels.path, model.path, preset=preset, epochs=epochs, batch_size=unset_to_none(batch_size),
-        learning_rate=unset_to_none(learning_rate), optimizer=unset_to_none(optimizer),
-        validation_fraction=validation_fraction,
-        steps_per_epoch=steps_per_epoch or None, augment=augment, strategy=strategy, precision=precision,
-        seed=seed,
+    settings = TrainSettings.from_kfp(
+        preset=preset, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, optimizer=optimizer,
+        min_learning_rate=min_learning_rate, momentum=momentum, lr_factor=lr_factor, lr_patience=lr_patience,
+        weight_decay=weight_decay, label_smoothing=label_smoothing, validation_fraction=validation_fraction,
+        steps_per_epoch=steps_per_epoch, augment=augment, seed=seed, strategy=strategy, precision=precision,
+        jit_compile=jit_compile, steps_per_execution=steps_per_execution, shuffle_buffer=shuffle_buffer,
+        checkpoint_steps=checkpoint_steps, feature_max_batches=feature_max_batches,
     )
+    train(tfrecords.path, labels.path, model.path, **settings.to_dict())
     model.metadata.update(framework="keras", preset=preset)

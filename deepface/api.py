@@ -5,9 +5,9 @@ image goes through exactly the steps of ``deepface evaluate`` and ``deepface ver
 `deepface.faces.FaceCropper` (decoded with its EXIF orientation; the face found by the detector and aligned
 when the model was trained on aligned faces, its metadata's ``aligned``, else the whole frame), ``/ 255``
 (`deepface.data.scale_image`: ``float32(v) * float32(1 / 255)``), the embedding model, and the flip
-test-time augmentation of the evaluation (`deepface.evaluate.model_views` / ``merge_views``). The scores
-and the threshold are those of `deepface.evaluate.SCORES` and `deepface.verify.load_threshold`, so
-``FaceVerifier.verify`` gives the value `deepface.verify.verify` gives for the same files.
+test-time augmentation of the evaluation (`deepface.embedding.model_views` / ``merge_views``). The scores
+are those of `deepface.scoring.SCORES` and the threshold that of the evaluation's threshold.json
+(`load_threshold`); ``deepface verify`` (`deepface.verify.verify`) is this API on two files.
 
 Images may be given as a file path (local, ``file://`` or ``gs://``), the file's bytes, a PIL image or a
 uint8 array ``[H, W, 3]`` (RGB) or ``[H, W]`` (grey). Bytes and paths are decoded as files are (the EXIF
@@ -36,8 +36,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from deepface import files
+from deepface.embedding import merge_views, model_views
 from deepface.errors import DeepFaceError
 from deepface.faces import NO_FACE_CHOICES, BadImage, FaceCropper, aligned_for, to_rgb, user_error
+from deepface.scoring import PRIMARY_SCORE, SCORES, cosine_similarity, decide
 
 # What the API takes as one image (see the module docstring).
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
@@ -61,11 +63,11 @@ def load(
     Args:
         model_dir: a model directory written by ``deepface train`` (``embedding.keras``, ``metadata.json``).
         evaluation_dir: an output directory of ``deepface evaluate`` for this model; its threshold.json
-            (read by `deepface.verify.load_threshold`, which checks the sha256 of ``embedding.keras``) gives
+            (read by `load_threshold`, which checks the sha256 of ``embedding.keras``) gives
             the threshold of ``score`` and whether to flip.
         threshold: the decision threshold in ``score`` units; overrides the evaluation's. Without it and
             without ``evaluation_dir``, `FaceVerifier.verify` needs ``threshold=``; embeddings need none.
-        score: ``cosine`` (the default), ``l2`` or ``chi2`` (`deepface.evaluate.SCORES`).
+        score: ``cosine`` (the default), ``l2`` or ``chi2`` (`deepface.scoring.SCORES`).
         flip: flip test-time augmentation; None: as the evaluation did (off without one).
         align: find and align faces; None: as the model's training data was (metadata ``aligned``).
         no_face: when an image shows no face: ``skip`` (a `DeepFaceError` naming the image) or
@@ -84,9 +86,7 @@ def load(
         verifier = load("out/model", "out/eval")
         verifier.threshold, verifier.flip, verifier.align  # (0.71, False, True)
     """
-    from deepface.evaluate import PRIMARY_SCORE, SCORES
     from deepface.model import load_embedding_model
-    from deepface.verify import load_threshold
 
     score = PRIMARY_SCORE if score is None else score
     if score not in SCORES:
@@ -111,6 +111,26 @@ def load(
     )
 
 
+def load_threshold(evaluation_dir: str | os.PathLike, score: str, model_sha256: str) -> tuple[float, bool]:
+    """The threshold of ``score`` and the flip setting saved by ``deepface evaluate`` in ``evaluation_dir``.
+
+    Raises:
+        DeepFaceError: if threshold.json is absent, lacks the score, or belongs to another model.
+    """
+    path = Path(evaluation_dir) / "threshold.json"
+    if not path.exists():
+        raise DeepFaceError(f"{path} not found: evaluation_dir must be an output directory of `deepface evaluate`.")
+    saved = files.read_json(path)
+    if saved.get("model_sha256") != model_sha256:
+        raise DeepFaceError(
+            f"{path} was computed for another model (embedding.keras sha256 {saved.get('model_sha256')}); "
+            "evaluate this model, or pass --threshold."
+        )
+    if score not in saved.get("thresholds", {}):
+        raise DeepFaceError(f"{path} has no threshold for score {score!r}; pass a threshold.")
+    return float(saved["thresholds"][score]["threshold"]), bool(saved.get("flip", False))
+
+
 class FaceVerifier:
     """A loaded embedding model with the preprocessing, flip setting, score and threshold to use it.
 
@@ -119,7 +139,12 @@ class FaceVerifier:
     ``score``, ``threshold`` (None without an evaluation or an explicit one), ``no_face``, ``batch_size``,
     ``model_dir``, ``evaluation_dir``. Not safe to share between threads (the detector and the model are
     not); make one per thread.
+
+    ``no_face_hint`` says, in the error for an image without a face, how to fall back to a centre crop:
+    this API's keyword by default; ``deepface verify`` sets its command-line flag.
     """
+
+    no_face_hint = "load with no_face='center-crop'"
 
     def __init__(self, model, metadata: dict, *, threshold: float | None, score: str, flip: bool, align: bool,
                  no_face: str, batch_size: int, model_dir=None, evaluation_dir=None):
@@ -164,15 +189,13 @@ class FaceVerifier:
         try:
             pixels, _ = self._cropper(name, data)
         except BadImage as error:
-            raise user_error(name, error, "load with no_face='center-crop'") from None
+            raise user_error(name, error, self.no_face_hint) from None
         return pixels
 
     # ------------------------------------------------------------------------------------- embeddings
 
     def _embed(self, images: Sequence[ImageInput]) -> np.ndarray:
-        """float64 unit rows ``[N, D]`` (`deepface.evaluate.merge_views`), the input of the scores."""
-        from deepface.evaluate import merge_views, model_views
-
+        """float64 unit rows ``[N, D]`` (`deepface.embedding.merge_views`), the input of the scores."""
         rows = []
         for start in range(0, len(images), self.batch_size):
             crops = np.stack([self.crop(image) for image in images[start:start + self.batch_size]])
@@ -211,8 +234,6 @@ class FaceVerifier:
 
             verifier.similarity("a.jpg", "b.jpg")  # 0.93
         """
-        from deepface.evaluate import cosine_similarity
-
         left, right = self._embed([a, b])
         return float(cosine_similarity(left[None], right[None])[0])
 
@@ -237,8 +258,6 @@ class FaceVerifier:
 
             verifier.verify("a.jpg", "b.jpg")["same"]  # True
         """
-        from deepface.evaluate import decide
-
         threshold = self.threshold if threshold is None else float(threshold)
         if threshold is None:
             raise DeepFaceError("no threshold: load with evaluation_dir= (an output of `deepface evaluate` "
@@ -270,7 +289,7 @@ def _image_bytes(image: ImageInput) -> tuple[str, bytes]:
     lossless round trip, about 3 bytes per pixel, so the decoder's bomb check never refuses them), upright.
     """
     if isinstance(image, (str, os.PathLike)):
-        return str(image), _read_file(image)
+        return files.tf_path(image), files.read_image_file(image)
     if isinstance(image, (bytes, bytearray, memoryview)):
         return f"image bytes ({len(image)} bytes)", bytes(image)
     if isinstance(image, Image.Image):
@@ -282,20 +301,6 @@ def _image_bytes(image: ImageInput) -> tuple[str, bytes]:
         return name, _png(Image.fromarray(np.ascontiguousarray(image)))
     raise DeepFaceError(f"cannot read an image from a {type(image).__name__}: pass a path, bytes, a PIL image "
                         "or a uint8 array.")
-
-
-def _read_file(path: str | os.PathLike) -> bytes:
-    if files.is_remote(path):
-        import tensorflow as tf
-
-        if not tf.io.gfile.exists(str(path)):
-            raise DeepFaceError(f"Image file {path} does not exist: check the path.")
-        with tf.io.gfile.GFile(str(path), "rb") as handle:
-            return handle.read()
-    local = files.local_path(path)
-    if not local.is_file():
-        raise DeepFaceError(f"Image file {local} does not exist: check the path.")
-    return local.read_bytes()
 
 
 def _png(image: Image.Image) -> bytes:

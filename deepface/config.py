@@ -1,7 +1,6 @@
-"""Configuration that needs no TensorFlow: the model presets and the ranges of the training options.
-
-Kept apart from ``deepface.model`` and ``deepface.train`` so that light commands (pipeline submission,
-the TFRecords component) can check values and read a preset's image size without importing TensorFlow.
+"""The model presets and their training recipes, without TensorFlow (the settings, the pipeline and the
+TFRecords component read a preset's image size and recipe without importing it). The training options'
+defaults and ranges are `deepface.settings.TrainSettings`.
 """
 
 from __future__ import annotations
@@ -55,7 +54,6 @@ def get_config(preset: str | ModelConfig) -> ModelConfig:
 OPTIMIZERS = ("sgd", "adam")
 STRATEGIES = ("auto", "tpu", "gpu", "multi-gpu", "multi-worker", "cpu")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-DEFAULT_EPOCHS = 15  # the paper: about 15
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +83,7 @@ RECIPES: dict[str, Recipe] = {
 
 def training_recipe(preset: str | ModelConfig, *, optimizer: str | None = None, batch_size: int | None = None,
                     learning_rate: float | None = None) -> Recipe:
-    """The preset's `Recipe` with each value that is given (not None) winning. (KFP parameters cannot be
-    None: the pipeline and its components pass "" and 0 for "the preset's", see `unset_to_none`.)
+    """The preset's `Recipe` with each value that is given (not None) winning.
 
     A custom `ModelConfig` trains by the recipe of the preset of its name, else by the paper's.
 
@@ -105,40 +102,8 @@ def training_recipe(preset: str | ModelConfig, *, optimizer: str | None = None, 
                   learning_rate=learning_rate)
 
 
-def unset_to_none(value):
-    """A pipeline parameter's "the preset's" ("" or 0) as None, any other value as it is."""
-    return None if value in ("", 0) and not isinstance(value, bool) else value
-
-
 def recipe_help() -> str:
     """The recipes in a line, for option help texts: ``paper: sgd, batch 128, lr 0.01; ...``."""
     return "; ".join(
         f"{name}: {r.optimizer}, batch {r.batch_size}, lr {r.learning_rate}" for name, r in RECIPES.items()
     )
-
-
-def check_options(**options) -> None:
-    """Range checks of `train`'s numeric options (any subset, by keyword), named as on the command line
-    in the error; e.g. ``check_options(epochs=0)`` raises. Pipelines can check their parameters with it
-    before submitting."""
-    rules = {
-        "epochs": lambda v: isinstance(v, int) and v >= 1,
-        "batch_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-        "learning_rate": lambda v: v > 0,
-        "min_learning_rate": lambda v: v >= 0,
-        "momentum": lambda v: 0 <= v < 1,
-        "optimizer": lambda v: v in OPTIMIZERS,
-        "lr_factor": lambda v: 0 < v < 1,
-        "lr_patience": lambda v: isinstance(v, int) and v >= 0,
-        "weight_decay": lambda v: v >= 0,
-        "label_smoothing": lambda v: 0 <= v < 1,
-        "validation_fraction": lambda v: 0 <= v < 1,
-        "checkpoint_steps": lambda v: isinstance(v, int) and v >= 0,
-        "steps_per_execution": lambda v: isinstance(v, int) and v >= 1,
-        "steps_per_epoch": lambda v: v is None or (isinstance(v, int) and v >= 1),
-        "feature_max_batches": lambda v: v is None or (isinstance(v, int) and v >= 1),
-        "shuffle_buffer": lambda v: isinstance(v, int) and v >= 1,
-    }
-    for name, value in options.items():
-        if not rules[name](value):
-            raise DeepFaceError(f"--{name.replace('_', '-')} {value!r} is out of range.")

@@ -8,6 +8,8 @@
   `deepface.data`; the tfrecords manifest says ``"schema_version": 1``), and how its images are stored
   (the manifest's ``encoding``): ``ENCODING_RESIZED`` (JPEGs of image_size x image_size) or
   ``ENCODING_ORIGINAL`` (the files' own bytes, ``keep_original``).
+- Verification pairs: LFW's protocol deals the pairs into ``LFW_FOLDS`` folds (pairs.txt's first line
+  says how many sets of how many pairs; `deepface.pairs`).
 
 Readers of ``gs://`` directories (`deepface.data`, `deepface.train`) read through tf.io.gfile with these
 names; `read_manifest` reads local directories.
@@ -27,6 +29,8 @@ MANIFEST_FILE = "manifest.json"
 SCHEMA_VERSION = 1
 ENCODING_RESIZED = "jpeg-resized"
 ENCODING_ORIGINAL = "original"
+
+LFW_FOLDS = 10  # folds (sets) of the LFW verification protocol
 
 
 def manifest_path(directory: str | os.PathLike) -> str | Path:

@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from deepface.contracts import ENCODING_RESIZED, MANIFEST_FILE, SCHEMA_VERSION
 from deepface.errors import DeepFaceError
-from deepface.files import is_remote, read_json, tf_path
+from deepface.files import is_remote, read_image_file, read_json, tf_path
 
 logger = logging.getLogger(__name__)
 
@@ -145,11 +145,8 @@ def load_image_file(path: str | os.PathLike, image_size: int, *, align: bool = T
     from deepface.faces import BadImage, face_array, user_error
 
     _check_positive(image_size=image_size)
+    encoded = read_image_file(path)
     path = tf_path(path)
-    if not tf.io.gfile.exists(path):
-        raise DeepFaceError(f"Image file {path} does not exist: check the path.")
-    with tf.io.gfile.GFile(path, "rb") as handle:
-        encoded = handle.read()
     if align and detector is None:
         from deepface.detect import FaceDetector
 
@@ -158,7 +155,7 @@ def load_image_file(path: str | os.PathLike, image_size: int, *, align: bool = T
         pixels = face_array(encoded, image_size, align_face=align, detector=detector if align else None,
                             no_face=no_face)
     except BadImage as error:
-        raise user_error(path, error, "--no-face center-crop") from None
+        raise user_error(path, error, "no_face='center-crop'") from None
     return pixels.astype(np.float32) * np.float32(1 / 255)
 
 
@@ -416,7 +413,7 @@ def _shards_for_pipeline(tfrecords, split, num_input_pipelines: int, input_pipel
     if len(shards) < num_input_pipelines:
         raise DeepFaceError(
             f"{len(shards)} shard(s) cannot feed {num_input_pipelines} input pipelines (each reads whole "
-            "shards): write at least as many shards as workers (smaller shard_bytes in `deepface tfrecords`)."
+            "shards): write at least as many shards as workers (a smaller shard_mb in build_tfrecords)."
         )
     return shards[input_pipeline_id::num_input_pipelines]
 

@@ -1,9 +1,9 @@
 """The evaluation stage: face verification of a trained model on LFW-style pairs.
 
 ``evaluate(model_dir, images, pairs, out_dir)`` embeds every image the pairs name once (batched, through
-`deepface.faces.face_image`, the crop training used, read straight from the tar archive), scores each pair
-with three scores of the L2-normalised features (:data:`SCORES`), and measures each score with the LFW
-protocol (``deepface.metrics``). It writes, into ``out_dir``:
+`deepface.faces.face_image`, the crop training used, read straight from the tar archive; `deepface.embedding`),
+scores each pair with three scores of the L2-normalised features (`deepface.scoring.SCORES`), and measures
+each score with the LFW protocol (``deepface.metrics``). It writes, into ``out_dir``:
 
     metrics.json     per score: 10-fold accuracy +- standard error, AUC, EER, TAR at FAR 1e-3 / 1e-2, best
                      threshold; for the trained model and its untrained baseline; pair and image counts;
@@ -21,7 +21,7 @@ Decisions:
 - Pairs: ``pairs`` is an LFW pairs file (View 2 ``10\\t300``; a View 1 single-set file is split into 10
   folds by position, i-th matched and i-th mismatched pair into fold ``i % 10``) or the word
   ``generate``: pairs are then drawn from the identities of ``images`` (e.g. the VGGFace2 test split)
-  by ``deepface.pairs.generate_pairs`` with ``folds``, ``pairs_per_fold`` and ``pairs_seed``, and saved
+  by ``deepface.pair_generation.generate_pairs`` with ``folds``, ``pairs_per_fold`` and ``pairs_seed``, and saved
   as ``pairs.txt``. How pairs name VGGFace2 files is described in ``deepface.pairs``.
 - Faces: every image becomes the network's input through `deepface.faces.FaceCropper`, the crop the
   training records hold: decoded (EXIF applied), the face aligned from landmarks (``landmarks``, a CSV
@@ -31,7 +31,7 @@ Decisions:
   counted in metrics.json and listed with the reason (score cells empty) in scores.csv; with
   ``no_face="center-crop"`` a faceless image is used as its centre crop (counted).
 - Scores (higher/lower = same): ``cosine`` = inner product of the normalised features (higher; the paper's
-  unsupervised 95.92% score), ``l2`` = Euclidean distance between them (lower; ``sqrt(2 - 2 cosine)``,
+  unsupervised score), ``l2`` = Euclidean distance between them (lower; ``sqrt(2 - 2 cosine)``,
   so it ranks pairs as cosine does and differs only in threshold units), ``chi2`` =
   ``sum((f1 - f2)^2 / (f1 + f2))`` (lower; the paper's chi^2 without the SVM-learned weights).
 - Flip test-time augmentation: the embedding of an image is the renormalised mean of the embeddings of
@@ -56,198 +56,28 @@ import csv
 import io as text_io
 import logging
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import click
 import numpy as np
-from tqdm import tqdm
 
 import deepface
-from deepface.contracts import remove_manifest, write_manifest
+from deepface.contracts import LFW_FOLDS, remove_manifest, write_manifest
+from deepface.embedding import baseline_feature_model, embed_images, merge_views, normalize_features
 from deepface.errors import DeepFaceError
-from deepface.faces import NO_FACE_CHOICES, FaceCropper, aligned_for
+from deepface.faces import FaceCropper, aligned_for
 from deepface.files import hash_file, read_json, write_json, write_text
 from deepface.landmarks import read_landmarks
-from deepface.pairs import ImageCollection, Pair, generate_pairs, read_pairs, resolve_pairs, write_pairs
+from deepface.pair_generation import generate_pairs
+from deepface.pairs import ImageCollection, Pair, read_pairs, resolve_pairs, write_pairs
+from deepface.scoring import PRIMARY_SCORE, SCORES
+from deepface.settings import EvaluateSettings
 
 logger = logging.getLogger(__name__)
 
 GENERATE = "generate"
-LFW_FOLDS = 10
-PRIMARY_SCORE = "cosine"
 VARIANTS = ("trained", "baseline")
 MAX_LISTED_PROBLEMS = 20  # in metrics.json; scores.csv lists every skipped pair
 OUTPUTS = ("pairs.txt", "scores.csv", "roc.json", "threshold.json", "metrics.json", "report.html")
-
-
-# ----------------------------------------------------------------------------------------------- scores
-
-
-def unit_rows(features: np.ndarray) -> np.ndarray:
-    """Rows of ``features`` ``[N, D]`` renormalised to unit L2 norm in float64 (zero rows stay zero).
-
-    The embeddings are already unit vectors in float32; renormalising them in float64 keeps the scores
-    of nearly parallel embeddings (angles ~1e-6, common for untrained networks) above rounding noise.
-    """
-    features = np.asarray(features, dtype=np.float64)
-    norm = np.linalg.norm(features, axis=1, keepdims=True)
-    return np.divide(features, norm, out=np.zeros_like(features), where=norm > 0)
-
-
-def l2_distance(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Euclidean distance of unit rows (from :func:`merge_views`): ``[N, D]`` x ``[N, D]`` -> ``[N]``
-    (lower = same)."""
-    return np.linalg.norm(left - right, axis=1)
-
-
-def cosine_similarity(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Inner product of unit rows, ``[N, D]`` x ``[N, D]`` -> ``[N]`` (higher = same).
-
-    Computed as ``1 - l2^2 / 2`` (equal for unit vectors), which stays exact for nearly parallel vectors
-    where the inner product itself rounds to 1; it ranks pairs exactly as :func:`l2_distance` does.
-    """
-    return 1.0 - l2_distance(left, right) ** 2 / 2
-
-
-def chi2_distance(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """The paper's chi^2 distance of unit rows of non-negative features, unweighted:
-    ``sum (l - r)^2 / (l + r)`` over dimensions where ``l + r > 0``; ``[N, D]`` x ``[N, D]`` -> ``[N]``
-    (lower = same)."""
-    total = left + right
-    ratio = np.divide((left - right) ** 2, total, out=np.zeros_like(total), where=total > 0)
-    return ratio.sum(axis=1)
-
-
-# name -> (function, higher_is_same)
-SCORES: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], bool]] = {
-    "cosine": (cosine_similarity, True),
-    "l2": (l2_distance, False),
-    "chi2": (chi2_distance, False),
-}
-
-
-def decide(score: str, left: np.ndarray, right: np.ndarray, threshold: float) -> tuple[float, bool]:
-    """One pair's ``score`` (a name in `SCORES`) from two unit embeddings ``[D]`` (`merge_views` rows), and
-    whether it is on the "same" side of ``threshold`` (``>=`` for cosine, ``<=`` for the distances):
-    the decision of ``deepface verify`` and `deepface.api.FaceVerifier.verify`."""
-    function, higher_is_same = SCORES[score]
-    value = float(function(left[None], right[None])[0])
-    return value, bool(value >= threshold if higher_is_same else value <= threshold)
-
-
-# -------------------------------------------------------------------------------------------- embedding
-
-
-def model_views(model, batch, flip: bool) -> np.ndarray:
-    """Outputs of ``model`` for a batch ``[B, S, S, 3]`` and, with ``flip``, for its mirror image.
-
-    Returns:
-        float32 ``[V, B, D]``, ``V = 2`` with ``flip`` (original, mirrored), else 1.
-    """
-    import tensorflow as tf
-
-    if flip:
-        batch = tf.concat([batch, tf.image.flip_left_right(batch)], axis=0)
-    outputs = np.asarray(model.predict_on_batch(batch), dtype=np.float32)
-    return outputs.reshape(2 if flip else 1, -1, outputs.shape[-1])
-
-
-def merge_views(views: np.ndarray) -> np.ndarray:
-    """One embedding per image from ``[V, N, D]`` views: their mean as float64 unit rows ``[N, D]``
-    (:func:`unit_rows`), the input of the scores."""
-    return unit_rows(np.asarray(views, dtype=np.float64).mean(axis=0))
-
-
-def embed_images(
-    models: list, images: ImageCollection, paths: list[str], *, cropper: FaceCropper, batch_size: int, flip: bool
-) -> tuple[list[np.ndarray], dict[str, str], dict]:
-    """Run every model over the images ``paths`` of ``images`` in one pass over the archive.
-
-    Each image becomes the network's input through ``cropper`` (`deepface.faces.face_image`: decoded,
-    EXIF applied, the face aligned, as the training records were made) and ``/ 255``, in a tf.data
-    pipeline that overlaps with the models; an image that cannot be used is left out and reported.
-
-    Returns:
-        ``(outputs, unusable, faces)``: ``outputs[m]`` is float32 ``[V, len(paths), D_m]`` (see
-        :func:`model_views`; rows of unusable images are NaN), ``unusable`` maps the paths that failed to
-        the reason (undecodable, refused, no face), ``faces`` counts ``several_faces`` and ``center_crops``.
-    """
-    import tensorflow as tf
-
-    from deepface.data import scale_image
-    from deepface.faces import BadImage
-
-    index = {path: row for row, path in enumerate(paths)}
-    unusable: dict[str, str] = {}
-    faces = {"several_faces": 0, "center_crops": 0}
-    size = cropper.size
-
-    def face_crops():
-        for path, data in images.read(paths):
-            try:
-                crop, info = cropper(path, data)
-            except BadImage as error:
-                unusable[path] = str(error)
-                continue
-            faces["several_faces"] += (info["faces"] or 0) > 1
-            faces["center_crops"] += info["fallback"]
-            yield index[path], crop
-
-    dataset = (
-        tf.data.Dataset.from_generator(
-            face_crops,
-            output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([size, size, 3], tf.uint8)),
-        )
-        .batch(batch_size)
-        .map(lambda rows, batch: (rows, scale_image(batch)))
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    views = 2 if flip else 1
-    outputs = [np.full((views, len(paths), model.output_shape[-1]), np.nan, np.float32) for model in models]
-    seen = np.zeros(len(paths), bool)
-    started = time.perf_counter()
-    with tqdm(total=len(paths), unit="img", desc="embedding", disable=None) as progress:
-        for rows, batch in dataset:
-            rows = rows.numpy()
-            for model, output in zip(models, outputs):
-                output[:, rows] = model_views(model, batch, flip)
-            seen[rows] = True
-            progress.update(len(rows))
-    elapsed = time.perf_counter() - started
-    logger.info("embedded %d images with %d model(s) in %.1f s (%.1f img/s)%s", seen.sum(), len(models),
-                elapsed, seen.sum() / max(elapsed, 1e-9), " with flips" if flip else "")
-    for path, ok in zip(paths, seen):
-        if not ok:
-            unusable.setdefault(path, "not read")
-    return outputs, unusable, faces
-
-
-def baseline_feature_model(metadata: dict, seed: int):
-    """The raw F7 features of an untrained classifier built like the model (``metadata["preset"]``: a
-    preset name or the config written by training), its weights drawn with ``seed``."""
-    from deepface.model import ModelConfig, build_classifier, feature_extractor
-
-    preset = metadata.get("preset")
-    if preset is None or "num_classes" not in metadata:
-        raise DeepFaceError(
-            "the model directory's metadata.json lacks 'preset' or 'num_classes', needed to build the "
-            "untrained baseline; evaluate without the baseline (--no-baseline)."
-        )
-    config = ModelConfig(**preset) if isinstance(preset, dict) else preset
-    return feature_extractor(build_classifier(config, int(metadata["num_classes"]), seed=seed))
-
-
-def normalize_features(raw_views: np.ndarray, usable: np.ndarray) -> np.ndarray:
-    """The paper's normalisation of raw F7 views ``[V, N, D]``, the maxima taken over the ``usable`` rows:
-    through ``deepface.layers.FeatureNormalization``, exactly as the embedding model does it."""
-    from deepface.layers import FeatureNormalization
-
-    layer = FeatureNormalization(dtype="float32")
-    layer.build((None, raw_views.shape[-1]))
-    layer.set_feature_max(raw_views[:, usable].max(axis=(0, 1)))
-    return np.stack([np.asarray(layer(view)) for view in raw_views])
 
 
 # ------------------------------------------------------------------------------------------- evaluation
@@ -260,7 +90,7 @@ def score_pairs(models: dict, images: ImageCollection, files: list, problems: di
 
     Args:
         models: ``{"trained": embedding model}``, optionally with ``"baseline"``: a raw F7 model whose
-            features are normalised here (:func:`normalize_features`).
+            features are normalised here (`deepface.embedding.normalize_features`).
         images: where the images are.
         files: ``(left, right)`` image paths per pair (from ``deepface.pairs.resolve_pairs``).
         problems: pair index -> why it cannot be scored (missing images); unusable images are added.
@@ -281,8 +111,8 @@ def score_pairs(models: dict, images: ImageCollection, files: list, problems: di
         path, reason = next(iter(sorted(unusable.items())))
         raise DeepFaceError(
             f"{len(unusable)} image(s) of {images.source} cannot be used, e.g. {path}: {reason}; replace them, "
-            "fall back to a centre crop where no face is found (--no-face center-crop), or allow missing "
-            "pairs to skip (and count) their pairs (--allow-missing)."
+            "fall back to a centre crop where no face is found (no_face='center-crop'), or allow missing "
+            "pairs to skip (and count) their pairs (allow_missing)."
         )
     bad = set(unusable)
     problems.update({k: "; ".join(f"{path}: {unusable[path]}" for path in pair_files if path in bad)
@@ -300,7 +130,6 @@ def score_pairs(models: dict, images: ImageCollection, files: list, problems: di
         scores[variant] = {name: function(embeddings[left], embeddings[right])
                            for name, (function, _) in SCORES.items()}
     return scores, scored, len(paths), unusable, faces
-
 
 
 def protocol_folds(pairs: list[Pair]) -> tuple[np.ndarray, str]:
@@ -353,17 +182,8 @@ def evaluate(
     pairs: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    batch_size: int = 64,
-    flip: bool = False,
-    baseline: bool = True,
-    seed: int = 0,
-    allow_missing: bool = False,
-    folds: int = LFW_FOLDS,
-    pairs_per_fold: int = 300,
-    pairs_seed: int = 0,
-    align: bool | None = None,
     landmarks: str | os.PathLike | None = None,
-    no_face: str = "skip",
+    **settings,
 ) -> dict:
     """Evaluate a model directory on verification pairs; see the module docstring for the outputs.
 
@@ -373,33 +193,35 @@ def evaluate(
             a directory of identity folders.
         pairs: an LFW pairs file, or ``"generate"`` to draw pairs from the identities of ``images``.
         out_dir: the output directory.
-        batch_size: images per forward pass.
-        flip: average each embedding with that of the mirrored image (test-time augmentation).
-        baseline: also score an untrained model of the same preset.
-        seed: initialisation seed of the baseline model.
-        allow_missing: skip (and count) pairs whose image is missing or undecodable instead of failing.
-        folds, pairs_per_fold, pairs_seed: how pairs are generated (``pairs="generate"`` only).
-        align: align the faces (`deepface.faces`); None: as the model's training data was (its metadata).
         landmarks: the images' landmarks (a ``loose_landmark_*.csv``, e.g. from `deepface landmarks`);
             None: the face detector finds them.
-        no_face: when no face is found: ``skip`` (the image is unusable) or ``center-crop``.
+        **settings: fields of `deepface.settings.EvaluateSettings`: batch_size, flip (average each
+            embedding with that of the mirrored image), baseline (also score an untrained model of the same
+            preset, initialised with seed), allow_missing (skip and count pairs whose image is missing or
+            undecodable instead of failing), folds, pairs_per_fold and pairs_seed (``pairs="generate"``
+            only), align (None: as the model's training data was, from its metadata), no_face (``skip``:
+            the image is unusable, or ``center-crop``).
 
     Returns:
         The content of metrics.json.
+
+    Raises:
+        SettingError: a setting unknown or out of its range, named.
+        DeepFaceError: a model directory, images or pairs that cannot be used, or pairs of one class only.
     """
     from deepface.model import load_embedding_model
 
-    if batch_size < 1:
-        raise DeepFaceError(f"batch_size={batch_size} must be a positive integer.")
+    chosen = EvaluateSettings.of(settings)
+    batch_size, flip, baseline, seed, allow_missing = (chosen.batch_size, chosen.flip, chosen.baseline, chosen.seed,
+                                                       chosen.allow_missing)
+    folds, pairs_per_fold, pairs_seed, no_face = chosen.folds, chosen.pairs_per_fold, chosen.pairs_seed, chosen.no_face
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_manifest(out_dir)  # the directory is incomplete until the end
     model, metadata = load_embedding_model(model_dir)
     model_sha256 = hash_file(model_dir / "embedding.keras")
     image_size = int(model.input_shape[1])
-    align = aligned_for(metadata, align)
-    if no_face not in NO_FACE_CHOICES:
-        raise DeepFaceError(f"no_face={no_face!r}: choose one of {', '.join(NO_FACE_CHOICES)}.")
+    align = aligned_for(metadata, chosen.align)
     table = read_landmarks(landmarks) if align and landmarks is not None else None
     cropper = FaceCropper(image_size, align=align, landmarks=table, no_face=no_face)
     collection = ImageCollection(images)
@@ -486,7 +308,7 @@ def evaluate(
                     for name in OUTPUTS if name != "pairs.txt" or pairs_info["generated"]},
         "versions": deepface.versions(),
     })
-    logger.info("%s (%d pairs)", _headline(result["summary"]), counts["pairs_scored"])
+    logger.info("%s (%d pairs)", headline(result["summary"]), counts["pairs_scored"])
     return result
 
 
@@ -532,53 +354,17 @@ def evaluation_warnings(summary: dict) -> list[str]:
     if baseline is not None and summary["accuracy"] < baseline:
         warnings.append(
             f"the trained model's {PRIMARY_SCORE} accuracy {summary['accuracy']:.4f} is below its untrained "
-            f"baseline's {baseline:.4f}: training did not help; check that it ran long enough (--epochs, "
-            "--steps-per-epoch), the learning rate (--learning-rate, --optimizer) and the preset (--preset "
-            "matching the data's image size and alignment)."
+            f"baseline's {baseline:.4f}: training did not help; check that it ran long enough (epochs, "
+            "steps_per_epoch), the learning rate (learning_rate, optimizer) and the preset (matching the "
+            "data's image size and alignment)."
         )
     return warnings
 
 
-def _headline(summary: dict) -> str:
+def headline(summary: dict) -> str:
     """One line: accuracy +- standard error, AUC, EER and the baseline's accuracy."""
     line = (f"{PRIMARY_SCORE} accuracy {summary['accuracy']:.4f} +- {summary['accuracy_sem'] or 0:.4f}, "
             f"AUC {summary['auc']:.4f}, EER {summary['eer']:.4f}")
     if "baseline_accuracy" in summary:
         line += f" (untrained baseline {summary['baseline_accuracy']:.4f})"
     return line
-
-
-@click.command("evaluate")
-@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Model directory written by `deepface train`.")
-@click.option("--images", required=True, type=click.Path(exists=True),
-              help="Images the pairs refer to: lfw.tgz, vggface2_test.tar.gz, or a folder of identity folders.")
-@click.option("--pairs", required=True, metavar="FILE|generate",
-              help="LFW pairs.txt, or 'generate' to draw pairs from the identities of --images.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
-              help="Images per forward pass.")
-@click.option("--flip/--no-flip", default=False, show_default=True,
-              help="Average each embedding with that of the mirrored image.")
-@click.option("--baseline/--no-baseline", default=True, show_default=True,
-              help="Also score an untrained model of the same preset, for comparison.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the untrained baseline.")
-@click.option("--allow-missing", is_flag=True,
-              help="Skip and count pairs whose image is missing or undecodable instead of failing.")
-@click.option("--folds", default=LFW_FOLDS, show_default=True, type=click.IntRange(min=2),
-              help="Folds of generated pairs (--pairs generate).")
-@click.option("--pairs-per-fold", default=300, show_default=True, type=click.IntRange(min=1),
-              help="Matched (and as many mismatched) pairs per generated fold.")
-@click.option("--pairs-seed", default=0, show_default=True, type=int, help="Seed of generated pairs.")
-@click.option("--align/--no-align", default=None,
-              help="Align faces from 5 landmarks  [default: as the model's training data]")
-@click.option("--landmarks", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="loose_landmark_*.csv of the images (e.g. from `deepface landmarks`)  "
-                   "[default: run the face detector]")
-@click.option("--no-face", type=click.Choice(NO_FACE_CHOICES), default="skip", show_default=True,
-              help="When no face is found: the image is unusable (skip), or use its centre crop.")
-def command(model_dir, images, pairs, out_dir, **options) -> None:
-    """Measure face verification of a trained model on LFW-style pairs; write metrics and a report to OUT."""
-    result = evaluate(model_dir, images, pairs, out_dir, **options)
-    warnings = "".join(f"; WARNING: {warning}" for warning in result["warnings"])
-    click.echo(f"{_headline(result['summary'])}; report: {Path(out_dir) / 'report.html'}{warnings}")

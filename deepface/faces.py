@@ -48,6 +48,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deepface.errors import DeepFaceError
+from deepface.settings import NO_FACE_CHOICES
 
 # Formats every stage reads (Pillow's names); MPO is the multi-picture JPEG many phones write.
 FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF")
@@ -61,7 +62,6 @@ MAX_DECODED_PIXELS = 4 * 89_478_485
 # frame keeps ~100 px, plenty for the detector; MTCNN's time grows with the pixels: a 3000 x 4000 photo
 # decoded at 1/2 took 1.3 s, at 1/4 ~0.4 s); the face is then cut from a decode as fine as it needs.
 DETECT_SIDE = 640
-NO_FACE_CHOICES = ("skip", "center-crop")
 
 # ArcFace's template for 112 x 112 (insightface arcface_dst), pixel centres at integers.
 _TEMPLATE_112 = np.array([

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from deepface.errors import DeepFaceError
+
 
 def is_remote(path: str | os.PathLike) -> bool:
     """True for URIs that need tf.io.gfile (gs://, s3://, ...)."""
@@ -31,6 +33,25 @@ def local_path(path: str | os.PathLike) -> Path:
 def tf_path(path: str | os.PathLike) -> str:
     """A path string tf.io understands: remote URIs as they are, file:// URIs as local paths."""
     return str(path) if is_remote(path) else str(local_path(path))
+
+
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file: local, file:// or remote (through tf.io.gfile).
+
+    Raises:
+        DeepFaceError: no such file, naming it as `tf_path` writes it.
+    """
+    if is_remote(path):
+        import tensorflow as tf  # lazy: only remote reads need it
+
+        if not tf.io.gfile.exists(str(path)):
+            raise DeepFaceError(f"Image file {path} does not exist: check the path.")
+        with tf.io.gfile.GFile(str(path), "rb") as handle:
+            return handle.read()
+    local = local_path(path)
+    if not local.is_file():
+        raise DeepFaceError(f"Image file {local} does not exist: check the path.")
+    return local.read_bytes()
 
 
 @contextlib.contextmanager

@@ -9,254 +9,50 @@ Output directory:
 
 The identity of an image is the name of its parent folder: ``n000002/0001_01.jpg`` in a list,
 ``train/n000002/0001_01.jpg`` in an archive or directory. Archives are read as a stream of member
-names (nothing is extracted, and the image bytes are never read). The same input gives the same bytes.
-
-This module also holds what the tfrecords stage shares with it: `iter_members`, one way to walk the
-files of an archive or directory in a fixed order, and the rules that name an image and its identity.
+names (nothing is extracted, and the image bytes are never read; see `deepface.archives`). The same input
+gives the same bytes.
 """
 
 from __future__ import annotations
 
-import bz2
 import collections
-import contextlib
 import dataclasses
-import functools
-import gzip
 import logging
-import lzma
 import os
 import posixpath
 import re
-import tarfile
-import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
-import click
 from tqdm import tqdm
 
+from deepface.archives import (
+    MAX_EXAMPLES,
+    NO_IDENTITY_FOLDER,
+    NOT_AN_IMAGE,
+    Member,
+    check_source,
+    display_name,
+    identity_of,
+    is_image_name,
+    iter_members,
+)
 from deepface.contracts import remove_manifest, write_manifest
 from deepface.errors import DeepFaceError
-from deepface.files import hash_file, is_remote, local_path, write_text
+from deepface.files import hash_file, local_path, write_text
 
 logger = logging.getLogger(__name__)
 
 CLASSES_FILE = "classes.txt"
 COUNTS_FILE = "class_counts.tsv"
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-ARCHIVE_NAME = re.compile(r"\.(tar|tar\.gz|tgz|tar\.bz2|tbz2?|tar\.xz|txz)$", re.IGNORECASE)
 # Characters an identity id cannot hold: classes.txt is one id per line, class_counts.tsv is tab-separated.
 _FORBIDDEN_IN_IDENTITY = re.compile(r"[\t\n\r]")
-MAX_EXAMPLES = 10  # example names kept in manifests and error messages
-
-# Why a file of an archive or directory does not count as an image of an identity.
-NOT_AN_IMAGE = "not an image file name"
-NO_IDENTITY_FOLDER = "no identity folder"
 
 
 # --------------------------------------------------------------------------------------------------
-# Walking a source (shared with deepface.tfrecords)
+# Collecting the images of each identity
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Member:
-    """One file of an archive or directory.
-
-    Attributes:
-        name: POSIX path inside the source, e.g. ``train/n000002/0001_01.jpg`` (no leading ``./``).
-        size: size in bytes.
-        read: returns the file's bytes. For a tar stream it works only until the next member is
-            produced, and at most once.
-        problem: why the entry must not be read (a link or device, an absolute or ``..`` name, a file
-            name that is not UTF-8), or None; such entries are counted as ignored by every stage.
-    """
-
-    name: str
-    size: int
-    read: Callable[[], bytes]
-    problem: str | None = None
-
-
-def check_source(source: str | os.PathLike) -> tuple[Path, str]:
-    """The local path of ``source`` and its kind: ``"directory"``, ``"archive"`` or ``"list"``.
-
-    A tar archive is recognised by its name (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz), so that a
-    stream such as a named pipe works too, or else by its content.
-    """
-    if is_remote(source):
-        raise DeepFaceError(
-            f"Source {source} is remote: copy it first with `deepface fetch` (on Vertex AI, use the "
-            "/gcs/BUCKET/... path of the mounted bucket)."
-        )
-    path = local_path(source)
-    if not path.exists():
-        raise DeepFaceError(f"Source {source} does not exist: pass an image list, a tar archive or a directory.")
-    if path.is_dir():
-        return path, "directory"
-    if ARCHIVE_NAME.search(path.name) or (path.is_file() and tarfile.is_tarfile(path)):
-        return path, "archive"
-    return path, "list"
-
-
-def iter_members(source: str | os.PathLike) -> Iterator[Member]:
-    """Yields the regular files of a tar archive (read as one stream) or a directory, in a fixed order.
-
-    Archive members come in archive order (any compression tarfile knows, mode ``r|*``: nothing is
-    extracted and the archive is read once); directory files in sorted path order, named relative to
-    the directory. Directories, links and other special members are left out.
-
-    Raises:
-        DeepFaceError: the source is missing, a list rather than an archive or directory, or the
-            archive is corrupt or truncated.
-    """
-    path, kind = check_source(source)
-    if kind == "directory":
-        yield from _directory_members(path)
-    elif kind == "archive":
-        yield from _archive_members(path)
-    else:
-        raise DeepFaceError(
-            f"Source {source} is neither a tar archive nor a directory: pass the image archive "
-            "(e.g. vggface2_train.tar.gz) or a directory of identity folders."
-        )
-
-
-def display_name(name: str) -> str:
-    """``name`` printable and JSON-safe: bytes that are not UTF-8 (surrogate escapes) shown as ``\\xNN``."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _name_problem(name: str) -> str | None:
-    parts = name.split("/")
-    if name.startswith("/") or ".." in parts:
-        return "unsafe name (absolute or '..'): never read"
-    try:
-        parts[-1].encode("utf-8")
-    except UnicodeEncodeError:
-        return "file name is not UTF-8"
-    return None
-
-
-def _unreadable(name: str) -> Callable[[], bytes]:
-    def read() -> bytes:
-        raise DeepFaceError(f"{display_name(name)} is not a regular file with a safe name: it is never read")
-    return read
-
-
-def _directory_members(root: Path) -> Iterator[Member]:
-    for directory, subdirectories, files in os.walk(root):
-        subdirectories.sort()
-        for file_name in sorted(files):
-            path = os.path.join(directory, file_name)
-            if not os.path.isfile(path):
-                continue
-            name = os.path.relpath(path, root).replace(os.sep, "/")
-            problem = _name_problem(name)
-            if problem:
-                yield Member(display_name(name), 0, _unreadable(name), problem)
-            else:
-                yield Member(name, os.path.getsize(path), functools.partial(_read_file, path))
-
-
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
-
-
-_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError)
-
-
-def _archive_error(path: Path, count: int, error: Exception) -> DeepFaceError:
-    return DeepFaceError(
-        f"Cannot read archive {path} after {count} members ({type(error).__name__}: {error}): it is "
-        "truncated, corrupt or not a tar archive. Copy it again (`deepface fetch` verifies its MD5)."
-    )
-
-
-_DECOMPRESSORS = {  # magic -> reader over an open binary file
-    b"\x1f\x8b": lambda handle: gzip.GzipFile(fileobj=handle, mode="rb"),
-    b"BZh": bz2.BZ2File,
-    b"\xfd7zXZ\x00": lzma.LZMAFile,
-}
-
-
-class _CountingReader:
-    """A read-only stream that counts the bytes read through it (tarfile's ``r|`` mode only calls read)."""
-
-    def __init__(self, raw):
-        self.raw, self.bytes_read = raw, 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.bytes_read += len(data)
-        return data
-
-
-@contextlib.contextmanager
-def _open_decompressed(path: Path):
-    """The archive's tar bytes, through Python's gzip/bz2/lzma readers: unlike tarfile's own stream
-    decoder, they check the checksum and length trailer (at the end of the stream). The file is opened
-    once and its magic peeked, so a named pipe works too."""
-    with open(path, "rb") as handle:
-        magic = handle.peek(6)[:6]
-        decompressor = next((cls for prefix, cls in _DECOMPRESSORS.items() if magic.startswith(prefix)), None)
-        if decompressor is None:
-            yield handle
-        else:
-            with decompressor(handle) as stream:
-                yield stream
-
-
-def _archive_members(path: Path) -> Iterator[Member]:
-    count = 0
-    try:
-        with _open_decompressed(path) as raw:
-            stream = _CountingReader(raw)
-            with tarfile.open(fileobj=stream, mode="r|") as archive:
-                for info in archive:
-                    count += 1
-                    if info.isdir():
-                        continue
-                    problem = _name_problem(info.name) or (None if info.isfile() else
-                                                           "not a regular file (link or device): never followed")
-                    if problem:
-                        yield Member(display_name(info.name), 0, _unreadable(info.name), problem)
-                        continue
-                    name = posixpath.normpath(info.name)
-                    yield Member(name, info.size, functools.partial(_read_archive_member, archive, info, path))
-                # tarfile stops quietly at a damaged or missing header: read to the true end, so the
-                # decompressor checks its trailer, and require the end-of-archive (zero) block.
-                while stream.read(1 << 20):
-                    pass
-                if stream.bytes_read < archive.offset + tarfile.BLOCKSIZE:
-                    raise tarfile.ReadError("the archive ends without its end-of-archive marker")
-    except _ARCHIVE_ERRORS as error:
-        raise _archive_error(path, count, error) from error
-
-
-def _read_archive_member(archive: tarfile.TarFile, info: tarfile.TarInfo, path: Path) -> bytes:
-    try:
-        return archive.extractfile(info).read()
-    except _ARCHIVE_ERRORS as error:
-        raise _archive_error(path, 0, error) from error
-
-
-def is_image_name(name: str) -> bool:
-    """True when a file name looks like an image (by its suffix; hidden files such as ``._x.jpg`` are not)."""
-    base = posixpath.basename(name)
-    return not base.startswith(".") and posixpath.splitext(base)[1].lower() in IMAGE_SUFFIXES
-
-
-def identity_of(name: str) -> str | None:
-    """The identity of an image: the name of its parent folder (``train/n000002/1.jpg`` -> ``n000002``).
-
-    None when the image has no parent folder.
-    """
-    parent = posixpath.basename(posixpath.dirname(name))
-    return parent or None
 
 
 def _check_identity(identity: str, where: str) -> None:
@@ -272,11 +68,6 @@ def _check_identity(identity: str, where: str) -> None:
             f"{where}: identity folder {identity!r} has a tab, a line break or surrounding spaces, which "
             "classes.txt cannot hold: rename the folder."
         )
-
-
-# --------------------------------------------------------------------------------------------------
-# Collecting the images of each identity
-# --------------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -455,13 +246,3 @@ def load_classes(labels_dir: str | os.PathLike) -> list[str]:
             )
         first_line[identity] = number
     return lines
-
-
-@click.command("labels")
-@click.option("--source", required=True,
-              help="Image list (train_list.txt), tar archive (vggface2_train.tar.gz) or directory of identity folders.")
-@click.option("--out", "out_dir", required=True, help="Output directory: classes.txt, class_counts.tsv, manifest.json.")
-def command(source: str, out_dir: str) -> None:
-    """Build the class map: sorted identity ids (class id = line index) and images per identity."""
-    manifest = build_labels(source, out_dir)
-    click.echo(f"{manifest['num_classes']} classes, {manifest['num_images']} images -> {out_dir}")

@@ -184,6 +184,6 @@ def load_embedding_model(model_dir: str | Path) -> tuple[keras.Model, dict]:
     model_dir = Path(model_dir)
     path = model_dir / "embedding.keras"
     if not path.exists():
-        raise DeepFaceError(f"{path} not found: --model must be a model directory written by `deepface train`")
+        raise DeepFaceError(f"{path} not found: model_dir must be a model directory written by `deepface train`")
     metadata = read_json(model_dir / "metadata.json") if (model_dir / "metadata.json").exists() else {}
     return keras.saving.load_model(path, compile=False), metadata

@@ -14,50 +14,33 @@ directory of ``deepface evaluate`` for this model, whose ``threshold.json`` hold
 accuracy on the evaluation pairs for every score, and whether flip test-time augmentation was used (verify
 then does the same). The threshold is kept with the evaluation rather than written into the model
 directory, which stays as training wrote it; verify refuses a threshold.json computed for a different
-``embedding.keras`` (sha256), since a threshold means nothing for another model.
+``embedding.keras`` (sha256; `deepface.api.load_threshold`), since a threshold means nothing for another
+model.
 
 Scores: ``cosine`` (default; same when >= threshold), ``l2`` and ``chi2`` (distances; same when <=), as in
-``deepface.evaluate.SCORES``.
+``deepface.scoring.SCORES``.
+
+The images go through the Python API (`deepface.api.load`, `deepface.api.FaceVerifier.verify`), so the
+command, the API and the evaluation see the same crops and embeddings.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import click
-import numpy as np
 
 from deepface import files
+from deepface.api import load
 from deepface.errors import DeepFaceError
-from deepface.evaluate import PRIMARY_SCORE, SCORES, decide, merge_views, model_views
-from deepface.faces import NO_FACE_CHOICES, aligned_for
+from deepface.faces import NO_FACE_CHOICES
+from deepface.scoring import PRIMARY_SCORE, SCORES
 
 logger = logging.getLogger(__name__)
 
 # Exit code of `deepface verify` when the images show different people (0: same; 1: user error; 2: usage).
 EXIT_DIFFERENT = 3
-
-
-def load_threshold(evaluation_dir: str | os.PathLike, score: str, model_sha256: str) -> tuple[float, bool]:
-    """The threshold of ``score`` and the flip setting saved by ``deepface evaluate`` in ``evaluation_dir``.
-
-    Raises:
-        DeepFaceError: if threshold.json is absent, lacks the score, or belongs to another model.
-    """
-    path = Path(evaluation_dir) / "threshold.json"
-    if not path.exists():
-        raise DeepFaceError(f"{path} not found: --evaluation must be an output directory of `deepface evaluate`.")
-    saved = files.read_json(path)
-    if saved.get("model_sha256") != model_sha256:
-        raise DeepFaceError(
-            f"{path} was computed for another model (embedding.keras sha256 {saved.get('model_sha256')}); "
-            "evaluate this model, or pass --threshold."
-        )
-    if score not in saved.get("thresholds", {}):
-        raise DeepFaceError(f"{path} has no threshold for score {score!r}; pass --threshold.")
-    return float(saved["thresholds"][score]["threshold"]), bool(saved.get("flip", False))
 
 
 def verify(
@@ -92,33 +75,16 @@ def verify(
         DeepFaceError: bad parameters, an unreadable image or one without a face, a threshold.json of
             another model.
     """
-    from deepface.data import load_image_file
-    from deepface.model import load_embedding_model
-
     if score not in SCORES:
         raise DeepFaceError(f"unknown score {score!r}; choose one of {sorted(SCORES)}.")
     if threshold is None and evaluation_dir is None:
         raise DeepFaceError(
             "no threshold: pass --threshold T or --evaluation DIR (an output of `deepface evaluate`)."
         )
-    model, metadata = load_embedding_model(model_dir)
-    align = aligned_for(metadata, align)
-    if threshold is None:
-        threshold, evaluated_flip = load_threshold(evaluation_dir, score,
-                                                   files.hash_file(Path(model_dir) / "embedding.keras"))
-        flip = evaluated_flip if flip is None else flip
-    image_size = int(model.input_shape[1])
-    detector = None
-    if align:
-        from deepface.detect import FaceDetector
-
-        detector = FaceDetector()
-    batch = np.stack([load_image_file(image, image_size, align=align, detector=detector, no_face=no_face)
-                      for image in (image1, image2)])
-    left, right = merge_views(model_views(model, batch, bool(flip)))
-    value, same = decide(score, left, right, threshold)
-    return {"score": score, "value": value, "threshold": float(threshold), "same": bool(same), "flip": bool(flip),
-            "align": align}
+    verifier = load(model_dir, evaluation_dir if threshold is None else None, threshold=threshold, score=score,
+                    flip=flip, align=align, no_face=no_face)
+    verifier.no_face_hint = "--no-face center-crop"
+    return verifier.verify(image1, image2)
 
 
 @click.command("verify")

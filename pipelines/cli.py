@@ -1,7 +1,12 @@
-"""``python -m pipelines``: compile, submit, upload, schedule, submit-kfp, run-local.
+"""``python -m pipelines``: compile, submit, upload, schedule, submit-kfp, run-local, demo.
 
 Every command that sends the pipeline somewhere compiles it first (or takes ``--template``), checks
 parameters and options, and only then makes a request. User errors print one line, no traceback.
+
+``demo`` is the main job (``make demo``): ``run-local`` under its own name, with the same options and
+defaults (the embedded synthetic data). The terminal shows each stage's progress, results and status, then
+the report; all of the tasks' output is in the log file the report names, and on the terminal too with
+``-v``.
 """
 
 from __future__ import annotations
@@ -193,12 +198,12 @@ def schedule_command(options, template, params, enable_caching, service_account,
 @compile_options
 def upload_command(options, host, project, region, repository, tags, template) -> None:
     """Upload the pipeline template to Artifact Registry, to start runs from the Vertex AI console."""
-    from components.image import IMAGE
+    from components.image import image_reference
     from pipelines.submit import registry_host, upload_template
     from pipelines.submit import template as open_template
 
     url = registry_host(host, project, region, repository)
-    tags = tags or (IMAGE.rsplit(":", 1)[-1],)
+    tags = tags or (image_reference().rsplit(":", 1)[-1],)
     with open_template(template, options) as spec:
         package, version, template_url = upload_template(spec, url, tags)
     click.echo(f"uploaded {package} {version} tags {', '.join(tags)}")
@@ -232,22 +237,43 @@ def submit_kfp_command(options, host, namespace, experiment, run_name, pipeline_
     click.echo(f"run {run_id}: {url}")
 
 
+def local_run_options(command):
+    """Options of a run on this machine (run-local, demo): parameters, pipeline root, caching, verbosity."""
+    options = [
+        click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help=PARAM_HELP),
+        click.option("--pipeline-root", default="local_outputs", show_default=True, type=click.Path(file_okay=False),
+                     help="Local folder for the outputs and the cache."),
+        click.option("--cache/--no-cache", "enable_caching", default=True, show_default=True,
+                     help="Reuse unchanged tasks' outputs."),
+        click.option("-v", "--verbose", is_flag=True,
+                     help="Show every line the tasks print (the run's log under PIPELINE_ROOT/logs/ has them all)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command("run-local")
-@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help=PARAM_HELP)
-@click.option("--pipeline-root", default="local_outputs", show_default=True, type=click.Path(file_okay=False),
-              help="Local folder for the outputs and the cache.")
-@click.option("--cache/--no-cache", "enable_caching", default=True, show_default=True,
-              help="Reuse unchanged tasks' outputs.")
-@click.option("-v", "--verbose", is_flag=True,
-              help="Show every line the tasks print (the run's log under PIPELINE_ROOT/logs/ has them all).")
+@local_run_options
 def run_local_command(params, pipeline_root, enable_caching, verbose) -> None:
     """Run the whole pipeline here with kfp.local (default: the embedded synthetic data)."""
     run_local_and_report(params, pipeline_root=pipeline_root, enable_caching=enable_caching, verbose=verbose)
 
 
+@main.command("demo")
+@local_run_options
+def demo_command(params, pipeline_root, enable_caching, verbose) -> None:
+    """The main job (`make demo`): the whole pipeline here on the embedded synthetic data, then the report.
+
+    The same as run-local: synth, fetch, labels, tfrecords, train and evaluate run through kfp.local; a
+    rerun with the same parameters is served from the cache.
+    """
+    run_local_and_report(params, pipeline_root=pipeline_root, enable_caching=enable_caching, verbose=verbose)
+
+
 def run_local_and_report(params=(), *, pipeline_root: str = "local_outputs", enable_caching: bool = True,
                          verbose: bool = False):
-    """Run locally and print where each artifact landed and the evaluation summary (also `deepface demo`);
+    """Run locally and print where each artifact landed and the evaluation summary (run-local and demo);
     ``verbose`` shows every line the tasks print (all of them are in the run's log either way)."""
     from pipelines.local import pipeline_spec_dict, run_local
     from pipelines.params import parse_overrides

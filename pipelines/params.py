@@ -13,6 +13,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from deepface.errors import DeepFaceError
+from deepface.settings import (
+    EvaluateSettings,
+    PipelineSettings,
+    SettingError,
+    SynthSettings,
+    TfrecordsSettings,
+    TrainSettings,
+)
 
 _LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
@@ -93,30 +101,26 @@ def check_parameters(spec: Mapping[str, Any], values: Mapping[str, Any]) -> dict
     return check_ranges(checked)
 
 
-# Pipeline parameters checked with `deepface.train.check_options` (same name there).
-_TRAIN_OPTIONS = ("epochs", "batch_size", "learning_rate", "optimizer", "validation_fraction")
-_AT_LEAST_ONE = ("synthetic_identities", "synthetic_images_per_identity")
-# Parameters whose "" or 0 means the preset's recipe (deepface.config.RECIPES).
-_PRESET_DEFAULTED = ("batch_size", "learning_rate", "optimizer")
+# Where each pipeline parameter's default, range and description come from: the first of these settings
+# classes with a field of its name, or the field named in PIPELINE_RENAMED (`components.parameters`).
+PIPELINE_SETTINGS = (PipelineSettings, TrainSettings, TfrecordsSettings, EvaluateSettings)
+PIPELINE_RENAMED = {"data_seed": (SynthSettings, "seed"), "train_seed": (TrainSettings, "seed")}
 
 
 def check_ranges(values: Mapping[str, Any]) -> dict[str, Any]:
-    """``values`` if each is in its range (a known preset, epochs >= 1, ...), with the same rules as the
-    stages themselves, so that a bad value fails before submission rather than in a task minutes later."""
-    from deepface.config import check_options, get_config, unset_to_none  # no TensorFlow
+    """``values`` if each is allowed by its settings field (a known preset, epochs >= 1, ...: the rules the
+    stages apply themselves), so that a bad value fails before submission rather than in a task minutes
+    later; "" and 0 stand for None where the field's default is None (the preset's recipe, ...)."""
+    from components.parameters import settings_field
 
-    if "preset" in values:
-        get_config(values["preset"])
-    for name in _TRAIN_OPTIONS:
-        if name in values and not (name in _PRESET_DEFAULTED and unset_to_none(values[name]) is None):
-            try:
-                check_options(**{name: values[name]})
-            except DeepFaceError:
-                raise DeepFaceError(f"pipeline parameter {name}={values[name]!r} is out of range "
-                                    f"(see `deepface train --help`)") from None
-    for name in _AT_LEAST_ONE:
-        if name in values and values[name] < 1:
-            raise DeepFaceError(f"pipeline parameter {name}={values[name]!r} is out of range: use 1 or more")
+    for name, value in values.items():
+        field = settings_field(name, PIPELINE_SETTINGS, PIPELINE_RENAMED)
+        if field is None or (field.default is None and value in ("", 0) and value is not False):
+            continue
+        try:
+            field.check(value)
+        except SettingError as error:
+            raise DeepFaceError(f"pipeline parameter {name}={value!r}: {error.problem}") from None
     return dict(values)
 
 

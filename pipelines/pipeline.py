@@ -14,9 +14,16 @@ on Vertex AI, not under kfp.local.
 Caching is on for every task: a task reruns only when its parameters, its input artifacts, its component
 code or the image change, so train and evaluate rerun exactly when their inputs (or their own
 parameters) change.
+
+The image: the components name a placeholder (`components.image.PLACEHOLDER`); `make_pipeline` computes
+the project image's reference (`components.image.image_reference`) and sets it on every task, so that
+importing the components runs no git and every template and local run names the real, immutable image.
+
+Each component has the name of the ``deepface`` function it calls (``components.train.train`` calls
+``deepface.train.train``); its task keeps the stage's display name (`STAGES`).
 """
 
-
+import copy
 import dataclasses
 import re
 from typing import NamedTuple
@@ -24,13 +31,16 @@ from typing import NamedTuple
 from kfp import compiler, dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Metrics, Model
 
-from components.evaluate import evaluate_model
-from components.fetch import fetch_data
-from components.labels import build_labels
-from components.synth import synth_data
-from components.tfrecords import build_tfrecords
-from components.train import train_model
+import components.evaluate
+import components.fetch
+import components.labels
+import components.synth
+import components.tfrecords
+import components.train
+from components.image import image_reference
+from components.parameters import takes_settings
 from deepface.errors import DeepFaceError
+from pipelines.params import PIPELINE_RENAMED, PIPELINE_SETTINGS
 
 PIPELINE_NAME = "deepface-pipeline"
 TRAINING_BACKENDS = ("pipeline", "custom-job")
@@ -104,14 +114,22 @@ class CompileOptions:
         return self
 
 
-def _train_component(options: CompileOptions):
-    """The training component: the plain one, or wrapped as a Vertex AI custom training job."""
+def _with_image(component, image: str):
+    """A copy of ``component`` whose container runs ``image`` (the components name a placeholder)."""
+    bound = copy.deepcopy(component)
+    bound.component_spec.implementation.container.image = image
+    return bound
+
+
+def _train_component(options: CompileOptions, image: str):
+    """The training component: the plain one (its task gets the image), or wrapped as a Vertex AI custom
+    training job, whose task runs Google's launcher and whose worker pool runs ``image``."""
     if options.training == "pipeline":
-        return train_model
+        return components.train.train
     from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
 
     return create_custom_training_job_from_component(
-        train_model,
+        _with_image(components.train.train, image),
         display_name="deepface-train",
         machine_type=options.machine_type,
         accelerator_type=options.accelerator,
@@ -122,9 +140,10 @@ def _train_component(options: CompileOptions):
     )
 
 
-def _set_resources(task: dsl.PipelineTask, stage: str) -> dsl.PipelineTask:
+def _configure(task: dsl.PipelineTask, stage: str, image: str) -> dsl.PipelineTask:
+    """The stage's display name, resources (`STAGE_RESOURCES`) and the project image."""
     cpu, memory = STAGE_RESOURCES[stage]
-    return task.set_display_name(stage).set_cpu_limit(cpu).set_memory_limit(memory)
+    return task.set_display_name(stage).set_cpu_limit(cpu).set_memory_limit(memory).set_container_image(image)
 
 
 class Outputs(NamedTuple):
@@ -144,76 +163,54 @@ class Outputs(NamedTuple):
 def make_pipeline(options: CompileOptions = CompileOptions()):
     """The pipeline function for these compile options (see the module docstring)."""
     options.check()
-    train_component = _train_component(options)
+    image = image_reference()
+    train_component = _train_component(options, image)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Train DeepFace (Taigman et al., 2014) and evaluate it on LFW-style face verification.",
     )
+    @takes_settings(*PIPELINE_SETTINGS, renamed=PIPELINE_RENAMED)
     def deepface_pipeline(
-        data_uri: str = "",
-        verification_images: str = "lfw.tgz",
-        verification_pairs: str = "pairs.txt",
-        preset: str = "tiny",
-        epochs: int = 15,
-        batch_size: int = 0,
-        learning_rate: float = 0.0,
-        optimizer: str = "",
-        validation_fraction: float = 0.0,
-        augment: bool = False,
-        flip: bool = False,
-        align: bool = True,
-        landmarks: str = "bb_landmark.tar.gz",
-        verification_landmarks: str = "lfw_landmarks.csv",
-        synthetic_identities: int = 24,
-        synthetic_images_per_identity: int = 24,
-        data_seed: int = 0,
-        train_seed: int = 0,
+        data_uri: str,
+        training_images: str,
+        landmarks: str,
+        verification_images: str,
+        verification_pairs: str,
+        verification_landmarks: str,
+        synthetic_identities: int,
+        synthetic_images_per_identity: int,
+        data_seed: int,
+        preset: str,
+        epochs: int,
+        batch_size: int,
+        learning_rate: float,
+        optimizer: str,
+        validation_fraction: float,
+        augment: bool,
+        train_seed: int,
+        align: bool,
+        flip: bool,
     ) -> Outputs:
         """DeepFace: fetch data, build labels and TFRecords, train, evaluate face verification.
 
-        Args:
-            data_uri: folder (gs://bucket/path/, https://host/path/ with an MD5SUMS file, or a local path)
-                holding vggface2_train.tar.gz, train_list.txt, lfw.tgz and pairs.txt under their release
-                names; empty: the embedded synthetic dataset.
-            verification_images: archive of the data folder whose faces are paired for evaluation:
-                lfw.tgz, or vggface2_test.tar.gz (identities never seen in training).
-            verification_pairs: pairs file of the data folder (LFW pairs.txt format), or "generate" to
-                draw 10 folds of pairs from the identities of verification_images.
-            preset: model size: tiny (80 px), small (96 px) or paper (152 px, the published network).
-            epochs: training epochs (the paper: about 15).
-            batch_size: global training batch size; 0: the preset's (paper 128, tiny and small 32).
-            learning_rate: initial learning rate; for sgd it is for a batch of 128 and scaled linearly with
-                batch_size, for adam it is used as given; 0: the preset's (paper 0.01, tiny and small 0.001).
-            optimizer: sgd (the paper's, with momentum 0.9) or adam; empty: the preset's (paper sgd, tiny
-                and small adam, which makes them learn in a few hundred steps).
-            validation_fraction: share of the TFRecord shards held out to monitor validation loss.
-            augment: random flips and crops while training.
-            flip: average each test embedding with that of the mirrored face.
-            align: cut every face out aligned from its 5 landmarks (eyes, nose, mouth corners), for
-                training and evaluation alike, as the paper does (2D alignment); false: whole frames.
-            landmarks: landmarks of the training images in the data folder: VGGFace2's
-                bb_landmark.tar.gz; if absent, a face detector finds them (slow on millions of images).
-            verification_landmarks: landmarks of the verification images in the data folder: a CSV written
-                by `deepface landmarks` for lfw.tgz, or bb_landmark.tar.gz for vggface2_test.tar.gz; if
-                absent, a face detector finds them.
-            synthetic_identities: identities of the synthetic training set (data_uri empty only).
-            synthetic_images_per_identity: images per synthetic identity (data_uri empty only).
-            data_seed: seed of the synthetic data and of generated verification pairs.
-            train_seed: seed of the weights, dropout, data order and augmentation.
+        The parameters (the run form) are settings of `deepface.settings`: the pipeline's own
+        (`PipelineSettings`) and the stages' (train_seed is `TrainSettings.seed`, data_seed seeds the
+        synthetic data and generated verification pairs); their defaults and descriptions come from there.
+        align applies to training and evaluation alike.
         """
-        synth = _set_resources(synth_data(
+        synth = _configure(components.synth.make_synthetic_dataset(
             data_uri=data_uri, train_identities=synthetic_identities,
             test_identities=synthetic_identities, lfw_identities=synthetic_identities,
             images_per_identity=synthetic_images_per_identity, seed=data_seed,
-        ), "synth")
+        ), "synth", image)
         # No task retry: fetch itself resumes interrupted transfers, and a retry would not fix bad input.
-        fetch = _set_resources(fetch_data(synthetic=synth.outputs["data"], data_uri=data_uri), "fetch")
-        labels = _set_resources(build_labels(data=fetch.outputs["data"]), "labels")
-        tfrecords = _set_resources(build_tfrecords(
-            data=fetch.outputs["data"], labels=labels.outputs["labels"], preset=preset, align=align,
-            landmarks=landmarks,
-        ), "tfrecords")
+        fetch = _configure(components.fetch.fetch(synthetic=synth.outputs["data"], data_uri=data_uri), "fetch", image)
+        labels = _configure(components.labels.build_labels(data=fetch.outputs["data"]), "labels", image)
+        tfrecords = _configure(components.tfrecords.build_tfrecords(
+            data=fetch.outputs["data"], labels=labels.outputs["labels"], preset=preset, source=training_images,
+            align=align, landmarks=landmarks,
+        ), "tfrecords", image)
         train = train_component(
             tfrecords=tfrecords.outputs["tfrecords"], labels=labels.outputs["labels"], preset=preset,
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, optimizer=optimizer,
@@ -222,14 +219,14 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
         if options.train_retries:
             train.set_retry(num_retries=options.train_retries, backoff_duration="60s")
         if options.training == "pipeline":
-            train.set_cpu_limit(options.train_cpu).set_memory_limit(options.train_memory)
+            train.set_cpu_limit(options.train_cpu).set_memory_limit(options.train_memory).set_container_image(image)
             if options.accelerator:
                 train.set_accelerator_type(options.accelerator).set_accelerator_limit(options.accelerator_count)
-        evaluate = _set_resources(evaluate_model(
+        evaluate = _configure(components.evaluate.evaluate(
             model=train.outputs["model"], data=fetch.outputs["data"], images=verification_images,
             pairs=verification_pairs, flip=flip, pairs_seed=data_seed, align=align,
             landmarks=verification_landmarks,
-        ), "evaluate")
+        ), "evaluate", image)
         return Outputs(
             synthetic=synth.outputs["data"], data=fetch.outputs["data"], labels=labels.outputs["labels"],
             tfrecords=tfrecords.outputs["tfrecords"], model=train.outputs["model"],

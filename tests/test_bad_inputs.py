@@ -497,22 +497,32 @@ def test_invalid_stage_parameters_are_errors_naming_them(sandbox, trained):
     out = sandbox.out("stage")
     train = ["train", "--tfrecords", records, "--labels", labels, "--out", out, "--preset", "tiny"]
     tfrecords = ["tfrecords", "--source", archive, "--labels", labels, "--out", out]
-    cases = [
-        (tfrecords + ["--split", "../../escape"], "split='../../escape'"),
-        (tfrecords + ["--image-size", "0"], "image_size=0"),
-        (tfrecords + ["--max-bad-fraction", "2"], "max_bad_fraction=2"),
-        (tfrecords + ["--jpeg-quality", "101"], "jpeg_quality=101"),
-        (tfrecords + ["--workers", "0"], "workers=0"),
-        (["fetch", "--source", "ftp://host/a.tgz", "--out", out], "unsupported source"),
-        (["fetch", "--source", archive, "--out", out, "--md5", "xyz"], "--md5 'xyz'"),
-        (["fetch", "--source", archive, "--out", "gs://bucket/out"], "--out gs://bucket/out"),
-        (["labels", "--source", sandbox.inputs / "missing.tar.gz", "--out", out], "missing.tar.gz"),
-        (train + ["--epochs", "0"], "--epochs 0"),
-        (train + ["--learning-rate", "-1"], "--learning-rate -1"),
-        (train + ["--validation-fraction", "1.5"], "--validation-fraction 1.5"),
-        (train + ["--steps-per-epoch", "0"], "--steps-per-epoch 0"),
+    # Values out of their settings' range: usage errors (exit 2) naming the flag, before anything runs.
+    usage = [
+        (tfrecords + ["--split", "../../escape"], "--split"),
+        (tfrecords + ["--image-size", "0"], "--image-size"),
+        (tfrecords + ["--max-bad-fraction", "2"], "--max-bad-fraction"),
+        (tfrecords + ["--jpeg-quality", "101"], "--jpeg-quality"),
+        (tfrecords + ["--workers", "0"], "--workers"),
+        (tfrecords + ["--keep-original"], "--keep-original"),  # a rule between settings: needs --no-align
+        (["fetch", "--source", archive, "--out", out, "--md5", "xyz"], "--md5"),
+        (train + ["--epochs", "0"], "--epochs"),
+        (train + ["--learning-rate", "-1"], "--learning-rate"),
+        (train + ["--validation-fraction", "1.5"], "--validation-fraction"),
+        (train + ["--steps-per-epoch", "0"], "--steps-per-epoch"),
         (train + ["--batch-size", "0"], "--batch-size"),
-        (train + ["--batch-size", "100000"], "--batch-size"),
+    ]
+    for args, flag in usage:
+        result = sandbox.invoke(args, out)
+        assert result.exit_code == 2, result.output
+        assert f"Invalid value for '{flag}'" in result.output and "Traceback" not in result.output
+        assert not (out / "manifest.json").exists()
+    # Values that only the data can refute: user errors (exit 1) naming what is wrong.
+    cases = [
+        (["fetch", "--source", "ftp://host/a.tgz", "--out", out], "unsupported source"),
+        (["fetch", "--source", archive, "--out", "gs://bucket/out"], "gs://bucket/out"),
+        (["labels", "--source", sandbox.inputs / "missing.tar.gz", "--out", out], "missing.tar.gz"),
+        (train + ["--batch-size", "100000"], "batch_size"),
         (["train", "--tfrecords", records, "--labels", labels, "--out", out, "--preset", "small"], "small"),
         (["train", "--tfrecords", records, "--labels", other_labels, "--out", out, "--preset", "tiny"], "classes"),
         (["train", "--tfrecords", unfinished, "--labels", labels, "--out", out, "--preset", "tiny"], "unfinished"),

@@ -1,6 +1,7 @@
 """The `deepface` and `python -m pipelines` command lines: every subcommand resolves, help is cheap and lists
 the group's own commands, user errors are one line, -v debugs this project only."""
 
+import ast
 import logging
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def test_user_error_is_one_line_without_traceback():
 
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-PIPELINE_COMMANDS = {"compile", "submit", "upload", "schedule", "submit-kfp", "run-local"}
+PIPELINE_COMMANDS = {"compile", "submit", "upload", "schedule", "submit-kfp", "run-local", "demo"}
 
 
 def listed_commands(help_text: str) -> set[str]:
@@ -56,10 +57,35 @@ def test_pipelines_help_lists_its_own_commands_not_deepface_stages():
 
 
 def test_pipelines_does_not_know_deepface_stages():
-    result = subprocess.run([sys.executable, "-m", "pipelines", "demo"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "pipelines", "synth"], capture_output=True, text=True,
                             cwd=REPOSITORY, timeout=120)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "No such command 'demo'" in result.stderr
+    assert "No such command 'synth'" in result.stderr
+
+
+def test_the_demo_is_a_pipelines_command_not_a_deepface_one():
+    """The main job runs the pipeline, so it lives in pipelines/ (`python -m pipelines demo`, `make demo`)."""
+    assert "demo" not in COMMANDS and main.get_command(click.Context(main), "demo") is None
+    from pipelines.cli import main as pipelines_main
+
+    demo = pipelines_main.get_command(click.Context(pipelines_main), "demo")
+    run_local = pipelines_main.get_command(click.Context(pipelines_main), "run-local")
+    assert [p.name for p in demo.params] == [p.name for p in run_local.params]
+    assert [p.default for p in demo.params] == [p.default for p in run_local.params]
+
+
+def test_the_library_imports_neither_components_nor_pipelines_nor_kfp():
+    """Layers point one way: pipelines -> components -> deepface; the library imports none of the others."""
+    for path in sorted((REPOSITORY / "deepface").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] not in ("components", "pipelines", "kfp"), f"{path}: imports {name}"
 
 
 @pytest.mark.parametrize("stage", sorted(COMMANDS))

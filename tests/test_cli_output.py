@@ -115,7 +115,7 @@ def test_verify_help_documents_the_exit_codes():
 def test_a_model_below_its_baseline_gets_a_warning_naming_both_accuracies():
     (warning,) = evaluation_warnings({"accuracy": 0.55, "baseline_accuracy": 0.625})
     assert "0.5500" in warning and "0.6250" in warning and "\n" not in warning
-    for what in ("--epochs", "--learning-rate", "--preset"):
+    for what in ("epochs", "learning_rate", "preset"):
         assert what in warning
     assert evaluation_warnings({"accuracy": 0.625, "baseline_accuracy": 0.625}) == []
     assert evaluation_warnings({"accuracy": 0.7, "baseline_accuracy": 0.625}) == []

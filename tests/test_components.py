@@ -1,6 +1,8 @@
 """Each KFP component on small synthetic data: through kfp.local (the real executor, in subprocesses)
-where its inputs allow it, else through ``component.python_func`` with artifacts on local paths."""
+where its inputs allow it, else through ``component.python_func`` (called as the launcher calls it) with
+artifacts on local paths."""
 
+import inspect
 import json
 import os
 
@@ -8,12 +10,12 @@ import pytest
 from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Metrics, Model
 
-from components.evaluate import evaluate_model
-from components.fetch import fetch_data
+from components.evaluate import evaluate
+from components.fetch import fetch
 from components.labels import build_labels
-from components.synth import synth_data
+from components.synth import make_synthetic_dataset
 from components.tfrecords import build_tfrecords
-from components.train import train_model
+from components.train import train
 from pipelines.local import init_local
 
 # kfp.local's remark that the project image is not a "python" image: expected, tasks run in this environment.
@@ -29,6 +31,14 @@ def artifact(kind, path) -> dsl.Artifact:
     return kind(uri=str(path))
 
 
+def run(component, **arguments):
+    """Call the component's function as the KFP launcher does: every parameter passed, the ones not given
+    with the component's defaults (the source declares settings parameters without Python defaults)."""
+    bound = inspect.signature(component.python_func).bind(**arguments)
+    bound.apply_defaults()
+    return component.python_func(**bound.arguments)
+
+
 @pytest.fixture
 def local_session(tmp_path):
     init_local(tmp_path / "root", enable_caching=False)
@@ -36,28 +46,28 @@ def local_session(tmp_path):
 
 
 def test_synth_component_through_kfp_local(local_session):
-    task = synth_data(**SMALL_SYNTH)
+    task = make_synthetic_dataset(**SMALL_SYNTH)
     folder = task.outputs["data"].path
     assert set(os.listdir(folder)) == RELEASE_FILES
     assert folder.startswith(str(local_session))
 
 
 def test_synth_component_makes_nothing_when_data_is_given(local_session):
-    task = synth_data(data_uri="gs://faces-bucket/vggface2/", **SMALL_SYNTH)
+    task = make_synthetic_dataset(data_uri="gs://faces-bucket/vggface2/", **SMALL_SYNTH)
     assert os.listdir(task.outputs["data"].path) == []
 
 
 def test_synth_fetch_labels_chain_through_kfp_local(local_session):
     @dsl.pipeline(name="data-chain")
     def chain() -> Dataset:
-        synth = synth_data(**SMALL_SYNTH)
-        fetched = fetch_data(synthetic=synth.outputs["data"])
+        synth = make_synthetic_dataset(**SMALL_SYNTH)
+        fetched = fetch(synthetic=synth.outputs["data"])
         return build_labels(data=fetched.outputs["data"]).outputs["labels"]
 
     labels = chain().output
     classes = open(os.path.join(labels.path, "classes.txt"), encoding="utf-8").read().split()
     assert len(classes) == SMALL_SYNTH["train_identities"] and classes == sorted(classes)
-    fetched_dir = os.path.join(os.path.dirname(os.path.dirname(labels.path)), "fetch-data", "data")
+    fetched_dir = os.path.join(os.path.dirname(os.path.dirname(labels.path)), "fetch", "data")
     manifest = json.load(open(os.path.join(fetched_dir, "manifest.json"), encoding="utf-8"))
     assert set(manifest["files"]) == RELEASE_FILES
     assert {entry["verified"] for name, entry in manifest["files"].items() if name != "MD5SUMS"} == {"MD5SUMS"}
@@ -73,8 +83,8 @@ def test_fetch_component_reads_an_https_style_folder_with_a_header_from_the_envi
     http_server.required_header = ("X-Data-Token", "fetch-secret-62b1")
     monkeypatch.setenv("DATA_TOKEN_HEADER", "X-Data-Token: fetch-secret-62b1")
     data = artifact(Dataset, tmp_path / "data")
-    fetch_data.python_func(synthetic=artifact(Dataset, tmp_path / "unused"), data=data,
-                           data_uri=http_server.url("data/"), auth_header_env="DATA_TOKEN_HEADER")
+    run(fetch, synthetic=artifact(Dataset, tmp_path / "unused"), data=data,
+                      data_uri=http_server.url("data/"), auth_header_env="DATA_TOKEN_HEADER")
     for name in names:
         assert (tmp_path / "data" / name).read_bytes() == (synth_dir / name).read_bytes()
     manifest = (tmp_path / "data" / "manifest.json").read_text()
@@ -93,14 +103,14 @@ def stages(synth_dir, tmp_path_factory) -> dict:
         "evaluation": artifact(Dataset, out / "evaluation"), "metrics": artifact(Metrics, out / "metrics"),
         "roc": artifact(ClassificationMetrics, out / "roc"), "report": artifact(HTML, out / "report.html"),
     }
-    fetch_data.python_func(synthetic=artifact(Dataset, synth_dir), data=made["data"])
-    build_labels.python_func(data=made["data"], labels=made["labels"])
-    build_tfrecords.python_func(data=made["data"], labels=made["labels"], tfrecords=made["tfrecords"], preset="tiny")
-    train_model.python_func(tfrecords=made["tfrecords"], labels=made["labels"], model=made["model"], preset="tiny",
-                            epochs=1, batch_size=8, seed=0)
-    evaluate_model.python_func(model=made["model"], data=made["data"], evaluation=made["evaluation"],
-                               metrics=made["metrics"], roc=made["roc"], report=made["report"], batch_size=16,
-                               roc_points=20)
+    run(fetch, synthetic=artifact(Dataset, synth_dir), data=made["data"])
+    run(build_labels, data=made["data"], labels=made["labels"])
+    run(build_tfrecords, data=made["data"], labels=made["labels"], tfrecords=made["tfrecords"], preset="tiny")
+    run(train, tfrecords=made["tfrecords"], labels=made["labels"], model=made["model"], preset="tiny",
+                      epochs=1, batch_size=8, seed=0)
+    run(evaluate, model=made["model"], data=made["data"], evaluation=made["evaluation"],
+                         metrics=made["metrics"], roc=made["roc"], report=made["report"], batch_size=16,
+                         roc_points=20)
     return made
 
 

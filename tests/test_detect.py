@@ -18,10 +18,12 @@ from click.testing import CliRunner
 from conftest import write_tar
 from PIL import Image, ImageOps
 
-from deepface import detect
+from deepface import detect, landmark_parts
+from deepface.cli.landmarks import command as landmarks_command
 from deepface.errors import DeepFaceError
 from deepface.faces import DETECT_SIDE, decode, scale_points, unscale_points
 from deepface.landmarks import read_landmarks
+from deepface.settings import MIN_FACE
 
 # The face's 5 points in the photo (P1..P5: eye on the image's left, eye on its right, nose tip, mouth
 # corners left and right), as MTCNN finds them; the tests allow a few pixels either way.
@@ -149,7 +151,7 @@ def test_manifest_counts_and_lists(one_worker, photo_archive):
     assert manifest["duplicates"] == {"count": 1, "examples": ["images/hopper/plain.png"]}
     assert manifest["ignored_files"] == {"count": 1, "examples": ["images/nobody/README.txt"]}
     settings = manifest["settings"]
-    assert settings["source"] == str(photo_archive) and settings["min_face"] == detect.MIN_FACE
+    assert settings["source"] == str(photo_archive) and settings["min_face"] == MIN_FACE
     assert settings["detector"] == "mtcnn" and settings["detector_version"]
     assert sorted(path.name for path in out.iterdir()) == ["loose_bb_test.csv", "loose_landmark_test.csv",
                                                            "manifest.json"]
@@ -159,7 +161,7 @@ def test_two_workers_give_the_same_bytes(one_worker, photo_archive, tmp_path, mo
     """Through the CLI command, tasks of one image so that both processes detect."""
     monkeypatch.setattr(detect, "TASK_IMAGES", 1)
     out = tmp_path / "landmarks2"
-    result = CliRunner().invoke(detect.command, ["--source", str(photo_archive), "--out", str(out),
+    result = CliRunner().invoke(landmarks_command, ["--source", str(photo_archive), "--out", str(out),
                                                  "--workers", "2", "--split", "test"])
     assert result.exit_code == 0, result.output
     assert "5 of 8 images have a face" in result.output
@@ -199,10 +201,10 @@ def test_resume_reuses_parts_and_gives_the_same_bytes(one_worker, photo_archive,
     monkeypatch.setattr(detect, "find_face", interrupted)
     with pytest.raises(_Interrupt):
         detect.detect_landmarks(photo_archive, out, workers=1, split="test")
-    parts = sorted((out / detect.PARTS_DIR).glob("part-*.json"))
+    parts = sorted((out / landmark_parts.PARTS_DIR).glob("part-*.json"))
     assert [part.name for part in parts] == ["part-00000.json", "part-00001.json"]  # images 0-3 of 8
     assert not (out / "manifest.json").exists()
-    (out / detect.PARTS_DIR / ".part-00002.json.x.tmp").write_text("left by a kill")
+    (out / landmark_parts.PARTS_DIR / ".part-00002.json.x.tmp").write_text("left by a kill")
 
     with pytest.raises(DeepFaceError, match=r"unfinished landmarks run with other settings \(min_face: 20 -> 30"):
         detect.detect_landmarks(photo_archive, out, workers=1, split="test", min_face=30)
@@ -226,12 +228,12 @@ def test_changed_source_under_unfinished_run(photo_archive, tmp_path):
     """State naming images the source does not hold at those places: refused, naming the fix."""
     out = tmp_path / "out"
     out.mkdir()
-    settings = detect._settings(photo_archive, detect.MIN_FACE, "test")
-    (out / detect.PARTS_DIR).mkdir()
-    (out / detect.PARTS_DIR / "part-00000.json").write_text("{}")
+    settings = detect._settings(photo_archive, MIN_FACE, "test")
+    (out / landmark_parts.PARTS_DIR).mkdir()
+    (out / landmark_parts.PARTS_DIR / "part-00000.json").write_text("{}")
     part = {"file": "part-00000.json", "images": 2, "bytes": 2, "first": "images/x/a.jpg",
             "last": "images/x/b.jpg"}
-    (out / detect.STATE_FILE).write_text(json.dumps({"settings": settings, "parts": [part]}))
+    (out / landmark_parts.STATE_FILE).write_text(json.dumps({"settings": settings, "parts": [part]}))
     with pytest.raises(DeepFaceError, match=r"not the source the unfinished run read .*image 0 is images/hopper/"):
         detect.detect_landmarks(photo_archive, out, workers=1, split="test")
 
@@ -282,7 +284,7 @@ def test_folder_source_without_faces(tmp_path, monkeypatch):
         Image.new("RGB", (64, 48), (100, 100, 100)).save(folder / name)
 
     class NoFaces:
-        min_face = detect.MIN_FACE
+        min_face = MIN_FACE
 
         def find(self, image):
             return None, 0
@@ -292,4 +294,4 @@ def test_folder_source_without_faces(tmp_path, monkeypatch):
     assert manifest["no_face"] == {"count": 3, "images": ["n1/a.jpg", "n1/c.jpg", "n2/b.png"]}
     assert (tmp_path / "out" / "loose_landmark_images.csv").read_text() == \
         "NAME_ID,P1X,P1Y,P2X,P2Y,P3X,P3Y,P4X,P4Y,P5X,P5Y\n"
-    assert os.listdir(tmp_path / "out") and not (tmp_path / "out" / detect.STATE_FILE).exists()
+    assert os.listdir(tmp_path / "out") and not (tmp_path / "out" / landmark_parts.STATE_FILE).exists()

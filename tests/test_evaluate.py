@@ -1,4 +1,4 @@
-"""deepface.evaluate / deepface.verify / deepface.report on the synthetic LFW and VGGFace2 layouts.
+"""deepface.evaluate / deepface.scoring / deepface.verify / deepface.report on the synthetic LFW and VGGFace2 layouts.
 
 A tiny model is trained through the real stages (labels -> tfrecords -> train) on the synthetic train
 archive, evaluated once on the synthetic LFW pairs (module fixtures), and the tests read that evaluation.
@@ -18,18 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 from deepface import files
+from deepface.embedding import merge_views
 from deepface.errors import DeepFaceError
-from deepface.evaluate import (
-    SCORES,
-    chi2_distance,
-    cosine_similarity,
-    evaluate,
-    l2_distance,
-    merge_views,
-    protocol_folds,
-)
+from deepface.evaluate import evaluate, protocol_folds
 from deepface.metrics import verification_metrics
 from deepface.pairs import ImageCollection, Pair, read_pairs
+from deepface.scoring import SCORES, chi2_distance, cosine_similarity, l2_distance
 from deepface.verify import verify
 
 NUM_TRAIN_CLASSES = 8

@@ -47,7 +47,7 @@ from deepface.errors import DeepFaceError
 from deepface.fetch import CHUNK_SIZE
 from deepface.files import read_json
 from deepface.labels import build_labels
-from deepface.tfrecords import STATE_FILE
+from deepface.shards import STATE_FILE
 
 
 @pytest.fixture(autouse=True)

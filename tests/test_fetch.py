@@ -14,7 +14,8 @@ from servers import HttpFileServer, gcs_emulator, http_server  # noqa: F401 (fix
 
 from deepface.cli import main
 from deepface.errors import DeepFaceError
-from deepface.fetch import KNOWN_MD5, fetch, redact_uri
+from deepface.fetch import KNOWN_MD5, fetch
+from deepface.uris import redact_uri
 
 SECRET = "s3cr3t-value-that-must-not-leak"
 
@@ -189,7 +190,7 @@ def test_http_without_auth(http_server, tmp_path):
 def test_http_with_auth_header_from_environment(tmp_path, monkeypatch, env_value, header):
     monkeypatch.setenv("FETCH_AUTH", env_value)
     with HttpFileServer({"a.bin": DATA}, required_header=header) as server:
-        with pytest.raises(DeepFaceError, match=r"HTTP 401.*--auth-header-env"):
+        with pytest.raises(DeepFaceError, match=r"HTTP 401.*auth_header_env"):
             fetch([server.url("a.bin")], tmp_path / "refused")
         assert not (tmp_path / "refused" / "a.bin").exists()
 
@@ -315,7 +316,7 @@ def test_md5_option(tmp_path):
     with pytest.raises(DeepFaceError) as error:
         fetch([str(source)], tmp_path / "bad", md5=wrong)
     message = str(error.value)
-    assert "a.bin" in message and wrong in message and md5(SMALL) in message and "--md5" in message
+    assert "a.bin" in message and wrong in message and md5(SMALL) in message and "as md5" in message
     assert not (tmp_path / "bad" / "a.bin").exists() and not (tmp_path / "bad" / "a.bin.part").exists()
 
 
@@ -341,7 +342,7 @@ def test_known_vggface2_name_with_wrong_content_is_refused(tmp_path):
     message = str(error.value)
     assert "vggface2_test.tar.gz" in message
     assert "bb7a323824d1004e14e00c23974facd3" in message and md5(SMALL) in message
-    assert "--md5" in message and "MD5SUMS" in message
+    assert "as md5" in message and "MD5SUMS" in message
     assert not (tmp_path / "out" / "vggface2_test.tar.gz").exists()
     # a deliberate non-release file with that name is accepted with its own checksum
     manifest = fetch([str(source)], tmp_path / "out", md5=md5(SMALL))
@@ -389,8 +390,8 @@ def _out_under_a_file(root: Path) -> str:
         (lambda root: "ftp://user:pw@host/a.bin", {}, r"unsupported source 'ftp://host/a\.bin'"),
         (lambda root: (root / "empty").mkdir() or str(root / "empty"), {}, r"no files under .*empty"),
         (_bad_md5sums, {}, r"MD5SUMS line 1 is not in md5sum format"),
-        (lambda root: str(root), {"md5": "0" * 32}, r"--md5 applies to a single file"),
-        (lambda root: str(root / "a.bin"), {"md5": "xyz"}, r"--md5 'xyz' is not an MD5"),
+        (lambda root: str(root), {"md5": "0" * 32}, r"md5='0+': applies to a single file"),
+        (lambda root: str(root / "a.bin"), {"md5": "xyz"}, r"md5='xyz': must be text matching"),
         (lambda root: str(root), {"auth_header_env": "FETCH_TEST_UNSET"}, r"FETCH_TEST_UNSET.*not set"),
         (lambda root: str(root), {"out_dir": "gs://bucket/out"}, r"must be a local directory"),
         (_out_under_a_file, {"out_dir": "blocker/out"}, r"cannot write .*blocker.*choose another output"),

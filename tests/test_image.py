@@ -118,15 +118,16 @@ def test_image_holds_the_package_and_nothing_else(container):
 
 def test_kfp_component_runs_in_the_image_as_its_user(container):
     """The real container command of the synth component, with an executor input as Vertex AI gives it:
-    the output artifact is a gs:// URI, which the KFP executor writes under /gcs as the image's user."""
-    from components.synth import synth_data
+    every parameter has a value (the driver fills in the defaults), and the output artifact is a gs:// URI,
+    which the KFP executor writes under /gcs as the image's user."""
+    from components.synth import make_synthetic_dataset
 
-    spec = synth_data.component_spec.implementation.container
-    uri = "gs://test-bucket/root/synth-data/data"
+    spec = make_synthetic_dataset.component_spec.implementation.container
+    uri = "gs://test-bucket/root/make-synthetic-dataset/data"
     executor_input = {
         "inputs": {"parameterValues": {"train_identities": 8, "test_identities": 6, "lfw_identities": 12,
                                        "images_per_identity": 10, "image_size": 64, "lfw_image_size": 96,
-                                       "seed": 0}},
+                                       "seed": 0, "data_uri": ""}},
         "outputs": {"artifacts": {"data": {"artifacts": [{"name": "data", "type": {"schemaTitle": "system.Dataset"},
                                                           "uri": uri, "metadata": {}}]}},
                     "outputFile": "/tmp/kfp/executor_output.json"},
@@ -134,9 +135,9 @@ def test_kfp_component_runs_in_the_image_as_its_user(container):
     args = [json.dumps(executor_input) if arg == "{{$}}" else arg for arg in spec.args]
     result = in_image(container, *spec.command, *args, check=False)
     assert result.returncode == 0, result.stderr[-4000:]
-    listing = in_image(container, "ls", "/gcs/test-bucket/root/synth-data/data").stdout.split()
+    listing = in_image(container, "ls", "/gcs/test-bucket/root/make-synthetic-dataset/data").stdout.split()
     assert {"vggface2_train.tar.gz", "lfw.tgz", "pairs.txt", "MD5SUMS"} <= set(listing)
-    owned_by_user = 'test "$(stat -c %u /gcs/test-bucket/root/synth-data/data/MD5SUMS)" = 1000'
+    owned_by_user = 'test "$(stat -c %u /gcs/test-bucket/root/make-synthetic-dataset/data/MD5SUMS)" = 1000'
     assert in_image(container, "sh", "-c", owned_by_user, check=False).returncode == 0
     executor_output = json.loads(in_image(container, "cat", "/tmp/kfp/executor_output.json").stdout)
     [artifact] = executor_output["artifacts"]["data"]["artifacts"]

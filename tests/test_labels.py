@@ -10,11 +10,12 @@ import pytest
 from click.testing import CliRunner
 from conftest import SYNTH_PARAMS, write_tar
 
+from deepface.archives import iter_members
 from deepface.cli import main
 from deepface.contracts import MANIFEST_FILE, read_manifest, remove_manifest, write_manifest
 from deepface.errors import DeepFaceError
 from deepface.files import read_json
-from deepface.labels import build_labels, iter_members, load_classes
+from deepface.labels import build_labels, load_classes
 
 OUTPUT_FILES = ("classes.txt", "class_counts.tsv", "manifest.json")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from deepface.cli import main as deepface_main
 from deepface.errors import DeepFaceError
+from pipelines.cli import main as pipelines_main
 from pipelines.local import RunOutput, run_local
 from pipelines.pipeline import STAGES
 
@@ -27,11 +27,11 @@ def terminal_text(captured) -> str:
 def test_local_run_then_cached_rerun_then_new_epochs(tmp_path, capfd):
     root = tmp_path / "runs"
     first = run_local(PARAMS, pipeline_root=root)
-    # What `deepface demo` shows: each stage's progress, results and status, then the report; no noise.
+    # What `python -m pipelines demo` shows: each stage's progress, results and status, then the report; no noise.
     shown = terminal_text(capfd.readouterr()) + first.format() + "\n"
     assert len(shown.splitlines()) < 100, shown
     for stage in first.stages:
-        task = Path(next(iter(stage.outputs.values()))).parent.name  # kfp's task name, e.g. synth-data
+        task = Path(next(iter(stage.outputs.values()))).parent.name  # kfp's task name, e.g. make-synthetic-dataset
         assert f"Executing task '{task}'" in shown and f"Task '{task}' finished with status SUCCESS" in shown, task
         assert re.search(rf"^{stage.name} +ran +[0-9.]+  ", shown, re.M), stage.name
     for result in ("identities", "MD5", "classes", "records in 1 shards", "Epoch 1/1: accuracy", "Training done",
@@ -57,7 +57,7 @@ def test_local_run_then_cached_rerun_then_new_epochs(tmp_path, capfd):
     # The main-job command, same parameters: every stage comes from the cache. With -v the terminal also
     # shows what is otherwise only in the log (here kfp.local's rules).
     args = ["demo", "-v", "--pipeline-root", str(root)] + [f"--param={k}={v}" for k, v in PARAMS.items()]
-    result = CliRunner().invoke(deepface_main, args)
+    result = CliRunner().invoke(pipelines_main, args)
     assert result.exit_code == 0, result.output
     assert re.search(r"^-{10,}$", result.output, re.M), result.output
     report = result.output[result.output.index("stage      status"):]
@@ -91,14 +91,14 @@ def test_local_run_refuses_bad_parameters_before_running(tmp_path):
 
 
 def test_demo_command_reports_bad_parameters_in_one_line(tmp_path):
-    result = CliRunner().invoke(deepface_main, ["demo", "--pipeline-root", str(tmp_path), "--param", "epochs=many"])
+    result = CliRunner().invoke(pipelines_main, ["demo", "--pipeline-root", str(tmp_path), "--param", "epochs=many"])
     assert result.exit_code == 1
     assert "epochs='many': expected an integer" in result.output and "Traceback" not in result.output
 
 
 def test_a_failing_stage_is_one_clear_error(tmp_path, capfd):
     missing = tmp_path / "no-such-data"
-    with pytest.raises(DeepFaceError, match="'fetch-data'.*log is above, all of it in ") as error:
+    with pytest.raises(DeepFaceError, match="'fetch'.*log is above, all of it in ") as error:
         run_local({"data_uri": f"{missing}/"}, pipeline_root=tmp_path / "runs")
     # The failing task's traceback and error are on the terminal (not only in the log), and in the log.
     shown = terminal_text(capfd.readouterr())
@@ -115,10 +115,10 @@ def test_run_output_hides_noise_from_the_terminal_and_logs_everything():
     executor = "    [KFP Executor 2026-11-30 04:11:56,931 INFO]: "
     absl = "00:00:1796011919.766359   31806"
     lines = [
-        (True, "04:11:59.205 - INFO - Executing task \x1b[96m'train-model'\x1b[0m"),
+        (True, "04:11:59.205 - INFO - Executing task \x1b[96m'train'\x1b[0m"),
         (False, "04:11:59.205 - INFO - Streamed logs:"),
         (False, ""),
-        (False, executor + "Looking for component `train_model` in --component_module_path `/tmp/x/component.py`"),
+        (False, executor + "Looking for component `train` in --component_module_path `/tmp/x/component.py`"),
         (False, executor + "Got executor_input:"),
         (False, "    {"),
         (False, '        "inputs": {"parameterValues": {"note": "}"}},'),
@@ -140,19 +140,19 @@ def test_run_output_hides_noise_from_the_terminal_and_logs_everything():
         (False, "    Epoch 2: ReduceLROnPlateau reducing learning rate to 0.0005."),
         (True, f"    W0000 {absl} allocator.cc:1] Allocation of 1000000 exceeds 10% of free system memory."),
         (False, executor + "Wrote executor output file to /tmp/model/executor_output.json."),
-        (True, "04:12:50.308 - INFO - Task \x1b[96m'train-model'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m"),
-        (False, "04:12:50.309 - INFO - Task \x1b[96m'train-model'\x1b[0m outputs:"),
+        (True, "04:12:50.308 - INFO - Task \x1b[96m'train'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m"),
+        (False, "04:12:50.309 - INFO - Task \x1b[96m'train'\x1b[0m outputs:"),
         (False, "    model: Model( name='model',"),
         (False, "                  metadata={'preset': 'tiny'} )"),
         (False, "-" * 80),
-        (True, "04:12:50.310 - INFO - Executing task \x1b[96m'evaluate-model'\x1b[0m"),
+        (True, "04:12:50.310 - INFO - Executing task \x1b[96m'evaluate'\x1b[0m"),
         # No "no CUDA driver" line in this task: a failing cuInit is news.
         (True, f"    E0000 {absl} cuda_platform.cc:52] failed call to cuInit: CUDA_ERROR_SYSTEM_DRIVER_MISMATCH"),
         (True, "    Traceback (most recent call last):"),
         (True, '      File "/work/main/deepface/evaluate.py", line 1, in evaluate'),
         (False, ""),
         (True, "    deepface.errors.DeepFaceError: no pairs"),
-        (True, "04:12:58.614 - ERROR - Task \x1b[96m'evaluate-model'\x1b[0m finished with status "
+        (True, "04:12:58.614 - ERROR - Task \x1b[96m'evaluate'\x1b[0m finished with status "
                "\x1b[91mFAILURE\x1b[0m"),
     ]
     text = "".join(line + "\n" for _, line in lines)

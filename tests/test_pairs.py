@@ -1,4 +1,5 @@
-"""deepface.pairs: the LFW pairs.txt parser, image lookup in archives/folders, and the pairs generator."""
+"""deepface.pairs and deepface.pair_generation: the LFW pairs.txt parser, image lookup in archives/folders, and the
+pairs generators."""
 
 from __future__ import annotations
 
@@ -9,17 +10,8 @@ from pathlib import Path
 import pytest
 
 from deepface.errors import DeepFaceError
-from deepface.pairs import (
-    ImageCollection,
-    Pair,
-    draw_lfw_folds,
-    format_pairs,
-    generate_pairs,
-    parse_pairs,
-    read_pairs,
-    resolve_pairs,
-    write_pairs,
-)
+from deepface.pair_generation import draw_lfw_folds, generate_pairs
+from deepface.pairs import ImageCollection, Pair, format_pairs, parse_pairs, read_pairs, resolve_pairs, write_pairs
 
 # The first lines of the real LFW View 2 pairs.txt, cut to 2 sets of 2 pairs (same spelling and tabs).
 VIEW2 = (

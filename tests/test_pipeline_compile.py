@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import subprocess
+import sys
 
 # The image the components are built with (before they are imported): a registry image with a fixed tag.
 import pytest
@@ -16,8 +17,8 @@ from deepface.errors import DeepFaceError
 from pipelines.cli import main
 from pipelines.pipeline import STAGE_RESOURCES, CompileOptions, compile_pipeline, make_pipeline
 
-TASK_OF_STAGE = {"synth": "synth-data", "fetch": "fetch-data", "labels": "build-labels",
-                 "tfrecords": "build-tfrecords", "train": "train-model", "evaluate": "evaluate-model"}
+TASK_OF_STAGE = {"synth": "make-synthetic-dataset", "fetch": "fetch", "labels": "build-labels",
+                 "tfrecords": "build-tfrecords", "train": "train", "evaluate": "evaluate"}
 SECRETS = {"DEEPFACE_KFP_TOKEN": "kfp-secret-0d9f", "DEEPFACE_REGISTRY_TOKEN": "registry-secret-77ab",
            "FETCH_AUTH": "Authorization: Bearer fetch-secret-1c2e"}
 
@@ -59,21 +60,21 @@ def test_dag_edges(spec):
     tasks = spec["root"]["dag"]["tasks"]
     edges = {(upstream, task) for task, body in tasks.items() for upstream in body.get("dependentTasks", [])}
     assert edges == {
-        ("synth-data", "fetch-data"),
-        ("fetch-data", "build-labels"),
-        ("fetch-data", "build-tfrecords"), ("build-labels", "build-tfrecords"),
-        ("build-tfrecords", "train-model"), ("build-labels", "train-model"),
-        ("train-model", "evaluate-model"), ("fetch-data", "evaluate-model"),
+        ("make-synthetic-dataset", "fetch"),
+        ("fetch", "build-labels"),
+        ("fetch", "build-tfrecords"), ("build-labels", "build-tfrecords"),
+        ("build-tfrecords", "train"), ("build-labels", "train"),
+        ("train", "evaluate"), ("fetch", "evaluate"),
     }
-    train_inputs = tasks["train-model"]["inputs"]["artifacts"]
+    train_inputs = tasks["train"]["inputs"]["artifacts"]
     assert train_inputs["tfrecords"]["taskOutputArtifact"] == {
         "outputArtifactKey": "tfrecords", "producerTask": "build-tfrecords"
     }
     assert train_inputs["labels"]["taskOutputArtifact"] == {
         "outputArtifactKey": "labels", "producerTask": "build-labels"
     }
-    evaluate_inputs = tasks["evaluate-model"]["inputs"]["artifacts"]
-    assert evaluate_inputs["model"]["taskOutputArtifact"]["producerTask"] == "train-model"
+    evaluate_inputs = tasks["evaluate"]["inputs"]["artifacts"]
+    assert evaluate_inputs["model"]["taskOutputArtifact"]["producerTask"] == "train"
     assert {body["taskInfo"]["name"] for body in tasks.values()} == set(TASK_OF_STAGE)
 
 
@@ -91,22 +92,22 @@ def test_parameters_have_the_function_defaults_and_descriptions(spec):
     # Faces are aligned by default, for training and evaluation alike, and the run form says so.
     assert parameters["align"]["defaultValue"] is True and "aligned" in parameters["align"]["description"]
     tasks = spec["root"]["dag"]["tasks"]
-    for task in ("build-tfrecords", "evaluate-model"):
+    for task in ("build-tfrecords", "evaluate"):
         assert tasks[task]["inputs"]["parameters"]["align"]["componentInputParameter"] == "align"
     assert tasks["build-tfrecords"]["inputs"]["parameters"]["landmarks"]["componentInputParameter"] == "landmarks"
-    assert (tasks["evaluate-model"]["inputs"]["parameters"]["landmarks"]["componentInputParameter"]
+    assert (tasks["evaluate"]["inputs"]["parameters"]["landmarks"]["componentInputParameter"]
             == "verification_landmarks")
 
 
 def test_every_component_input_and_output_is_described():
-    from components.evaluate import evaluate_model
-    from components.fetch import fetch_data
+    from components.evaluate import evaluate
+    from components.fetch import fetch
     from components.labels import build_labels
-    from components.synth import synth_data
+    from components.synth import make_synthetic_dataset
     from components.tfrecords import build_tfrecords
-    from components.train import train_model
+    from components.train import train
 
-    for component in (synth_data, fetch_data, build_labels, build_tfrecords, train_model, evaluate_model):
+    for component in (make_synthetic_dataset, fetch, build_labels, build_tfrecords, train, evaluate):
         interface = component.component_spec
         for name, io in {**interface.inputs, **(interface.outputs or {})}.items():
             assert (io.description or "").strip(), f"{component.name}.{name} has no description"
@@ -114,19 +115,19 @@ def test_every_component_input_and_output_is_described():
 
 def test_artifact_types(spec):
     outputs = {name: c.get("outputDefinitions", {}).get("artifacts", {}) for name, c in spec["components"].items()}
-    evaluate = outputs["comp-evaluate-model"]
+    evaluate = outputs["comp-evaluate"]
     assert {k: v["artifactType"]["schemaTitle"] for k, v in evaluate.items()} == {
         "evaluation": "system.Dataset", "metrics": "system.Metrics",
         "roc": "system.ClassificationMetrics", "report": "system.HTML",
     }
-    assert outputs["comp-train-model"]["model"]["artifactType"]["schemaTitle"] == "system.Model"
+    assert outputs["comp-train"]["model"]["artifactType"]["schemaTitle"] == "system.Model"
 
 
 def test_resources_per_task(spec):
     for stage, (cpu, memory) in STAGE_RESOURCES.items():
         resources = executor_of(spec, TASK_OF_STAGE[stage])["resources"]
         assert (resources["resourceCpuLimit"], resources["resourceMemoryLimit"]) == (cpu, memory), stage
-    train = executor_of(spec, "train-model")["resources"]
+    train = executor_of(spec, "train")["resources"]
     defaults = CompileOptions()
     assert (train["resourceCpuLimit"], train["resourceMemoryLimit"]) == (defaults.train_cpu, defaults.train_memory)
     assert "accelerator" not in train
@@ -134,24 +135,25 @@ def test_resources_per_task(spec):
 
 def test_gpu_option_sets_the_training_accelerator(tmp_path):
     spec = compiled(tmp_path, CompileOptions(accelerator="NVIDIA_L4", accelerator_count=2, train_memory="64G"))
-    train = executor_of(spec, "train-model")["resources"]
+    train = executor_of(spec, "train")["resources"]
     assert train["accelerator"]["resourceType"] == "NVIDIA_L4"
     assert train["accelerator"]["resourceCount"] == "2"
     assert train["resourceMemoryLimit"] == "64G"
-    assert "accelerator" not in executor_of(spec, "evaluate-model")["resources"]
+    assert "accelerator" not in executor_of(spec, "evaluate")["resources"]
 
 
 def test_tpu_custom_job_option(tmp_path):
     options = CompileOptions(training="custom-job", accelerator="TPU_V5_LITEPODSLICE", accelerator_count=4,
                              machine_type="ct5lp-hightpu-4t", replicas=2)
     spec = compiled(tmp_path, options)
-    train_component = spec["components"][spec["root"]["dag"]["tasks"]["train-model"]["componentRef"]["name"]]
+    train_component = spec["components"][spec["root"]["dag"]["tasks"]["train"]["componentRef"]["name"]]
     pools = train_component["inputDefinitions"]["parameters"]["worker_pool_specs"]["defaultValue"]
     assert [pool["replica_count"] for pool in pools] == [1, 1]  # the chief, then one more worker
     assert pools[0]["machine_spec"] == {"machine_type": "ct5lp-hightpu-4t", "accelerator_type": "TPU_V5_LITEPODSLICE",
                                         "accelerator_count": 4}
-    assert pools[0]["container_spec"]["image_uri"] == image.IMAGE
-    assert "train_model" in pools[0]["container_spec"]["args"]
+    assert pools[0]["container_spec"]["image_uri"] == image.image_reference()
+    args = pools[0]["container_spec"]["args"]
+    assert args[args.index("--function_to_execute") + 1] == "train"
     # The custom job reads and writes the same artifacts as the plain training task.
     assert set(train_component["inputDefinitions"]["artifacts"]) == {"tfrecords", "labels"}
     assert set(train_component["outputDefinitions"]["artifacts"]) == {"model"}
@@ -180,8 +182,8 @@ def test_bad_compile_option_on_the_command_line_is_one_line(tmp_path):
 
 def test_only_training_retries(spec, tmp_path):
     tasks = spec["root"]["dag"]["tasks"]
-    assert {name for name, body in tasks.items() if "retryPolicy" in body} == {"train-model"}
-    assert tasks["train-model"]["retryPolicy"]["maxRetryCount"] == CompileOptions().train_retries
+    assert {name for name, body in tasks.items() if "retryPolicy" in body} == {"train"}
+    assert tasks["train"]["retryPolicy"]["maxRetryCount"] == CompileOptions().train_retries
     local = compiled(tmp_path, CompileOptions(train_retries=0))["root"]["dag"]["tasks"]
     assert not any("retryPolicy" in body for body in local.values())
 
@@ -198,11 +200,43 @@ def test_caching_is_on_for_every_task(spec):
 def test_components_run_the_project_image_without_installing_kfp(spec):
     for stage, task in TASK_OF_STAGE.items():
         container = executor_of(spec, task)
-        assert container["image"] == image.IMAGE, stage
+        assert container["image"] == image.image_reference(), stage
         command = " ".join(container["command"])
         assert "pip install" not in command, stage
         assert "kfp.dsl.executor_main" in command, stage
         assert "import deepface" in command or "from deepface" in command, stage
+
+
+def test_components_name_the_placeholder_and_no_template_does(tmp_path):
+    """The components carry a stand-in image; the pipeline sets the real reference on every task, the
+    custom-job worker pool included."""
+    from components.train import train
+
+    assert train.component_spec.implementation.container.image == image.PLACEHOLDER
+    custom_job = CompileOptions(training="custom-job", accelerator="TPU_V5_LITEPODSLICE",
+                                machine_type="ct5lp-hightpu-4t")
+    for options in (CompileOptions(), custom_job):
+        text = open(compile_pipeline(tmp_path / f"{options.training}.yaml", options), encoding="utf-8").read()
+        assert image.PLACEHOLDER not in text and image.image_reference() in text, options.training
+
+
+def test_importing_the_components_runs_no_git(tmp_path):
+    """Only building a pipeline computes the image reference (git); importing a component does not."""
+    calls = tmp_path / "git-calls"
+    fake_git = tmp_path / "bin" / "git"
+    fake_git.parent.mkdir()
+    fake_git.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\nexit 1\n")
+    fake_git.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("DEEPFACE_IMAGE", "DEEPFACE_IMAGE_REPO")}
+    env["PATH"] = f"{fake_git.parent}{os.pathsep}{env.get('PATH', '')}"
+    imports = "; ".join(f"import components.{name}" for name in
+                        ("synth", "fetch", "labels", "tfrecords", "train", "evaluate"))
+    subprocess.run([sys.executable, "-c", imports], env=env, check=True, timeout=300)
+    assert not calls.exists(), calls.read_text()
+    # The same environment does reach the fake git once a reference is computed.
+    subprocess.run([sys.executable, "-c", "from components.image import image_reference; image_reference()"],
+                   env=env, check=True, timeout=300)
+    assert "rev-parse" in calls.read_text()
 
 
 def test_no_secret_in_the_template(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 from fake_vertex import FakeCloud
 
-from components.image import IMAGE
+from components.image import image_reference
 from pipelines.cli import main
 from pipelines.pipeline import compile_pipeline
 
@@ -95,7 +95,7 @@ def test_submit_compiles_by_default_keeps_task_caching_and_can_wait(fake):
     job = created_job(fake)
     assert job["runtimeConfig"].get("parameterValues", {}) == {}
     images = {e["container"]["image"] for e in job["pipelineSpec"]["deploymentSpec"]["executors"].values()}
-    assert images == {IMAGE}
+    assert images == {image_reference()}
     caching = {t["cachingOptions"].get("enableCache") for t in job["pipelineSpec"]["root"]["dag"]["tasks"].values()}
     assert caching == {True}
     assert fake.find("GET", "/pipelineJobs/")  # waited
@@ -146,7 +146,7 @@ def test_upload_tags_the_image_tag_by_default(fake):
     result = invoke("upload", "--host", f"{fake.url}/{PROJECT}/repo")
     assert result.exit_code == 0, result.output
     [request] = fake.find("POST", f"/{PROJECT}/repo")
-    assert request.multipart()["tags"] == IMAGE.rsplit(":", 1)[1].encode()
+    assert request.multipart()["tags"] == image_reference().rsplit(":", 1)[1].encode()
     assert yaml.safe_load(request.multipart()["content"])["pipelineInfo"]["name"] == "deepface-pipeline"
 
 
@@ -178,7 +178,7 @@ def test_submit_kfp_creates_an_experiment_and_a_run(fake, template_path, monkeyp
 def test_bad_template_image_for_vertex(fake, template_path, tmp_path):
     local = tmp_path / "local-image.yaml"
     local.write_text(
-        open(template_path, encoding="utf-8").read().replace(IMAGE, "localhost/deepface-pipeline:0.1.0-g1")
+        open(template_path, encoding="utf-8").read().replace(image_reference(), "localhost/deepface-pipeline:0.1.0-g1")
     )
     result = invoke("submit", *vertex_args(fake, "--template", str(local)))
     assert result.exit_code == 1 and "cannot pull" in result.output

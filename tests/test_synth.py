@@ -213,7 +213,7 @@ def test_identities_are_disjoint_across_splits(synth_dir, lfw):
     test = {line.split("/")[0] for line in (synth_dir / "test_list.txt").read_text().splitlines()}
     assert not train & test and not (train | test) & set(lfw)
     # The faces differ too: no identity's parameters repeat across splits.
-    faces = [synth.draw_identity(synth._identity_rng(0, split, i))
+    faces = [synth.draw_identity(synth.jobs._identity_rng(0, split, i))
              for split in ("train", "test", "lfw") for i in range(8)]
     assert len(set(faces)) == len(faces)
 
@@ -394,11 +394,11 @@ def test_landmarks_fall_on_the_drawn_eyes_nose_and_mouth(monkeypatch, width, hei
     pixels that change when only that part changes (iris colour; mouth or nose left out), the rest of
     the photo drawn from the same random state. Gaze is held straight so that the iris centre is the
     eye centre, and the lid line is left out so that it does not hide the top of the iris."""
-    expression = synth._draw_expression
-    monkeypatch.setattr(synth, "_draw_expression", lambda rng, head: dataclasses.replace(
+    expression = synth.photo.draw_expression
+    monkeypatch.setattr(synth.photo, "draw_expression", lambda rng, head: dataclasses.replace(
         expression(rng, head), gaze=np.zeros(2), eye_open=1.0))
-    monkeypatch.setattr(synth._Pen, "arc", lambda *args, **kwargs: None)
-    leave_out = {part: (lambda patch, part=part: patch.setattr(synth, part, lambda *args: None))
+    monkeypatch.setattr(synth.drawing.Pen, "arc", lambda *args, **kwargs: None)
+    leave_out = {part: (lambda patch, part=part: patch.setattr(synth.drawing, part, lambda *args: None))
                  for part in ("_draw_mouth", "_draw_nose")}
     ys, xs = np.mgrid[:height, :width]
     eye_errors, mouth_offsets, nose_offsets = [], [], []  # pixels; eye distances; eye distances
@@ -497,7 +497,7 @@ def test_an_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, monkeyp
         return encode_jpeg(image, quality)
 
     encode_jpeg = synth.encode_jpeg
-    monkeypatch.setattr(synth, "encode_jpeg", failing_encode)
+    monkeypatch.setattr(synth.jobs, "encode_jpeg", failing_encode)
     with pytest.raises(OSError):
         synth.make_synthetic_dataset(tmp_path, **{**TINY, "seed": 1})
     after = files_bytes(tmp_path)
@@ -521,5 +521,5 @@ def test_cli_writes_the_dataset(tmp_path):
 
 def test_cli_reports_bad_parameters_without_traceback(tmp_path):
     result = CliRunner().invoke(main, ["synth", "--out", str(tmp_path / "x"), "--train-identities", "0"])
-    assert result.exit_code == 1
-    assert "train_identities=0" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2  # a bad option value is a usage error, reported as its flag
+    assert "'--train-identities'" in result.output and "Traceback" not in result.output

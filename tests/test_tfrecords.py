@@ -24,16 +24,20 @@ from conftest import SYNTH_PARAMS, write_tar
 from PIL import Image
 
 from deepface import tfrecords
+from deepface.archives import iter_members
 from deepface.cli import main
 from deepface.data import parse_example
 from deepface.errors import DeepFaceError
 from deepface.faces import FaceCropper, fit_with_pad
 from deepface.files import read_json
-from deepface.labels import build_labels, iter_members, load_classes
+from deepface.labels import build_labels, load_classes
 from deepface.landmarks import format_landmark_rows, read_landmarks
-from deepface.tfrecords import STATE_FILE, build_tfrecords, frame_record, make_example, shard_name
+from deepface.records import frame_record, make_example
+from deepface.shards import STATE_FILE, shard_name
+from deepface.tfrecords import build_tfrecords
 
 SHARD_BYTES = 20_000  # a few 152-pixel faces per shard: several shards from the small dataset
+SHARD_MB = SHARD_BYTES / 2**20
 NUM_TRAIN_IMAGES = SYNTH_PARAMS["train_identities"] * SYNTH_PARAMS["images_per_identity"]
 
 
@@ -101,7 +105,7 @@ def labels_dir(train_archive: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def reference(train_archive: Path, labels_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A build of the synthetic train archive with one worker (treat as read-only)."""
     out = tmp_path_factory.mktemp("reference")
-    build_tfrecords(train_archive, labels_dir, out, landmarks=LANDMARKS, shard_bytes=SHARD_BYTES, workers=1)
+    build_tfrecords(train_archive, labels_dir, out, landmarks=LANDMARKS, shard_mb=SHARD_MB, workers=1)
     return out
 
 
@@ -199,7 +203,7 @@ def test_a_build_needs_no_tensorflow(train_archive, labels_dir, tmp_path):
 
 
 def test_the_number_of_workers_does_not_change_the_bytes(reference, train_archive, labels_dir, tmp_path):
-    build_tfrecords(train_archive, labels_dir, tmp_path, landmarks=LANDMARKS, shard_bytes=SHARD_BYTES, workers=2)
+    build_tfrecords(train_archive, labels_dir, tmp_path, landmarks=LANDMARKS, shard_mb=SHARD_MB, workers=2)
     assert directory_bytes(tmp_path) == directory_bytes(reference)
 
 
@@ -209,8 +213,8 @@ def test_work_shared_by_the_main_and_pool_processes_gives_the_same_bytes(
     """Tasks of 4 images: the pool processes get more than they can take at once, so the main process
     runs some tasks itself; results still come back in order."""
     monkeypatch.setattr(tfrecords, "POOL_CHUNK_SIZE", 4)
-    with caplog.at_level(logging.INFO, logger="deepface.tfrecords"):
-        build_tfrecords(train_archive, labels_dir, tmp_path, landmarks=LANDMARKS, shard_bytes=SHARD_BYTES,
+    with caplog.at_level(logging.INFO, logger="deepface.parallel"):
+        build_tfrecords(train_archive, labels_dir, tmp_path, landmarks=LANDMARKS, shard_mb=SHARD_MB,
                         workers=workers)
     assert directory_bytes(tmp_path) == directory_bytes(reference)
     here, total = map(int, re.search(r"(\d+) of (\d+) tasks ran in the main process", caplog.text).groups())
@@ -221,7 +225,7 @@ def test_a_directory_source_gives_the_same_shards(reference, train_archive, labe
     with tarfile.open(train_archive) as archive:
         archive.extractall(tmp_path / "extracted", filter="data")
     manifest = build_tfrecords(tmp_path / "extracted", labels_dir, tmp_path / "out", landmarks=LANDMARKS,
-                               shard_bytes=SHARD_BYTES, workers=1)
+                               shard_mb=SHARD_MB, workers=1)
     built, expected = directory_bytes(tmp_path / "out"), directory_bytes(reference)
     assert built.pop("manifest.json") != expected.pop("manifest.json")  # they name different sources
     assert built == expected
@@ -230,7 +234,7 @@ def test_a_directory_source_gives_the_same_shards(reference, train_archive, labe
 
 def test_keep_original_stores_the_file_bytes(train_archive, labels_dir, tmp_path):
     manifest = build_tfrecords(train_archive, labels_dir, tmp_path, keep_original=True, align=False,
-                               shard_bytes=SHARD_BYTES, workers=1)
+                               shard_mb=SHARD_MB, workers=1)
     originals = {member.name: member.read() for member in iter_members(train_archive)}
     records = read_records(tmp_path)
     assert {r["filename"]: r["encoded"] for r in records} == originals
@@ -289,7 +293,7 @@ def bad_build(bad_source: tuple[Path, Path], tmp_path_factory: pytest.TempPathFa
     """A build of the bad archive that accepts its bad files, with one worker (treat as read-only)."""
     archive, labels = bad_source
     out = tmp_path_factory.mktemp("bad_build")
-    build_tfrecords(archive, labels, out, max_bad_fraction=0.5, align=False, shard_bytes=SHARD_BYTES, workers=1)
+    build_tfrecords(archive, labels, out, max_bad_fraction=0.5, align=False, shard_mb=SHARD_MB, workers=1)
     return out
 
 
@@ -309,7 +313,7 @@ EXPECTED_SKIPS = {
 
 def test_each_kind_of_bad_file_is_skipped_and_listed(bad_source, bad_build, tmp_path):
     archive, labels = bad_source
-    manifest = build_tfrecords(archive, labels, tmp_path, max_bad_fraction=1.0, align=False, shard_bytes=SHARD_BYTES,
+    manifest = build_tfrecords(archive, labels, tmp_path, max_bad_fraction=1.0, align=False, shard_mb=SHARD_MB,
                                workers=2)
     assert directory_bytes(tmp_path) == directory_bytes(bad_build)  # whatever the workers and the limit
     skipped = {entry["file"]: entry["reason"].split(":")[0] for entry in manifest["skipped"]}
@@ -346,15 +350,15 @@ def test_keep_original_skips_formats_tensorflow_cannot_decode(bad_source, tmp_pa
 def test_too_many_bad_files_fail_the_build_and_a_rerun_can_accept_them(bad_source, bad_build, tmp_path):
     archive, labels = bad_source
     with pytest.raises(DeepFaceError, match=r"10 of 24 images .* were skipped \(41\.67% > max_bad_fraction 1\.00%\)"):
-        build_tfrecords(archive, labels, tmp_path / "out", align=False, shard_bytes=SHARD_BYTES, workers=1)
+        build_tfrecords(archive, labels, tmp_path / "out", align=False, shard_mb=SHARD_MB, workers=1)
     assert not (tmp_path / "out" / "manifest.json").exists()
     assert not list((tmp_path / "out").glob("*.tfrecord"))
 
     with pytest.raises(DeepFaceError, match="unfinished build with other settings.*jpeg_quality: 90 -> 80"):
-        build_tfrecords(archive, labels, tmp_path / "out", align=False, shard_bytes=SHARD_BYTES, jpeg_quality=80)
+        build_tfrecords(archive, labels, tmp_path / "out", align=False, shard_mb=SHARD_MB, jpeg_quality=80)
 
     # Accepting the bad files finishes the kept build, with the bytes of a build that accepted them at once.
-    build_tfrecords(archive, labels, tmp_path / "out", align=False, shard_bytes=SHARD_BYTES, max_bad_fraction=0.5,
+    build_tfrecords(archive, labels, tmp_path / "out", align=False, shard_mb=SHARD_MB, max_bad_fraction=0.5,
                     workers=1)
     assert directory_bytes(tmp_path / "out") == directory_bytes(bad_build)
 
@@ -365,7 +369,7 @@ def test_too_many_bad_files_fail_the_build_and_a_rerun_can_accept_them(bad_sourc
 
 BUILD_IN_CHILD = (
     "import sys; from deepface.tfrecords import build_tfrecords; "
-    "build_tfrecords(sys.argv[1], sys.argv[2], sys.argv[3], shard_bytes=int(sys.argv[4]), landmarks=sys.argv[5], "
+    "build_tfrecords(sys.argv[1], sys.argv[2], sys.argv[3], shard_mb=int(sys.argv[4]) / 2**20, landmarks=sys.argv[5], "
     "workers=1)"
 )
 
@@ -409,12 +413,12 @@ def test_a_build_killed_midway_resumes_to_the_same_bytes(train_archive, labels_d
 
     stream.unlink()
     stream.write_bytes(data)
-    manifest = build_tfrecords(stream, labels_dir, out, landmarks=LANDMARKS, shard_bytes=SHARD_BYTES, workers=2)
+    manifest = build_tfrecords(stream, labels_dir, out, landmarks=LANDMARKS, shard_mb=SHARD_MB, workers=2)
     assert len(kept) < manifest["num_shards"]
     for index, inode in enumerate(kept.values()):  # complete shards were kept, not written again
         assert (out / shard_name("train", index, manifest["num_shards"])).stat().st_ino == inode
 
-    build_tfrecords(stream, labels_dir, tmp_path / "uninterrupted", landmarks=LANDMARKS, shard_bytes=SHARD_BYTES,
+    build_tfrecords(stream, labels_dir, tmp_path / "uninterrupted", landmarks=LANDMARKS, shard_mb=SHARD_MB,
                     workers=1)
     assert directory_bytes(out) == directory_bytes(tmp_path / "uninterrupted")
 
@@ -422,14 +426,14 @@ def test_a_build_killed_midway_resumes_to_the_same_bytes(train_archive, labels_d
 def test_an_interrupted_final_renaming_and_a_damaged_shard_are_repaired(bad_source, bad_build, tmp_path):
     archive, labels = bad_source
     with pytest.raises(DeepFaceError, match="were skipped"):  # the whole source read, the shards kept
-        build_tfrecords(archive, labels, tmp_path, align=False, shard_bytes=SHARD_BYTES, workers=1)
+        build_tfrecords(archive, labels, tmp_path, align=False, shard_mb=SHARD_MB, workers=1)
     pending = sorted(tmp_path.glob("train-*.tfrecord.done"))
     assert len(pending) >= 3
     pending[0].rename(tmp_path / shard_name("train", 0, len(pending)))  # as a crash while renaming leaves it
     with open(pending[2], "r+b") as shard:
         shard.truncate(100)
 
-    build_tfrecords(archive, labels, tmp_path, max_bad_fraction=0.5, align=False, shard_bytes=SHARD_BYTES, workers=1)
+    build_tfrecords(archive, labels, tmp_path, max_bad_fraction=0.5, align=False, shard_mb=SHARD_MB, workers=1)
     assert directory_bytes(tmp_path) == directory_bytes(bad_build)
 
 
@@ -438,15 +442,15 @@ def test_a_finished_build_is_not_redone_nor_overwritten(reference, train_archive
     shutil.copytree(reference, out)
     before = directory_bytes(out)
     assert build_tfrecords(
-        train_archive, labels_dir, out, landmarks=LANDMARKS, shard_bytes=SHARD_BYTES
+        train_archive, labels_dir, out, landmarks=LANDMARKS, shard_mb=SHARD_MB
     ) == read_json(out / "manifest.json")
     with pytest.raises(DeepFaceError, match="finished build with other settings.*image_size: 152 -> 96"):
-        build_tfrecords(train_archive, labels_dir, out, landmarks=LANDMARKS, shard_bytes=SHARD_BYTES, image_size=96)
+        build_tfrecords(train_archive, labels_dir, out, landmarks=LANDMARKS, shard_mb=SHARD_MB, image_size=96)
     assert directory_bytes(out) == before
 
     (out / "manifest.json").unlink()  # shards that no manifest nor build state vouches for
     with pytest.raises(DeepFaceError, match="not from this build"):
-        build_tfrecords(train_archive, labels_dir, out, landmarks=LANDMARKS, shard_bytes=SHARD_BYTES)
+        build_tfrecords(train_archive, labels_dir, out, landmarks=LANDMARKS, shard_mb=SHARD_MB)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -485,8 +489,10 @@ def test_command_line(train_archive, labels_dir, tmp_path):
     assert manifest["image_size"] == 64 and manifest["shard_bytes"] == int(0.05 * 2**20)
 
     result = runner.invoke(main, arguments[:-2] + ["--image-size", "-1"])
-    assert result.exit_code == 1
-    assert "image_size=-1" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2  # a bad option value is a usage error, reported as its flag
+    assert "'--image-size'" in result.output and "Traceback" not in result.output
+    result = runner.invoke(main, arguments + ["--keep-original"])  # a rule between settings names the flag too
+    assert result.exit_code == 2 and "'--keep-original'" in result.output and "align off" in result.output
 
 
 # --------------------------------------------------------------------------------------------------
@@ -517,7 +523,7 @@ def test_landmark_rows_and_images_that_do_not_match_are_skipped_or_counted(train
     landmarks = tmp_path / "loose_landmark_train.csv"
     landmarks.write_text(format_landmark_rows(rows))
     manifest = build_tfrecords(train_archive, labels_dir, tmp_path / "out", landmarks=landmarks, max_bad_fraction=0.1,
-                               shard_bytes=SHARD_BYTES, workers=1)
+                               shard_mb=SHARD_MB, workers=1)
     skipped = {entry["file"]: entry["reason"] for entry in manifest["skipped"]}
     assert skipped.pop(f"train/{missing}.jpg") == f"no landmarks: {missing} is not in {landmarks}"
     assert skipped.pop(f"train/{outside}.jpg").startswith("landmarks outside the image")
@@ -527,5 +533,5 @@ def test_landmark_rows_and_images_that_do_not_match_are_skipped_or_counted(train
 
 
 def test_keep_original_cannot_align(train_archive, labels_dir, tmp_path):
-    with pytest.raises(DeepFaceError, match="keep_original stores files as they are, unaligned"):
+    with pytest.raises(DeepFaceError, match="keep_original=True: stores the files as they are, so it needs align off"):
         build_tfrecords(train_archive, labels_dir, tmp_path, keep_original=True, landmarks=LANDMARKS)

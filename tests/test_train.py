@@ -29,21 +29,12 @@ from deepface.errors import DeepFaceError
 from deepface.labels import build_labels
 from deepface.model import PRESETS, build_classifier, load_embedding_model
 from deepface.tfrecords import build_tfrecords
-from deepface.train import (
-    ResumableReduceLROnPlateau,
-    check_batch_size,
-    choose_precision,
-    choose_strategy,
-    compile_classifier,
-    epoch_seed,
-    is_chief_task,
-    resolve_output_dirs,
-    scaled_learning_rate,
-    sparse_crossentropy,
-    split_validation_shards,
-    tf_config_from_cluster_spec,
-    train,
-)
+from deepface.train import train
+from deepface.train.callbacks import ResumableReduceLROnPlateau
+from deepface.train.export import resolve_output_dirs
+from deepface.train.fit import compile_classifier, epoch_seed, scaled_learning_rate, sparse_crossentropy
+from deepface.train.inputs import check_batch_size, split_validation_shards
+from deepface.train.strategy import choose_precision, choose_strategy, is_chief_task, tf_config_from_cluster_spec
 
 IMAGE_SIZE = PRESETS["tiny"].image_size
 SHARD_BYTES = 40_000  # 5 shards of ~17 records
@@ -56,7 +47,7 @@ def data(synth_dir, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("train_data")
     archive = synth_dir / "vggface2_train.tar.gz"
     build_labels(archive, root / "labels")
-    build_tfrecords(archive, root / "labels", root / "tfrecords", image_size=IMAGE_SIZE, shard_bytes=SHARD_BYTES,
+    build_tfrecords(archive, root / "labels", root / "tfrecords", image_size=IMAGE_SIZE, shard_mb=SHARD_BYTES / 2**20,
                     landmarks=synth_dir / "bb_landmark.tar.gz", workers=1)
     return {"tfrecords": root / "tfrecords", "labels": root / "labels"}
 
@@ -142,7 +133,7 @@ def test_chief_is_the_chief_task_or_worker_zero():
         ("multi-worker", {}, [GPU], "TF_CONFIG or CLUSTER_SPEC"),
         ("auto", {"TF_CONFIG": "{not json"}, [], "TF_CONFIG is not valid JSON"),
         ("auto", {"CLUSTER_SPEC": json.dumps({"cluster": {"pool9": ["x"]}, "task": {}})}, [], "CLUSTER_SPEC"),
-        ("quantum", {}, [], "--strategy"),
+        ("quantum", {}, [], "strategy='quantum'"),
     ],
 )
 def test_impossible_strategy_is_a_clear_error(requested, env, gpus, message):
@@ -159,7 +150,7 @@ def test_precision_auto_is_bfloat16_on_tpu_only():
     assert choose_precision("auto", "tpu") == "bfloat16"
     assert choose_precision("auto", "gpu") == "float32"
     assert choose_precision("float16", "gpu") == "float16"
-    with pytest.raises(DeepFaceError, match="--precision"):
+    with pytest.raises(DeepFaceError, match="precision=.int8."):
         choose_precision("int8", "cpu")
 
 
@@ -173,7 +164,7 @@ def test_output_dirs_honour_vertex_variables():
     assert (vertex.model_dir, vertex.checkpoint_dir, vertex.tensorboard_dir) == (
         "gs://b/job/model", "gs://b/job/checkpoints/", "gs://b/job/logs/")
     assert resolve_output_dirs("/explicit", env).model_dir == "/explicit"
-    with pytest.raises(DeepFaceError, match="--out"):
+    with pytest.raises(DeepFaceError, match="give out_dir"):
         resolve_output_dirs(None, {})
 
 
@@ -421,8 +412,8 @@ import tensorflow as tf
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 from deepface.train import train
-manifest = train(sys.argv[1], sys.argv[2], sys.argv[3], strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
-                 **json.loads(sys.argv[4]))
+manifest = train(sys.argv[1], sys.argv[2], sys.argv[3],
+                 distribution=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), **json.loads(sys.argv[4]))
 """
 
 
@@ -544,9 +535,9 @@ def break_learning_rate(data, tmp_path):
     (break_class_names, r"not the class map the TFRecords .* were labelled with"),
     (break_missing_labels, r"no_labels.*classes.txt"),
     (break_image_size, r"Preset 'small' takes 96-pixel images but .* hold 80-pixel ones"),
-    (break_batch_zero, r"--batch-size 0 must be a positive integer"),
-    (break_batch_too_large, r"--batch-size 81 is larger than the 80 training records"),
-    (break_learning_rate, r"--learning-rate -0.1 is out of range"),
+    (break_batch_zero, r"batch_size=0: must be an integer >= 1"),
+    (break_batch_too_large, r"batch_size=81 is larger than the 80 training records"),
+    (break_learning_rate, r"learning_rate=-0.1: must be a number > 0"),
 ])
 def test_bad_input_is_refused_before_training(data, tmp_path, breaker, message):
     tfrecords, labels, options = breaker(data, tmp_path)
@@ -573,7 +564,7 @@ def test_cli_reports_bad_input_in_one_line(data, tmp_path):
         "train", "--tfrecords", str(data["tfrecords"]), "--labels", str(data["labels"]),
         "--out", str(tmp_path / "model"), "--preset", "tiny", "--batch-size", "1000"])
     assert result.exit_code == 1
-    assert "--batch-size 1000 is larger than the 80 training records" in result.output
+    assert "batch_size=1000 is larger than the 80 training records" in result.output
     assert "Traceback" not in result.output
 
 

@@ -35,5 +35,5 @@ def test_adam_trains_the_tiny_preset(tiny_data):
 
 
 def test_unknown_optimizer_is_refused_before_training(tiny_data):
-    with pytest.raises(DeepFaceError, match="--optimizer"):
+    with pytest.raises(DeepFaceError, match="optimizer=.rmsprop.: must be one of sgd, adam"):
         train(tiny_data / "tfrecords", tiny_data / "labels", tiny_data / "bad", preset="tiny", optimizer="rmsprop")

@@ -19,18 +19,18 @@ from deepface.errors import DeepFaceError
 
 # subcommand name -> (module that defines `command`, one-line help shown by `deepface --help`)
 COMMANDS = {
-    "synth": ("deepface.synth", "Write a synthetic face dataset laid out like VGGFace2 and LFW."),
-    "fetch": ("deepface.fetch", "Copy data (local, file://, gs://, https://) and verify MD5s."),
-    "labels": ("deepface.labels", "Build the class map (sorted identities) from a list, archive or folder."),
-    "landmarks": ("deepface.detect", "Find faces and their 5 landmarks in an archive or folder (a CSV, resumable)."),
-    "tfrecords": ("deepface.tfrecords",
+    "synth": ("deepface.cli.synth", "Write a synthetic face dataset laid out like VGGFace2 and LFW."),
+    "fetch": ("deepface.cli.fetch", "Copy data (local, file://, gs://, https://) and verify MD5s."),
+    "labels": ("deepface.cli.labels", "Build the class map (sorted identities) from a list, archive or folder."),
+    "landmarks": ("deepface.cli.landmarks",
+                  "Find faces and their 5 landmarks in an archive or folder (a CSV, resumable)."),
+    "tfrecords": ("deepface.cli.tfrecords",
                   "Build sharded TFRecords of aligned faces from an archive or folder (resumable)."),
     "train": ("deepface.cli.train", "Train DeepFace from TFRecords (TPU, GPUs or CPU; resumable)."),
-    "evaluate": ("deepface.evaluate", "Evaluate face verification (LFW protocol) and write the report."),
+    "evaluate": ("deepface.cli.evaluate", "Evaluate face verification (LFW protocol) and write the report."),
     "verify": ("deepface.verify", "Say whether two face images show the same person."),
     "model": ("deepface.cli.model", "Build a DeepFace preset and print its summary and parameter count."),
     "import-weights": ("deepface.weights", "Import the seed project's tf.keras HDF5 weights."),
-    "demo": ("deepface.demo", "Run the whole pipeline locally on the embedded synthetic data."),
 }
 
 
