@@ -21,6 +21,7 @@ import os
 import posixpath
 from pathlib import Path
 
+from deepface.errors import DeepFaceError
 from deepface.files import is_remote, local_path, read_json, write_json
 
 MANIFEST_FILE = "manifest.json"
@@ -64,3 +65,14 @@ def remove_manifest(directory: str | os.PathLike) -> None:
     if isinstance(path, str):
         raise ValueError(f"remove_manifest removes local manifests, not {directory}: use tf.io.gfile.")
     path.unlink(missing_ok=True)
+
+
+def other_settings(out: str | os.PathLike, run: str, old: dict, new: dict, *, finished: bool) -> DeepFaceError:
+    """The error for a resumable stage whose output directory ``out`` holds a ``run`` ("build",
+    "landmarks run") made with other settings: names each difference as ``key: old -> new`` and the fix."""
+    differences = ", ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in new if old.get(key) != new[key])
+    if finished:
+        return DeepFaceError(f"{out} already holds a finished {run} with other settings ({differences}): delete it "
+                             "or choose another output directory.")
+    return DeepFaceError(f"{out} holds an unfinished {run} with other settings ({differences}): rerun with the same "
+                         "settings to finish it, or delete the directory or choose another output directory.")

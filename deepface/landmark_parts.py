@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from deepface.archives import MAX_EXAMPLES, is_image_name, iter_members
-from deepface.contracts import read_manifest, write_manifest
+from deepface.contracts import other_settings, read_manifest, write_manifest
 from deepface.errors import DeepFaceError
 from deepface.files import atomic_open, read_json, remove_temporaries, write_json, write_text
 from deepface.landmarks import box_file, format_box_rows, format_landmark_rows, landmark_file, name_id
@@ -142,11 +142,7 @@ def load_state(out: Path, settings: dict) -> list[dict]:
     if state_path.exists():
         state = read_json(state_path)
         if state["settings"] != settings:
-            raise DeepFaceError(
-                f"{out} holds an unfinished landmarks run with other settings "
-                f"({_differences(state['settings'], settings)}): rerun with the same settings to finish it, "
-                "or delete the directory or choose another output directory."
-            )
+            raise other_settings(out, "landmarks run", state["settings"], settings, finished=False)
         for part in state["parts"]:
             path = out / PARTS_DIR / part["file"]
             if not (path.is_file() and path.stat().st_size == part["bytes"]):
@@ -167,10 +163,6 @@ def save_state(out: Path, settings: dict, parts: list[dict]) -> None:
     write_json(out / STATE_FILE, {"settings": settings, "parts": parts})
 
 
-def _differences(old: dict, new: dict) -> str:
-    return ", ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in new if old.get(key) != new[key])
-
-
 def complete_manifest(out: Path, settings: dict) -> dict | None:
     """The manifest of a complete output with these settings, or None when there is none.
 
@@ -181,9 +173,7 @@ def complete_manifest(out: Path, settings: dict) -> dict | None:
     if manifest is None:
         return None
     if manifest.get("settings") != settings:
-        raise DeepFaceError(f"{out} already holds landmarks made with other settings "
-                            f"({_differences(manifest.get('settings') or {}, settings)}): "
-                            "delete it or choose another output directory.")
+        raise other_settings(out, "landmarks run", manifest.get("settings") or {}, settings, finished=True)
     return manifest
 
 # --------------------------------------------------------------------------------------------------

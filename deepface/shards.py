@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from deepface.archives import MAX_EXAMPLES
-from deepface.contracts import MANIFEST_FILE, write_manifest
+from deepface.contracts import MANIFEST_FILE, other_settings, write_manifest
 from deepface.errors import DeepFaceError
 from deepface.files import read_json, remove_temporaries, write_json
 
@@ -125,11 +125,6 @@ class Segment:
             self.records += 1
 
 
-def setting_differences(old: dict, new: dict) -> str:
-    """The settings of ``new`` that differ in ``old``, as ``key: old -> new`` text."""
-    return ", ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in new if old.get(key) != new[key])
-
-
 def load_state(out: Path, split: str, settings: dict) -> tuple[list[Segment], Segment | None]:
     """The complete shards of an unfinished build with these settings (under their pending names), and
     its tail if the source was read to the end. Removes temporaries and shards the state does not vouch for.
@@ -139,11 +134,7 @@ def load_state(out: Path, split: str, settings: dict) -> tuple[list[Segment], Se
     if state_path.exists():
         state = read_json(state_path)
         if state["settings"] != settings:
-            raise DeepFaceError(
-                f"{out} holds an unfinished build with other settings "
-                f"({setting_differences(state['settings'], settings)}): "
-                "rerun with the same settings to finish it, or delete the directory or choose another --out."
-            )
+            raise other_settings(out, "build", state["settings"], settings, finished=False)
         saved = [Segment(**shard) for shard in state["shards"]]
         tail = Segment(**state["tail"]) if state.get("tail") else None
         for index, shard in enumerate(saved):

@@ -58,7 +58,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from deepface.archives import MAX_EXAMPLES, NO_IDENTITY_FOLDER, check_source, identity_of, is_image_name, iter_members
-from deepface.contracts import ENCODING_ORIGINAL, ENCODING_RESIZED, SCHEMA_VERSION, read_manifest
+from deepface.contracts import ENCODING_ORIGINAL, ENCODING_RESIZED, SCHEMA_VERSION, other_settings, read_manifest
 from deepface.errors import DeepFaceError
 from deepface.files import hash_file, local_path
 from deepface.labels import CLASSES_FILE, load_classes
@@ -74,7 +74,6 @@ from deepface.shards import (
     finish_build,
     load_state,
     save_state,
-    setting_differences,
 )
 
 logger = logging.getLogger(__name__)
@@ -240,11 +239,7 @@ def build_tfrecords(
     manifest = read_manifest(out)
     if manifest is not None:
         if any(manifest.get(key) != value for key, value in settings.items()):
-            raise DeepFaceError(
-                f"{out} already holds a finished build with other settings "
-                f"({setting_differences(manifest, settings)}): "
-                "delete it or choose another output directory."
-            )
+            raise other_settings(out, "build", manifest, settings, finished=True)
         logger.info("%s already holds this build (%d records): nothing to do", out, manifest["num_records"])
         return manifest
 

@@ -23,12 +23,11 @@ import logging
 import os
 from pathlib import Path
 
-import click
 import numpy as np
 
 from deepface.contracts import remove_manifest, write_manifest
 from deepface.errors import DeepFaceError
-from deepface.files import dumps_json, md5_file, write_json
+from deepface.files import md5_file, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -210,15 +209,3 @@ def import_seed_weights(h5_path: str | os.PathLike, out_dir: str | os.PathLike, 
                          "source_md5": metadata["source"]["md5"]})
     logger.info("wrote %s", out)
     return out
-
-
-@click.command("import-weights")
-@click.argument("h5_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Model directory to write (classifier.keras, embedding.keras, metadata.json).")
-@click.option("--preset", default="paper", show_default=True,
-              help="Model preset whose sizes the file has (paper for the released seed weights).")
-def command(h5_file: Path, out_dir: Path, preset: str) -> None:
-    """Import the seed project's tf.keras HDF5 weights (e.g. VGGFace2_DeepFace_weights_val-0.9034.h5)."""
-    out = import_seed_weights(h5_file, out_dir, preset=preset)
-    click.echo(dumps_json({"model_dir": str(out)}), nl=False)

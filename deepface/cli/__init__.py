@@ -28,9 +28,9 @@ COMMANDS = {
                   "Build sharded TFRecords of aligned faces from an archive or folder (resumable)."),
     "train": ("deepface.cli.train", "Train DeepFace from TFRecords (TPU, GPUs or CPU; resumable)."),
     "evaluate": ("deepface.cli.evaluate", "Evaluate face verification (LFW protocol) and write the report."),
-    "verify": ("deepface.verify", "Say whether two face images show the same person."),
+    "verify": ("deepface.cli.verify", "Say whether two face images show the same person."),
     "model": ("deepface.cli.model", "Build a DeepFace preset and print its summary and parameter count."),
-    "import-weights": ("deepface.weights", "Import the seed project's tf.keras HDF5 weights."),
+    "import-weights": ("deepface.cli.import_weights", "Import the seed project's tf.keras HDF5 weights."),
 }
 
 
