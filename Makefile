@@ -36,7 +36,7 @@ test-fast: $(STAMP)  ## tests not marked slow
 	$(PY) -m pytest -m "not slow and not soak"
 
 soak: $(STAMP)  ## fault-injection soak: many SIGKILLs per stage (DEEPFACE_SOAK_KILLS, DEEPFACE_SOAK_SEED)
-	$(PY) -m pytest tests/test_faults.py -m soak -rP
+	$(PY) -m pytest tests/faults/test_faults.py -m soak -rP
 
 bench: $(STAMP)  ## every benchmark in benchmarks/ (minutes; prints ratios side by side)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -15,7 +15,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 # Loopback HTTP file server and GCS emulator fixtures (tests/servers.py) for every test module.
-pytest_plugins = ["servers"]
+pytest_plugins = ["helpers.servers"]
 
 # Parameters of the shared dataset; tests may read them to know the expected counts.
 SYNTH_PARAMS = dict(

@@ -11,7 +11,7 @@ import json
 import pytest
 import yaml
 from click.testing import CliRunner
-from fake_vertex import FakeCloud
+from helpers.fake_vertex import FakeCloud
 
 from components.image import image_reference
 from pipelines.cli import main

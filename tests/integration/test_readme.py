@@ -22,7 +22,7 @@ import pytest
 from deepface.cli import COMMANDS
 from pipelines.cli import main as pipelines_main
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 MAKEFILE = README.with_name("Makefile")
 NEEDS_ELSEWHERE = ("gs://", "real/", "face1.jpg", ".h5")
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import tiny_model
+from helpers.corpus import stored_for_orientation
 from PIL import Image
-from test_faces import stored_for_orientation
 
 from deepface.cli import main
 from deepface.data import make_dataset

@@ -18,7 +18,7 @@ import matplotlib.cbook
 import pytest
 from click.testing import CliRunner, Result
 from conftest import tiny_model
-from corpus import (
+from helpers.corpus import (
     CLASSES_FILES,
     IGNORED,
     IMAGE_LISTS,

@@ -20,15 +20,15 @@ import matplotlib.cbook
 import numpy as np
 import pytest
 from conftest import tiny_model
+from helpers.corpus import stored_for_orientation
 from PIL import Image
-from test_faces import stored_for_orientation
 
 import deepface
 from deepface import files
 from deepface.errors import DeepFaceError
 
 SIZE = 80  # the tiny preset's input
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 

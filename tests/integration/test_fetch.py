@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from servers import HttpFileServer, gcs_emulator, http_server  # noqa: F401 (fixtures)
+from helpers.servers import HttpFileServer, gcs_emulator, http_server  # noqa: F401 (fixtures)
 
 from deepface.cli import main
 from deepface.errors import DeepFaceError

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from conftest import tiny_model
-from corpus import encode, noise_image
+from helpers.corpus import encode, noise_image
 
 from deepface.cli import main
 from deepface.evaluate import evaluation_warnings
 from deepface.verify import EXIT_DIFFERENT, verify
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 RESULT_KEYS = {"score", "value", "threshold", "same", "flip", "align"}
 
 

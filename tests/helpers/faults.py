@@ -35,9 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from servers import HttpFileServer
-
 from deepface.files import TEMPORARY_GLOB
+from helpers.servers import HttpFileServer
 
 CI_KILLS = 10
 POLL_SECONDS = 0.01  # how often a condition is checked while waiting for the child

@@ -578,7 +578,7 @@ def test_gpu_benchmark_smoke_runs_on_cpu(tmp_path):
     results_file = tmp_path / "results.json"
     command = [sys.executable, "benchmarks/gpu_train.py", "--preset", "tiny", "--steps", "2",
                "--json", str(results_file)]
-    completed = subprocess.run(command, cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=600,
+    completed = subprocess.run(command, cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=600,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(results_file.read_text())["results"]

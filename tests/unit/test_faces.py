@@ -16,6 +16,7 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers.corpus import stored_for_orientation
 from PIL import Image, ImageFile, JpegImagePlugin
 
 from deepface.faces import (
@@ -146,22 +147,6 @@ def test_aligned_crop_is_deterministic(detector, photo):
 
 
 # -------------------------------------------------------------------------------- 2. EXIF orientations
-
-
-def stored_for_orientation(upright: np.ndarray, orientation: int) -> np.ndarray:
-    """The pixels a camera stores with EXIF ``orientation`` for a scene that looks like ``upright``
-    (EXIF 2.3, tag 0x0112: where the stored 0th row / 0th column lie in the visual image)."""
-    a = upright
-    return {
-        1: lambda: a,                                  # top, left
-        2: lambda: a[:, ::-1],                         # top, right
-        3: lambda: a[::-1, ::-1],                      # bottom, right
-        4: lambda: a[::-1],                            # bottom, left
-        5: lambda: a.transpose(1, 0, 2),               # left, top
-        6: lambda: np.rot90(a, 1),                     # right, top (display turns it 90 deg clockwise)
-        7: lambda: a[::-1, ::-1].transpose(1, 0, 2),   # right, bottom
-        8: lambda: np.rot90(a, -1),                    # left, bottom
-    }[orientation]()
 
 
 def test_stored_for_orientation_matches_the_spec_on_a_corner_marker():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_alignment.py"
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_alignment.py"
 
 
 @pytest.mark.slow

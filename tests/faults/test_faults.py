@@ -12,7 +12,7 @@ it to the end, and checks that nothing was lost or duplicated:
   metrics of every epoch and the final weights are exactly those of an uninterrupted run.
 
 The ``soak`` versions run many more kills (``DEEPFACE_SOAK_KILLS``, seeds from ``DEEPFACE_SOAK_SEED``);
-they are skipped unless selected: ``pytest tests/test_faults.py -m soak``.
+they are skipped unless selected: ``pytest tests/faults/test_faults.py -m soak``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_tar
-from faults import (
+from helpers.faults import (
     CI_KILLS,
     FifoFeeder,
     GatedHttpServer,

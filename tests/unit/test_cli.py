@@ -38,7 +38,7 @@ def test_user_error_is_one_line_without_traceback():
     assert "/nonexistent/list.txt" in result.output
 
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 PIPELINE_COMMANDS = {"compile", "submit", "upload", "schedule", "submit-kfp", "run-local", "demo"}
 
 

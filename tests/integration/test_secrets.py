@@ -20,11 +20,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from fake_vertex import FakeCloud
-from faults import child_env
-from servers import HttpFileServer
+from helpers.fake_vertex import FakeCloud
+from helpers.faults import child_env
+from helpers.servers import HttpFileServer
 
-REPOSITORY = Path(__file__).resolve().parent.parent
+REPOSITORY = Path(__file__).resolve().parents[2]
 TOKENS = {
     "auth header": "hdr-7c1e5a90d2",
     "URL signature": "sig-4b8f02ce61",

@@ -3,7 +3,7 @@
 Nothing here is a binary checked into the repository: images are drawn with Pillow and then damaged,
 archives are written with tarfile, text files are built from lines. Each function returns bytes (or
 writes a file and returns its path); what each stage must do with each input is in
-tests/test_bad_inputs.py.
+tests/faults/test_bad_inputs.py.
 
 - `images`: image files by name: good ones in odd formats and modes (PNG, GIF, CMYK, grey, 16-bit,
   palette, alpha, wrong extensions) and bad ones (truncated, corrupt, empty, text, decompression bombs).
@@ -99,7 +99,7 @@ def images(seed: int = 0) -> dict[str, tuple[bytes, str]]:
         "webp.webp": (encode(noise_image(seed + 8), "WEBP"), STORED),
         "rotated_exif.jpg": (encode(noise_image(seed + 9), exif=_orientation(6)), STORED),
         # Headers claiming far more pixels than the file's bytes can hold (Pillow's own limit is not the rule:
-        # a 108 MP phone JPEG of 3.2 MB is a photo, tests/test_faces.py).
+        # a 108 MP phone JPEG of 3.2 MB is a photo, tests/unit/test_faces.py).
         "bomb.jpg": (jpeg_claiming_size(good, 30_000, 30_000), "decompression bomb"),
         "bomb_warning.jpg": (jpeg_claiming_size(good, 10_000, 10_000), "decompression bomb"),
         "bomb.png": (png_claiming_size(png, 50_000, 50_000), "decompression bomb"),
@@ -235,3 +235,19 @@ PAIRS_FILES = {
     "unknown person": (b"1\t1\nZ\t1\t2\nA\t1\tB\t1\n", ("image 1 of Z",)),
     "image number too large": (b"1\t1\nA\t1\t9\nA\t1\tB\t1\n", ("image 9 of A",)),
 }
+
+
+def stored_for_orientation(upright: np.ndarray, orientation: int) -> np.ndarray:
+    """The pixels a camera stores with EXIF ``orientation`` for a scene that looks like ``upright``
+    (EXIF 2.3, tag 0x0112: where the stored 0th row / 0th column lie in the visual image)."""
+    a = upright
+    return {
+        1: lambda: a,                                  # top, left
+        2: lambda: a[:, ::-1],                         # top, right
+        3: lambda: a[::-1, ::-1],                      # bottom, right
+        4: lambda: a[::-1],                            # bottom, left
+        5: lambda: a.transpose(1, 0, 2),               # left, top
+        6: lambda: np.rot90(a, 1),                     # right, top (display turns it 90 deg clockwise)
+        7: lambda: a[::-1, ::-1].transpose(1, 0, 2),   # right, bottom
+        8: lambda: np.rot90(a, -1),                    # left, bottom
+    }[orientation]()
