@@ -17,9 +17,9 @@ sched_setaffinity, TF intra/inter-op threads set alike), measures the images del
 Two rates per method: images per wall-clock second, and images per CPU-second of the process (user +
 system time of all its threads), which is the rate per core and stays meaningful on a shared machine
 where other jobs take cores away. Every dataset is built once, outside the timing (building one traces
-its functions in Python: ~0.09 CPU-s, 15% of an epoch of these 3,000 records, but once per training
-run), and each repeat drains a new epoch of it inside the graph (``Dataset.reduce``), so Python
-iteration costs nothing; the repeats of all methods are interleaved and each figure is the median.
+its functions in Python, a cost paid once per training run, not per epoch), and each repeat drains a
+new epoch of it inside the graph (``Dataset.reduce``), so Python iteration costs nothing; the repeats
+of all methods are interleaved and each figure is the median.
 Ratios compare images per CPU-second with the baseline.
 Run: ``python benchmarks/bench_input.py [--help]``.
 """

@@ -10,7 +10,7 @@ shapes of the paper at batch 32 for:
 - per-offset:  accumulate one einsum per kernel offset (no patch tensor; another rejected alternative).
 
 Then a full `paper` train step (SGD, batch 32) of our model in a subprocess, reporting img/s and peak
-RSS. (The seed's full model is not run: it is OOM-killed at batch 32 on a 24 GB machine, facts.md.)
+RSS. (The seed's full model is not run: at batch 32 it ran out of memory on the CPU machines tried.)
 
 Every variant is checked against deepface.layers at batch 2 before it is timed (the tests check our
 layer against the seed). Each variant runs in its own process with a capped heap; medians and

@@ -26,9 +26,8 @@ Prints medians over the repeats of:
 Goals: >= 0.85 of the loop per core, close to 2x from 1 to 2 workers; aligning from the CSV >= 0.85 of
 the whole-frame re-encode per core (the ``vs frame`` column). The load average before and
 after is printed: on a shared machine the wall figures move with it. The default 7,200 images keep a
-build's fixed cost (~0.04 s with 2 workers once the forkserver runs: starting the pool, the manifest,
-fsyncs) near 3% of the fastest build, keep_original on 2 workers (it was 10-15% with 1,200 images).
-The whole run, making the data included, takes about two minutes on 2 cores.
+build's fixed cost (starting the pool, the manifest, fsyncs) a small share of even the fastest build,
+keep_original on 2 workers; with far fewer images that cost would blur the rates.
 
     .venv/bin/python benchmarks/bench_tfrecords.py [--identities 24] [--images-per-identity 300] [--repeats 3]
 """

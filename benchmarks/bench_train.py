@@ -16,7 +16,7 @@ process (all its threads: the input pipeline's work shows there even when other 
 Goal: the TFRecord rate (wall clock) is at least 90% of the in-memory rate, judged on the median of
 the round-by-round ratios (each round's sources run back to back, so slow drifts in the machine's load
 cancel).
-The paper preset trains at only a few images per second on a CPU, so the default step counts are small.
+The paper preset trains slowly on a CPU, so the default step counts are small.
 Run: ``python benchmarks/bench_train.py [--help]`` (exit status 1 when below the goal).
 """
 

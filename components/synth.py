@@ -24,7 +24,7 @@ def make_synthetic_dataset(
     """Synthetic faces laid out like the VGGFace2 and LFW releases, unless real data is given.
 
     The pipeline always runs this step so that its graph needs no condition: with a data URI it only
-    creates an empty folder (in seconds), and the fetch step copies the data URI instead. The parameters
+    creates an empty folder, and the fetch step copies the data URI instead. The parameters
     are those of `deepface.settings.SynthSettings` (defaults and descriptions from there).
 
     Returns:

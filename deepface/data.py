@@ -267,8 +267,8 @@ def make_dataset(
         training: True shuffles the shard order and the records (both again every epoch) and allows
             augmentation; False reads the shards one after the other, in order, unaugmented.
         split: with a directory, read only the shards of this split (``train``, ``val`` ...).
-        shuffle_buffer: records in the shuffle buffer, in images (training only). It holds encoded
-            bytes, ~10 KB per 152-pixel face.
+        shuffle_buffer: records in the shuffle buffer, in images (training only). It holds the encoded
+            records (the stored JPEG bytes), not decoded images.
         augment: random horizontal flip and random shift by up to 5% of the side (training only;
             ignored otherwise), see `augment_image`.
         seed: seeds the shard order, the record shuffle and the augmentation.
@@ -322,8 +322,8 @@ def make_dataset(
     if repeat:
         records = records.repeat()
 
-    # Shards the tfrecords stage stored as JPEG at this very size need no size check per record
-    # (about 15% of the CPU of the whole pipeline on one core); any other input goes through decode_to_size.
+    # Shards the tfrecords stage stored as JPEG at this very size need no size check per record (its cost:
+    # benchmarks/bench_input.py, "stage shards" vs "unknown size"); any other input goes through decode_to_size.
     presized = _stored_as_jpeg_at(shards, image_size)
 
     def decode(serialized, augment_seed=None):  # one record -> 8-bit image (augmented), label
@@ -345,8 +345,8 @@ def make_dataset(
         records = tf.data.Dataset.zip(records, augment_seeds)
     examples = records.map(decode, num_parallel_calls=AUTOTUNE, deterministic=ordered)
     # Batches of 8-bit images (a plain batch: tf.data fuses it with the parallel map above), made float
-    # per batch: a quarter of the bytes to copy into the batch, and one pass writing the floats (on one
-    # core, 1 - 175/196 = 11% less CPU per image than converting image by image).
+    # per batch: a quarter of the bytes to copy into the batch, and one pass writing the floats (less CPU
+    # per image than converting image by image).
     batches = examples.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
     batches = batches.map(to_float, num_parallel_calls=AUTOTUNE, deterministic=ordered)
 

@@ -157,9 +157,9 @@ class FaceDetector:
 
 DETECTOR_NAME = "mtcnn"
 PART_IMAGES = 1024  # images per part file: what an interrupted run loses at most
-TASK_IMAGES = 16  # images per task handed to a worker process (~2-5 s of detection)
+TASK_IMAGES = 16  # images per task handed to a worker process (their detection outweighs the hand-over)
 
-_detector: FaceDetector | None = None  # one per process, loaded on first use (TensorFlow: ~4 s)
+_detector: FaceDetector | None = None  # one per process, loaded on first use (TensorFlow's import takes seconds)
 
 
 def process_detector(min_face: int = MIN_FACE) -> FaceDetector:

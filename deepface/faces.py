@@ -59,8 +59,8 @@ MAX_PIXELS_PER_BYTE = 200
 # Most pixels decoded at once, after any DCT reduction (~1 GB as RGB): larger images are refused.
 MAX_DECODED_PIXELS = 4 * 89_478_485
 # Detection runs on the photo decoded so that its longer side is at least this (a face of 15% of the
-# frame keeps ~100 px, plenty for the detector; MTCNN's time grows with the pixels: a 3000 x 4000 photo
-# decoded at 1/2 took 1.3 s, at 1/4 ~0.4 s); the face is then cut from a decode as fine as it needs.
+# frame keeps ~100 px, plenty for the detector; MTCNN's time grows with the pixels, see
+# benchmarks/bench_detect.py); the face is then cut from a decode as fine as it needs.
 DETECT_SIDE = 640
 
 # ArcFace's template for 112 x 112 (insightface arcface_dst), pixel centres at integers.

@@ -36,9 +36,9 @@ class LocallyConnected2D(keras.layers.Layer):
     How it computes: the input is laid out batch-innermost, ``(rows * cols * channels, batch)``, and one
     gather with indices fixed at build time forms every patch at once as ``(positions, patch, batch)``;
     a single batched matmul with positions as the batch applies the kernels. The backward pass is the
-    same matmuls plus one segment sum (the gather's gradient). No large tensor is ever transposed. On
-    2 CPU cores this is several times faster than tf.keras's implementation=1 (3025 slices for L4) and
-    than extract_patches + einsum (see benchmarks/bench_layers.py), and its memory is one patch tensor.
+    same matmuls plus one segment sum (the gather's gradient). No large tensor is ever transposed, and
+    its memory is one patch tensor. benchmarks/bench_layers.py measures its speed against tf.keras's
+    implementation=1 (3025 slices for L4) and extract_patches + einsum.
 
     Args:
         filters: number of output channels.

@@ -8,7 +8,7 @@ Topology (the paper's, with the seed project's layer names)::
 ReLU after every layer but F8; the ``paper`` preset initialises kernels N(0, 0.01) and biases 0.5 (as the
 seed). The small presets keep this topology and change sizes, and use He-normal kernels with zero biases:
 with N(0, 0.01) and so few channels the activations shrink layer by layer until F7 is nearly constant
-(std ~1e-6 across images) and a few hundred SGD steps leave the loss at ln(classes).
+across images and a few hundred SGD steps leave the loss at ln(classes).
 
 =======  =====  ==================  =====  ===========================  ==========================
 preset   input  C1/C3/L4/L5/L6      F7     parameters                   use

@@ -69,7 +69,7 @@ def encode_image(data: bytes, options: ImageOptions, points: np.ndarray | None =
         return data, None
     detector = None
     if options.align and points is None:
-        from deepface.detect import process_detector  # this worker's, loaded once (TensorFlow: ~4 s)
+        from deepface.detect import process_detector  # this worker's, loaded once (TensorFlow's import takes seconds)
 
         detector = process_detector()
     face, info = face_image(data, options.image_size, align_face=options.align, points=points, detector=detector,

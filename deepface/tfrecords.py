@@ -80,8 +80,8 @@ logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 32  # files per chunk of work with one worker (in this process): records reach the shard chunk by chunk
 # Files per task with several workers (run by a pool process, or by the main process, see ordered_map): fewer,
-# larger messages, yet fine enough to balance the processes. 64 and 256 made 2 workers slower than 128 did
-# (re-encode: 1.84x and 1.74x the rate of 1 worker, against 1.98x; benchmarks/bench_tfrecords.py).
+# larger messages, yet fine enough to balance the processes. Of 64, 128 and 256, 128 scaled best from 1 to 2
+# workers (benchmarks/bench_tfrecords.py prints the 1 -> 2 workers scaling).
 POOL_CHUNK_SIZE = 128
 
 
