@@ -270,9 +270,8 @@ def evaluate(
     context = {
         "model_dir": str(model_dir), "model_sha256": model_sha256, "metadata": metadata,
         "images": str(images), "pairs": pairs_info,
-        "parameters": {"batch_size": batch_size, "flip": flip, "baseline": baseline, "seed": seed,
-                       "allow_missing": allow_missing, "align": align,
-                       "landmarks": str(landmarks) if table else None, "no_face": no_face},
+        # the settings as given (EvaluateSettings), align as resolved from the model's metadata
+        "parameters": {**chosen.to_dict(), "align": align, "landmarks": str(landmarks) if table else None},
     }
     threshold = {
         "score": PRIMARY_SCORE,

@@ -35,6 +35,7 @@ from deepface.files import dumps_json, is_remote, remove_temporaries, tf_path, w
 from deepface.labels import CLASSES_FILE
 from deepface.model import ModelConfig, build_classifier, build_embedding_model, compute_feature_max, save_model
 from deepface.plots import training_curves_png
+from deepface.settings import TrainSettings
 from deepface.train.callbacks import TrainingState
 from deepface.train.fit import REFERENCE_BATCH_SIZE
 from deepface.train.inputs import TrainingData, read_bytes
@@ -183,35 +184,27 @@ def training_history(
 def model_metadata(
     config: ModelConfig,
     data: TrainingData,
+    settings: TrainSettings,
     *,
-    seed: int,
-    augment: bool,
-    shuffle_buffer: int,
     strategy_kind: str,
     replicas: int,
     precision: str,
-    jit_compile: bool,
     global_batch_size: int,
     optimizer: str,
-    momentum: float,
-    weight_decay: float,
     learning_rate: float,
     initial_lr: float,
     final_lr: float,
     min_lr: float,
-    lr_factor: float,
-    lr_patience: int,
     monitor: str,
-    label_smoothing: float,
-    epochs: int,
     steps_per_epoch: int,
-    feature_max_batches: int | None,
 ) -> dict:
-    """The content of ``metadata.json``: the preset, the data, the seed, the strategy, the batch, the
-    learning rates (``learning_rate`` as given, the initial one, the final one and the floor) and the
-    optimizer of a run, and the versions of the software.
+    """The content of ``metadata.json``: the run's ``settings`` as given (``"settings"``, every field of
+    `TrainSettings`) and as resolved (the preset's recipe, the strategy and precision the hardware gave,
+    the learning rates: ``learning_rate`` as given, the initial one, the final one and the floor), the
+    data, and the versions of the software.
     """
     return {
+        "settings": settings.to_dict(),
         "preset": config.to_dict(),
         "image_size": data.image_size,
         "aligned": data.alignment != "none",
@@ -225,22 +218,24 @@ def model_metadata(
             "train_records": data.train_records,
             "validation_shards": [posixpath.basename(shard) for shard in data.validation_shards],
             "validation_records": data.validation_records,
-            "augment": augment,
-            "shuffle_buffer": shuffle_buffer,
+            "augment": settings.augment,
+            "shuffle_buffer": settings.shuffle_buffer,
         },
-        "seed": seed,
-        "strategy": {"kind": strategy_kind, "replicas": replicas, "precision": precision, "jit_compile": jit_compile},
+        "seed": settings.seed,
+        "strategy": {"kind": strategy_kind, "replicas": replicas, "precision": precision,
+                     "jit_compile": settings.jit_compile},
         "batch_size": {"global": global_batch_size, "per_replica": global_batch_size // replicas},
         "learning_rate": {
             "base": learning_rate, "reference_batch_size": REFERENCE_BATCH_SIZE, "initial": initial_lr,
-            "final": final_lr, "min": min_lr, "factor": lr_factor, "patience": lr_patience, "monitor": monitor,
+            "final": final_lr, "min": min_lr, "factor": settings.lr_factor, "patience": settings.lr_patience,
+            "monitor": monitor,
         },
-        "optimizer": {"name": optimizer, "momentum": momentum if optimizer == "sgd" else None,
-                      "weight_decay": weight_decay},
-        "label_smoothing": label_smoothing,
-        "epochs": epochs,
+        "optimizer": {"name": optimizer, "momentum": settings.momentum if optimizer == "sgd" else None,
+                      "weight_decay": settings.weight_decay},
+        "label_smoothing": settings.label_smoothing,
+        "epochs": settings.epochs,
         "steps_per_epoch": steps_per_epoch,
-        "feature_max_batches": feature_max_batches,
+        "feature_max_batches": settings.feature_max_batches,
         "versions": deepface.versions(),
     }
 

@@ -24,6 +24,7 @@ from deepface.evaluate import evaluate, protocol_folds
 from deepface.metrics import verification_metrics
 from deepface.pairs import ImageCollection, Pair, read_pairs
 from deepface.scoring import SCORES, chi2_distance, cosine_similarity, l2_distance
+from deepface.settings import EvaluateSettings
 from deepface.verify import verify
 
 NUM_TRAIN_CLASSES = 8
@@ -155,6 +156,7 @@ def test_outputs_are_complete_and_consistent(lfw_evaluation, synth_dir, trained_
     for name, entry in manifest["outputs"].items():
         assert entry["sha256"] == files.hash_file(out_dir / name)
     assert manifest["model_sha256"] == files.hash_file(trained_model / "embedding.keras")
+    assert set(manifest["parameters"]) >= set(EvaluateSettings.fields())  # every setting is recorded
     threshold = files.read_json(out_dir / "threshold.json")
     assert threshold["model_sha256"] == manifest["model_sha256"]
     for name, saved in threshold["thresholds"].items():

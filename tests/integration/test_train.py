@@ -28,6 +28,7 @@ from deepface.data import make_dataset
 from deepface.errors import DeepFaceError
 from deepface.labels import build_labels
 from deepface.model import PRESETS, build_classifier, load_embedding_model
+from deepface.settings import TrainSettings
 from deepface.tfrecords import build_tfrecords
 from deepface.train import train
 from deepface.train.callbacks import ResumableReduceLROnPlateau
@@ -276,6 +277,9 @@ def test_model_directory_is_complete_and_consistent(vertex_run, data):
     metadata = json.loads((model_dir / "metadata.json").read_text())
     assert metadata["preset"]["name"] == "tiny" and metadata["image_size"] == IMAGE_SIZE
     assert metadata["num_classes"] == 8 and metadata["seed"] == 3
+    assert metadata["settings"] == TrainSettings(preset="tiny", optimizer="adam", epochs=EPOCHS, batch_size=8,
+                                                 learning_rate=0.001, seed=3, checkpoint_steps=4,
+                                                 keep_checkpoints=True).to_dict()  # every setting, as given
     assert metadata["strategy"] == {"kind": "cpu", "replicas": 1, "precision": "float32", "jit_compile": False}
     assert metadata["batch_size"] == {"global": 8, "per_replica": 8}
     assert metadata["learning_rate"]["initial"] == pytest.approx(0.001)  # Adam: as given
