@@ -53,7 +53,7 @@ from deepface.landmarks import (
     name_id,
 )
 from deepface.pairs import format_pairs
-from deepface.parallel import ordered_map
+from deepface.parallel import available_cpus, ordered_map
 from deepface.settings import SynthSettings
 from deepface.synth.jobs import (
     LFW_FOLDS,
@@ -209,7 +209,7 @@ def make_synthetic_dataset(out_dir: str | os.PathLike, **settings) -> dict:
     """
     options = SynthSettings.of(settings)
     out = _output_directory(out_dir)
-    workers = options.workers or os.cpu_count() or 1
+    workers = options.workers or available_cpus()
     # The whole layout first: it is cheap and fails early (too few people for pairs) before any file changes.
     jobs = plan_identity_jobs(train_identities=options.train_identities, test_identities=options.test_identities,
                               lfw_identities=options.lfw_identities, images_per_identity=options.images_per_identity,

@@ -15,6 +15,16 @@ every ``checkpoint_steps`` steps and at the end of every epoch. A restarted run 
 checkpoint at the same epoch and step, reading the same batches it would have read, so the steps of all
 attempts add up to those of one uninterrupted run.
 
+SIGTERM (Kubernetes' and Vertex AI's notice before SIGKILL, on preemption) while fitting stops the run at
+the next step boundary: a checkpoint is saved there, one line is logged and `TrainingInterrupted` (a
+``SystemExit`` with status 143) is raised; the model directory stays incomplete (no manifest) and a rerun
+resumes from that checkpoint.
+
+A rerun is idempotent: when the model directory is already complete and was made from the same settings
+and data (`deepface.train.export.complete_model`), `train` logs so and returns its manifest without
+building a model or a strategy; a complete model of other settings or data is an error naming each
+difference (``overwrite`` trains again from scratch).
+
 The model directory (local or ``gs://``)::
 
     classifier.keras      the trained classifier, float32 (image in [0, 1] -> class probabilities)
@@ -42,6 +52,7 @@ import functools
 import logging
 import os
 import posixpath
+import signal
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -50,7 +61,7 @@ import keras
 import tensorflow as tf
 
 from deepface.config import training_recipe
-from deepface.contracts import write_manifest
+from deepface.contracts import MANIFEST_FILE, write_manifest
 from deepface.model import get_config
 from deepface.settings import TrainSettings
 from deepface.train.callbacks import (
@@ -58,11 +69,14 @@ from deepface.train.callbacks import (
     ResumableReduceLROnPlateau,
     RunProgbar,
     ScalarSummaries,
+    StopOnSignal,
+    TrainingInterrupted,
     TrainingState,
     check_run_config,
 )
 from deepface.train.export import (
     LOGS_SUBDIR,
+    complete_model,
     export_models,
     model_manifest,
     model_metadata,
@@ -76,6 +90,8 @@ from deepface.train.inputs import check_batch_size, naming_corrupt_shards, prepa
 from deepface.train.strategy import choose_precision, resolve_strategy
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["TrainingInterrupted", "train"]
 
 
 def train(
@@ -107,12 +123,16 @@ def train(
             closed-set accuracy; precision float16 and bfloat16 are mixed (float32 weights and softmax).
 
     Returns:
-        The manifest written last to ``<model dir>/manifest.json`` (an empty dict on non-chief workers).
+        The manifest written last to ``<model dir>/manifest.json`` (an empty dict on non-chief workers);
+        when the model directory already holds the model of these settings and data (a rerun), its
+        manifest, on every worker, without training.
 
     Raises:
         SettingError: a setting unknown or out of its range, named.
         DeepFaceError: bad input found before any training: missing or empty shards, a class map or an
-            image size that disagrees with the records, an impossible batch size.
+            image size that disagrees with the records, an impossible batch size; a model directory that
+            holds a complete model of other settings or data (without overwrite).
+        TrainingInterrupted: SIGTERM while fitting; a checkpoint of the last step was saved first.
 
     Example: ``train("tfrecords", "labels", "model", preset="tiny", epochs=3)``.
     """
@@ -124,9 +144,18 @@ def train(
     )
     optimizer, batch_size, learning_rate = recipe.optimizer, recipe.batch_size, recipe.learning_rate
 
+    # A rerun of a finished run (e.g. a retried pipeline step) returns its model as it is.
+    dirs = resolve_output_dirs(out_dir, env)
+    if not chosen.overwrite:
+        existing = complete_model(dirs, chosen, tfrecords_dir=tfrecords_dir, labels_dir=labels_dir,
+                                  validation_tfrecords=validation_tfrecords)
+        if existing is not None:
+            logger.info("%s already holds the model of these settings and data (its %s): nothing to train",
+                        dirs.model_dir, MANIFEST_FILE)
+            return existing
+
     # The inputs and the hardware, checked against each other before any training.
     config = get_config(chosen.preset)
-    dirs = resolve_output_dirs(out_dir, env)
     data = prepare_data(
         tfrecords_dir,
         labels_dir,
@@ -216,8 +245,10 @@ def train(
     plateau = ResumableReduceLROnPlateau(
         monitor=monitor, factor=chosen.lr_factor, patience=chosen.lr_patience, min_lr=min_lr, verbose=1
     )
+    stop = StopOnSignal(signal.SIGTERM)  # installed while fitting: a preemption's notice
     state = TrainingState(
-        model, checkpoint_dir, steps_per_epoch=steps, save_steps=chosen.checkpoint_steps, plateau=plateau
+        model, checkpoint_dir, steps_per_epoch=steps, save_steps=chosen.checkpoint_steps, plateau=plateau,
+        stop=stop,
     )
     state.restore()
     summaries = ScalarSummaries(summaries_dir)
@@ -236,7 +267,7 @@ def train(
     )
     all_shards = [*data.train_shards, *data.validation_shards]
     try:
-        with naming_corrupt_shards(all_shards):
+        with naming_corrupt_shards(all_shards), stop:
             fit_remaining(
                 model,
                 distribution,
@@ -248,6 +279,7 @@ def train(
                 callbacks=callbacks,
                 verbose=1 if sys.stdout.isatty() else 0,
             )
+        state.stop_if_requested()  # a SIGTERM after the last step's checks; later ones end the process
     finally:
         summaries.close()
     run = state.runs[-1]

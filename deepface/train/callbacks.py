@@ -3,7 +3,10 @@
 - `ResumableReduceLROnPlateau`: the learning-rate schedule, whose counters survive a restart;
 - `TrainingState`: checkpoints (weights, optimizer, schedule, metric sums, history) every few steps and
   at the end of every epoch, and restores the latest, so that a restarted run continues at the same
-  epoch and step;
+  epoch and step; asked to stop (`StopOnSignal`), it checkpoints at the next step boundary and raises
+  `TrainingInterrupted`;
+- `StopOnSignal`: SIGTERM (Kubernetes' and Vertex AI's notice before SIGKILL) turned into such a request
+  for the duration of a ``with`` block;
 - `EpochLogger`, `RunProgbar`, `ScalarSummaries`: what a run reports (log lines, the progress bar,
   TensorBoard scalars);
 - `check_run_config`: checkpoints resume only a run with the same settings (`DeepFaceError` otherwise).
@@ -14,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -54,6 +59,51 @@ class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
         self.cooldown_counter = int(state["cooldown_counter"])
 
 
+class TrainingInterrupted(SystemExit):
+    """Training stopped on a signal after checkpointing where it stood; a rerun resumes from there.
+
+    A `SystemExit` whose code is ``128 + signal`` (143 for SIGTERM), the status of a process ended by
+    that signal: uncaught, the command line and a KFP component exit with it, without a traceback.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+class StopOnSignal:
+    """A termination signal (default SIGTERM) turned into a request to stop at the next step boundary.
+
+    Used as a context manager: on entry it installs its handler, which only records the request
+    (`requested`); on exit it restores the handler found on entry. `TrainingState` honours the request.
+    Python handlers can only be installed from the main thread: elsewhere the signal keeps its handler.
+    """
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True  # only a flag: the handler runs between any two bytecodes
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(self.signum, self._handle)
+            self._installed = True
+        else:
+            logger.debug("Not in the main thread: %s keeps its handler during training", self.name)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._installed:
+            # None: the previous handler was not set from Python; the default is what it was then.
+            signal.signal(self.signum, signal.SIG_DFL if self._previous is None else self._previous)
+            self._installed = False
+
+
 class TrainingState(keras.callbacks.Callback):
     """Checkpoints everything a restarted run needs to continue exactly where the last one stopped.
 
@@ -67,8 +117,13 @@ class TrainingState(keras.callbacks.Callback):
 
     It is saved every ``save_steps`` steps inside an epoch and at the end of every epoch.
 
+    Given a `StopOnSignal` (``stop``) whose signal has come, it saves a checkpoint after the current
+    step (or at the end of the epoch, for its last step: after validation), logs where it stopped and
+    raises `TrainingInterrupted`; a restarted run resumes from that checkpoint, mid-epoch included.
+
     Use: call `restore` before training; before each ``fit`` call `begin_fit` (``fit`` numbers its
-    batches from 0 even when an epoch resumes at step ``k``).
+    batches from 0 even when an epoch resumes at step ``k``); after the last ``fit``, `stop_if_requested`
+    (a signal that came after the last step).
     """
 
     def __init__(
@@ -80,11 +135,14 @@ class TrainingState(keras.callbacks.Callback):
         save_steps: int,
         plateau: ResumableReduceLROnPlateau,
         max_to_keep: int = 2,
+        stop: StopOnSignal | None = None,
     ):
         super().__init__()
         self.steps_per_epoch = steps_per_epoch
         self.save_steps = save_steps
         self.plateau = plateau
+        self.stop = stop
+        self._saved: tuple[int, str] | None = None  # (global step, path) of the last checkpoint
         self.epoch = 0  # epochs completed
         self.step = 0  # steps completed in the current epoch
         self.history: dict[str, list[float]] = {}
@@ -117,6 +175,7 @@ class TrainingState(keras.callbacks.Callback):
             self.runs = progress["runs"]
             self.plateau.set_state(progress["plateau"])
             self._pending_metrics = progress["metrics"] if self.step else None
+            self._saved = (self.global_step, latest)
         self.runs.append({"start_epoch": self.epoch, "start_step": self.step, "steps": 0})
         if latest is None:
             return False
@@ -148,12 +207,27 @@ class TrainingState(keras.callbacks.Callback):
         mid_epoch = self.step < self.steps_per_epoch  # the epoch's end saves anyway
         if self.save_steps and mid_epoch and self.global_step // self.save_steps > before // self.save_steps:
             self.save()
+        if mid_epoch:  # after an epoch's last step, on_epoch_end checkpoints (validation done) and stops
+            self.stop_if_requested()
 
     def on_epoch_end(self, epoch, logs=None):
         for name, value in (logs or {}).items():
             self.history.setdefault(name, []).append(float(value))
         self.epoch, self.step, self._step_offset = epoch + 1, 0, 0
         self.save()
+        self.stop_if_requested()
+
+    def stop_if_requested(self) -> None:
+        """If the stop signal has come: checkpoint here (unless the last checkpoint is of this very
+        step), log one line and raise `TrainingInterrupted`."""
+        if self.stop is None or not self.stop.requested:
+            return
+        path = self._saved[1] if self._saved and self._saved[0] == self.global_step else self.save()
+        logger.warning(
+            "Stopped by %s at epoch %d step %d; checkpoint %s saved; a rerun resumes from it",
+            self.stop.name, self.epoch, self.step, path,
+        )
+        raise TrainingInterrupted(self.stop.signum)
 
     def save(self) -> str:
         metrics = [float(np.asarray(v)) for v in self.model.metrics_variables] if self.step else []
@@ -168,6 +242,7 @@ class TrainingState(keras.callbacks.Callback):
         }
         self._progress.assign(json.dumps(progress, sort_keys=True))
         path = self.manager.save(checkpoint_number=self.global_step)
+        self._saved = (self.global_step, path)
         logger.info("Checkpoint %s: epoch %d, step %d/%d", path, self.epoch, self.step, self.steps_per_epoch)
         return path
 

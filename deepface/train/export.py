@@ -2,6 +2,8 @@
 
 - `resolve_output_dirs`: the model, checkpoint and TensorBoard directories (`OutputDirs`), honouring
   Vertex AI's ``AIP_*`` variables;
+- `complete_model`: the manifest of a complete model made from the same settings and data, which a rerun
+  (a retried pipeline step) returns instead of training again; other settings or data are an error;
 - `start_clean`: refuses a directory that holds a complete model (unless overwriting) and removes what a
   killed run left half-written;
 - `export_models`: the trained weights as a plain float32 classifier and its embedding model;
@@ -11,13 +13,15 @@
   and sha256 for the manifest. The caller writes the manifest last: its presence means the directory is
   complete.
 
-Raises `DeepFaceError` for no output directory, or one that already holds a complete model.
+Raises `DeepFaceError` for no output directory, or one that already holds a complete model of other
+settings or data.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import posixpath
@@ -73,6 +77,90 @@ def resolve_output_dirs(out_dir: str | os.PathLike | None, env: Mapping[str, str
         checkpoint_dir=env.get("AIP_CHECKPOINT_DIR") or posixpath.join(model_dir, CHECKPOINT_SUBDIR),
         tensorboard_dir=env.get("AIP_TENSORBOARD_LOG_DIR") or posixpath.join(model_dir, LOGS_SUBDIR),
     )
+
+
+METADATA_FILE = "metadata.json"
+# Settings that do not shape the model (machine-local, kept off pipelines): a rerun may differ in them.
+MACHINE_LOCAL_SETTINGS = tuple(name for name, field in TrainSettings.fields().items() if not field.rule.kfp)
+
+
+def _sha256_of(path: str) -> str | None:
+    """The sha256 of a local or gs:// file, None if it does not exist."""
+    return hashlib.sha256(read_bytes(path)).hexdigest() if tf.io.gfile.exists(path) else None
+
+
+def _shown(value: Any) -> str:
+    """A value in a difference: repr, hashes cut to 12 hex digits."""
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return f"{value[:12]}..."
+    return repr(value)
+
+
+def complete_model(
+    dirs: OutputDirs,
+    settings: TrainSettings,
+    *,
+    tfrecords_dir: str | os.PathLike,
+    labels_dir: str | os.PathLike,
+    validation_tfrecords: str | os.PathLike | None = None,
+) -> dict | None:
+    """The manifest of the complete model in ``dirs.model_dir`` when it was made from these settings and
+    this data: a rerun (e.g. a retried pipeline step whose first attempt failed after the model was
+    written) returns it instead of training again.
+
+    Compared, without reading any shard: every field of `TrainSettings` but the machine-local ones
+    (`MACHINE_LOCAL_SETTINGS`) with ``metadata.json``'s ``settings`` (a field it lacks counts as its
+    default), and the sha256 of the TFRecords manifest, of the class map and of the separate validation
+    TFRecords' manifest (if any) with those ``metadata.json`` records.
+
+    Returns:
+        The model directory's manifest; None when it holds no complete model (no ``manifest.json``:
+        training starts, or resumes a partial run), or when an input to compare is missing (the
+        input checks of training then name it).
+
+    Raises:
+        DeepFaceError: a complete model made from other settings or data, each difference named as
+            ``name: old -> new``; or one whose metadata.json is missing or unreadable.
+    """
+    manifest_path = posixpath.join(dirs.model_dir, MANIFEST_FILE)
+    if not tf.io.gfile.exists(manifest_path):
+        return None
+    fix = "choose another output directory, or set overwrite to train again from scratch"
+    metadata_path = posixpath.join(dirs.model_dir, METADATA_FILE)
+    try:
+        metadata = json.loads(read_bytes(metadata_path))
+        manifest = json.loads(read_bytes(manifest_path))
+        saved_settings, saved_data = metadata["settings"], metadata["data"]
+        saved = {**{name: saved_settings.get(name, field.default) for name, field in TrainSettings.fields().items()},
+                 "tfrecords_manifest_sha256": saved_data["tfrecords_manifest_sha256"],
+                 "classes_sha256": metadata["classes_sha256"],
+                 "validation_tfrecords_manifest_sha256": saved_data.get("validation_tfrecords_manifest_sha256")}
+    except (tf.errors.OpError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise DeepFaceError(
+            f"{dirs.model_dir} already holds a complete trained model ({MANIFEST_FILE} exists) but its "
+            f"{METADATA_FILE} cannot tell what it was made from ({type(error).__name__}: {error}): {fix}."
+        ) from None
+    data = {
+        "tfrecords_manifest_sha256": _sha256_of(posixpath.join(tf_path(tfrecords_dir), MANIFEST_FILE)),
+        "classes_sha256": _sha256_of(posixpath.join(tf_path(labels_dir), CLASSES_FILE)),
+        "validation_tfrecords_manifest_sha256": None,
+    }
+    if validation_tfrecords is not None:
+        data["validation_tfrecords_manifest_sha256"] = _sha256_of(
+            posixpath.join(tf_path(validation_tfrecords), MANIFEST_FILE))
+        if data["validation_tfrecords_manifest_sha256"] is None:
+            return None
+    if data["tfrecords_manifest_sha256"] is None or data["classes_sha256"] is None:
+        return None
+    given = {**settings.to_dict(), **data}
+    differences = [f"{name}: {_shown(saved[name])} -> {_shown(value)}" for name, value in given.items()
+                   if name not in MACHINE_LOCAL_SETTINGS and saved[name] != value]
+    if differences:
+        raise DeepFaceError(
+            f"{dirs.model_dir} already holds a complete trained model made from other settings or data "
+            f"({'; '.join(differences)}): {fix}."
+        )
+    return manifest
 
 
 def start_clean(dirs: OutputDirs, overwrite: bool) -> None:
@@ -159,7 +247,7 @@ def write_model_files(
     writer.write_model("classifier.keras", classifier)
     writer.write_model("embedding.keras", embedding)
     writer.write(CLASSES_FILE, classes_bytes)
-    writer.write_json("metadata.json", metadata)
+    writer.write_json(METADATA_FILE, metadata)
     writer.write_json("history.json", history)
     writer.write("training_curves.png", training_curves_png(history, title=title))
     writer.add_tree(dirs.tensorboard_dir, LOGS_SUBDIR)
@@ -218,6 +306,7 @@ def model_metadata(
             "train_records": data.train_records,
             "validation_shards": [posixpath.basename(shard) for shard in data.validation_shards],
             "validation_records": data.validation_records,
+            "validation_tfrecords_manifest_sha256": data.validation_manifest_sha256,
             "augment": settings.augment,
             "shuffle_buffer": settings.shuffle_buffer,
         },

@@ -231,6 +231,7 @@ class TrainingData:
     validation_records: int
     manifest_sha256: str
     alignment: str = "none"
+    validation_manifest_sha256: str | None = None  # of a separate validation TFRecord directory
 
 
 def prepare_data(
@@ -243,6 +244,7 @@ def prepare_data(
     check_image_size(config, shard_set)
     train_shards, validation_shards = split_validation_shards(shard_set.shards, validation_fraction)
     validation_records = shard_set.count(validation_shards)
+    validation_manifest_sha256 = None
     if validation_tfrecords is not None:
         if validation_fraction > 0:
             raise DeepFaceError("give validation_tfrecords or validation_fraction, not both.")
@@ -250,6 +252,7 @@ def prepare_data(
         check_class_map(validation_set, classes_bytes, classes, labels_dir)
         check_image_size(config, validation_set)
         validation_shards, validation_records = list(validation_set.shards), validation_set.count(validation_set.shards)
+        validation_manifest_sha256 = validation_set.manifest_sha256
     return TrainingData(
         image_size=shard_set.image_size,
         classes=list(classes),
@@ -260,4 +263,5 @@ def prepare_data(
         validation_records=validation_records,
         manifest_sha256=shard_set.manifest_sha256,
         alignment=shard_set.alignment,
+        validation_manifest_sha256=validation_manifest_sha256,
     )

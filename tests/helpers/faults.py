@@ -327,3 +327,203 @@ class FifoFeeder:
             with contextlib.suppress(OSError):
                 os.close(os.open(self.path, os.O_RDONLY | os.O_NONBLOCK))
         self._thread.join(DEADLINE_SECONDS)
+
+
+# --------------------------------------------------------------------------------------------------
+# A signal other than SIGKILL: the child is told to stop (SIGTERM, as Kubernetes and Vertex AI do
+# before SIGKILL on preemption) and may act on it.
+
+
+@dataclasses.dataclass
+class Signalled:
+    """One signal sent to a child: where it was aimed, what the condition saw, how the child exited."""
+
+    aim: str
+    observed: object
+    returncode: int
+    log: str
+
+
+def signal_when(
+    args: list[str],
+    condition: Callable[[], object],
+    *,
+    log_path: Path,
+    aim: str,
+    signum: int = signal.SIGTERM,
+    env: dict[str, str] | None = None,
+) -> Signalled:
+    """Start ``deepface <args>``, poll ``condition()`` and send ``signum`` to the child process alone
+    (not its group: Kubernetes signals a container's main process) as soon as it is truthy; then wait
+    for the child to exit on its own (SIGKILL to the group after DEADLINE_SECONDS, a harness failure).
+
+    Raises:
+        HarnessError: the child exited before the condition held, the condition did not hold within
+            DEADLINE_SECONDS, or the child did not exit within DEADLINE_SECONDS of the signal.
+    """
+    child = Child(args, log_path, env)
+    try:
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while not (observed := condition()):
+            if child.finished():
+                raise HarnessError(f"{aim}: the child exited ({child.process.returncode}) before the signal "
+                                   f"point:\n{child.log()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise HarnessError(f"{aim}: not reached in {DEADLINE_SECONDS} s:\n{child.log()[-4000:]}")
+        child.process.send_signal(signum)
+        try:
+            returncode = child.wait(timeout=DEADLINE_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise HarnessError(f"{aim}: the child did not exit after the signal:\n{child.log()[-4000:]}") from None
+    finally:
+        if child.process.returncode is None:
+            child.kill()
+    return Signalled(aim, observed, returncode, child.log())
+
+
+def log_contains(log_path: Path, text: str) -> bool:
+    """Whether the child's log (a file, written unbuffered) holds ``text`` yet."""
+    return log_path.exists() and text in log_path.read_text(errors="replace")
+
+
+def checkpoint_step(checkpoint_dir: Path) -> int:
+    """Global step of the newest complete checkpoint in ``checkpoint_dir`` (TensorFlow writes its
+    ``checkpoint`` state file last), 0 if none."""
+    import re
+
+    state = checkpoint_dir / "checkpoint"
+    text = state.read_text() if state.exists() else ""
+    match = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', text, re.M)
+    return int(match.group(1)) if match else 0
+
+
+def classifier_weights(model_dir: Path) -> list:
+    """The weights of ``model_dir/classifier.keras`` (numpy arrays, in the model's order)."""
+    import keras
+
+    import deepface.layers  # noqa: F401  (registers LocallyConnected2D for loading)
+
+    return keras.saving.load_model(model_dir / "classifier.keras", compile=False).get_weights()
+
+
+# --------------------------------------------------------------------------------------------------
+# SIGTERM: what Kubernetes and Vertex AI send to a task's main process before SIGKILL.
+
+GRACE_SECONDS = 30.0  # Kubernetes' default terminationGracePeriodSeconds: SIGKILL follows SIGTERM after it
+TERMINATED_EXIT = 128 + signal.SIGTERM  # 143
+
+
+def process_table() -> dict[int, tuple[int, int, str]]:
+    """Every live process (zombies left out) as ``pid -> (parent pid, process group, state)``, from /proc."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+        except OSError:  # ended meanwhile
+            continue
+        state, parent, group = stat.rpartition(")")[2].split()[:3]  # after "pid (command)"
+        if state not in "ZX":
+            table[int(entry)] = (int(parent), int(group), state)
+    return table
+
+
+def command_line(pid: int) -> str:
+    """The command line of a process ("" once it ended)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """The live processes whose chain of parents includes ``pid`` (its children, theirs...), with their
+    command lines: a stage's forkserver, resource tracker and pool processes."""
+    table = process_table()
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, (parent, _, _) in table.items() if parent in frontier} - found
+        found |= frontier
+    return {child: command_line(child) for child in sorted(found)}
+
+
+def group_members(group: int) -> dict[int, str]:
+    """The live processes of process group ``group``, with their command lines. A `Child` is the leader
+    of its own group and everything it starts stays in it, so once the child is reaped this is what it
+    left running (orphans are re-parented, which hides them from `descendants`)."""
+    return {pid: command_line(pid) for pid, (_, pgid, _) in sorted(process_table().items()) if pgid == group}
+
+
+@dataclasses.dataclass
+class Termination:
+    """One SIGTERM to a child's main process: where it was aimed, what the condition saw, the child's
+    processes just before it, the exit status, the seconds from SIGTERM to the exit and from the exit
+    until the child's process group was empty, what was left of that group after GRACE_SECONDS (then
+    SIGKILLed), and the log."""
+
+    aim: str
+    observed: object
+    processes: dict[int, str]
+    returncode: int
+    exit_seconds: float
+    group_seconds: float
+    left: dict[int, str]
+    log: str
+
+
+def terminate_when(
+    args: list[str],
+    condition: Callable[[], object],
+    *,
+    log_path: Path,
+    aim: str,
+    min_processes: int = 0,
+    env: dict[str, str] | None = None,
+    before_start: Callable[[], None] | None = None,
+    after_exit: Callable[[], None] | None = None,
+) -> Termination:
+    """Start ``deepface <args>``, poll ``condition()``, and as soon as it is truthy and the child has at
+    least ``min_processes`` descendants (with a pool of n processes: n, the forkserver and the resource
+    tracker) send SIGTERM to the child's main process only (as Kubernetes does to a container's
+    process), then wait for it to exit and for its process group to empty. Nothing is killed before
+    GRACE_SECONDS have passed after the exit; whatever of the group is still running then is recorded
+    in ``left`` and SIGKILLed.
+
+    Raises:
+        HarnessError: the child exited before the condition held, or the condition did not hold (or
+            the child did not exit after SIGTERM) within DEADLINE_SECONDS.
+    """
+    if before_start:
+        before_start()
+    child = Child(args, log_path, env)
+    group = child.process.pid
+    try:
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while not ((observed := condition()) and len(processes := descendants(group)) >= min_processes):
+            if child.finished():
+                raise HarnessError(f"{aim}: the child exited ({child.process.returncode}) before the SIGTERM "
+                                   f"point:\n{child.log()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise HarnessError(f"{aim}: not reached in {DEADLINE_SECONDS} s:\n{child.log()[-4000:]}")
+        sent = time.monotonic()
+        child.process.send_signal(signal.SIGTERM)
+        try:
+            returncode = child.wait(timeout=DEADLINE_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise HarnessError(f"{aim}: still running {DEADLINE_SECONDS} s after SIGTERM:\n"
+                               f"{child.log()[-4000:]}") from None
+        exited = time.monotonic()
+        grace = exited + GRACE_SECONDS
+        while (left := group_members(group)) and time.monotonic() < grace:
+            time.sleep(POLL_SECONDS)  # waiting for processes to end: there is nothing else to wait on
+        emptied = time.monotonic()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)  # whatever is left (nothing, when the stage behaves)
+        child.wait()
+        if after_exit:
+            after_exit()
+    return Termination(aim, observed, processes, returncode, exited - sent, emptied - exited, left, child.log())

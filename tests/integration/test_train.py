@@ -1,4 +1,5 @@
-"""The train stage: strategy choice, learning, outputs, Vertex variables, resume after a SIGKILL, bad input.
+"""The train stage: strategy choice, learning, outputs, Vertex variables, reruns of a complete training,
+resume after a SIGKILL, bad input. (SIGTERM: tests/faults/test_train_sigterm.py.)
 
 Training runs use the synthetic dataset (8 identities x 10 images) as 80-pixel TFRecords, the input
 size of the ``tiny`` preset, in 5 shards.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -235,6 +237,8 @@ def test_mixed_precision_keeps_float32_weights_and_trains(precision):
 # --------------------------------------------------------------------------------------------------
 
 EPOCHS = 8
+VERTEX_SETTINGS = dict(preset="tiny", optimizer="adam", epochs=EPOCHS, batch_size=8, learning_rate=0.001, seed=3,
+                       checkpoint_steps=4, keep_checkpoints=True)
 
 
 @pytest.fixture(scope="module")
@@ -243,11 +247,8 @@ def vertex_run(data, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("vertex")
     env = {"AIP_MODEL_DIR": str(root / "model"), "AIP_CHECKPOINT_DIR": str(root / "checkpoints"),
            "AIP_TENSORBOARD_LOG_DIR": str(root / "tensorboard")}
-    manifest = train(
-        data["tfrecords"], data["labels"], None, preset="tiny", optimizer="adam", epochs=EPOCHS, batch_size=8,
-        learning_rate=0.001, seed=3, checkpoint_steps=4, keep_checkpoints=True, env=env,
-    )
-    return {"root": root, "model": root / "model", "manifest": manifest}
+    manifest = train(data["tfrecords"], data["labels"], None, env=env, **VERTEX_SETTINGS)
+    return {"root": root, "model": root / "model", "manifest": manifest, "env": env}
 
 
 def test_training_lowers_the_loss_clearly(vertex_run, data):
@@ -277,9 +278,7 @@ def test_model_directory_is_complete_and_consistent(vertex_run, data):
     metadata = json.loads((model_dir / "metadata.json").read_text())
     assert metadata["preset"]["name"] == "tiny" and metadata["image_size"] == IMAGE_SIZE
     assert metadata["num_classes"] == 8 and metadata["seed"] == 3
-    assert metadata["settings"] == TrainSettings(preset="tiny", optimizer="adam", epochs=EPOCHS, batch_size=8,
-                                                 learning_rate=0.001, seed=3, checkpoint_steps=4,
-                                                 keep_checkpoints=True).to_dict()  # every setting, as given
+    assert metadata["settings"] == TrainSettings(**VERTEX_SETTINGS).to_dict()  # every setting, as given
     assert metadata["strategy"] == {"kind": "cpu", "replicas": 1, "precision": "float32", "jit_compile": False}
     assert metadata["batch_size"] == {"global": 8, "per_replica": 8}
     assert metadata["learning_rate"]["initial"] == pytest.approx(0.001)  # Adam: as given
@@ -325,9 +324,95 @@ def test_vertex_directories_are_used(vertex_run):
         assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= tags
 
 
-def test_a_complete_model_directory_is_not_overwritten(vertex_run, data):
-    with pytest.raises(DeepFaceError, match="already holds a complete trained model"):
-        train(data["tfrecords"], data["labels"], vertex_run["model"], preset="tiny", epochs=1, batch_size=8)
+def file_states(*roots: Path) -> dict[str, tuple[int, int, int]]:
+    """(inode, size, mtime in ns) of every file under ``roots``: a rewrite (atomic: a new inode) or an
+    append shows."""
+    return {str(path): (path.stat().st_ino, path.stat().st_size, path.stat().st_mtime_ns)
+            for root in roots for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def test_a_rerun_of_a_complete_training_returns_its_manifest_without_training(vertex_run, data, tmp_path, caplog):
+    """A retried step (same settings, same data) reports success at once: the manifest of the model
+    already there, one log line, nothing built, read or written (not even a checkpoint directory)."""
+    caplog.set_level(logging.INFO, logger="deepface")
+    roots = [vertex_run["root"] / name for name in ("model", "checkpoints", "tensorboard")]
+    before = file_states(*roots)
+    # The same records in another directory are the same data (the manifest's bytes); keep_checkpoints
+    # is machine-local: it does not make another model.
+    tfrecords = copy_tfrecords(data, tmp_path / "tfrecords")
+    settings = {**VERTEX_SETTINGS, "keep_checkpoints": False}
+    again = train(tfrecords, data["labels"], None, env=vertex_run["env"], **settings)
+    assert again == vertex_run["manifest"] == json.loads((vertex_run["model"] / "manifest.json").read_text())
+    assert file_states(*roots) == before
+    messages = [record.getMessage() for record in caplog.records if record.name.startswith("deepface")]
+    assert messages == [f"{vertex_run['model']} already holds the model of these settings and data "
+                        "(its manifest.json): nothing to train"]  # no strategy, no model, no input pipeline
+
+    # The command line: exit 0 and its usual result, the directory as it was (here by --out, no AIP_*).
+    result = CliRunner().invoke(main, ["train", "--tfrecords", str(data["tfrecords"]), "--labels",
+                                       str(data["labels"]), "--out", str(vertex_run["model"]),
+                                       *cli_args({**VERTEX_SETTINGS, "keep_checkpoints": None})])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["final_metrics"] == vertex_run["manifest"]["final_metrics"]
+    assert file_states(*roots) == before
+
+
+def test_a_complete_model_of_other_settings_or_data_is_refused(vertex_run, data, tmp_path):
+    """Another model in a complete directory is an error naming each difference and the fix; nothing moves."""
+    roots = [vertex_run["root"] / name for name in ("model", "checkpoints", "tensorboard")]
+    before = file_states(*roots)
+    model, env = vertex_run["model"], vertex_run["env"]
+    fix = "choose another output directory, or set overwrite to train again from scratch"
+    with pytest.raises(DeepFaceError, match=rf"^{re.escape(str(model))} already holds a complete trained model made "
+                       rf"from other settings or data \(epochs: 8 -> 9\): {fix}\.$"):
+        train(data["tfrecords"], data["labels"], None, env=env, **{**VERTEX_SETTINGS, "epochs": 9})
+    several = r"\(learning_rate: 0.001 -> None; optimizer: 'adam' -> 'sgd'; seed: 3 -> 4\)"  # in the fields' order
+    with pytest.raises(DeepFaceError, match=several):
+        train(data["tfrecords"], data["labels"], model,
+              **{**VERTEX_SETTINGS, "learning_rate": None, "optimizer": "sgd", "seed": 4})
+
+    # Other data: the same records under a manifest of other bytes; another class map.
+    tfrecords = copy_tfrecords(data, tmp_path / "tfrecords")
+    manifest = json.loads((tfrecords / "manifest.json").read_text())
+    (tfrecords / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    with pytest.raises(DeepFaceError, match=r"\(tfrecords_manifest_sha256: [0-9a-f]{12}\.\.\. -> [0-9a-f]{12}\.\.\.\)"):
+        train(tfrecords, data["labels"], model, **VERTEX_SETTINGS)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "classes.txt").write_text("".join(f"other{i}\n" for i in range(8)))
+    with pytest.raises(DeepFaceError, match=r"\(classes_sha256: [0-9a-f]{12}\.\.\. -> [0-9a-f]{12}\.\.\.\)"):
+        train(data["tfrecords"], labels, model, **VERTEX_SETTINGS)
+    # A separate validation set the model was not made with.
+    with pytest.raises(DeepFaceError, match=r"\(validation_tfrecords_manifest_sha256: None -> [0-9a-f]{12}\.\.\.\)"):
+        train(data["tfrecords"], data["labels"], model, validation_tfrecords=data["tfrecords"], **VERTEX_SETTINGS)
+    assert file_states(*roots) == before
+
+    # A complete model whose metadata cannot say what it was made from is refused too.
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+    (copy / "metadata.json").write_text("{")
+    with pytest.raises(DeepFaceError, match=rf"{re.escape(str(copy))} already holds a complete trained model "
+                       rf"\(manifest.json exists\) but its metadata.json cannot tell .*: {fix}"):
+        train(data["tfrecords"], data["labels"], copy, **VERTEX_SETTINGS)
+
+
+def test_overwrite_trains_again_and_fitting_leaves_the_sigterm_handler_as_it_was(data, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="deepface")
+    options = dict(preset="tiny", epochs=1, batch_size=8, steps_per_epoch=2, checkpoint_steps=0, feature_max_batches=1,
+                   seed=4)
+    out = tmp_path / "model"
+    handler = signal.getsignal(signal.SIGTERM)
+    first = train(data["tfrecords"], data["labels"], out, **options)
+    assert signal.getsignal(signal.SIGTERM) is handler  # SIGTERM is caught only while fitting
+    manifest_inode = (out / "manifest.json").stat().st_ino
+    caplog.clear()
+    again = train(data["tfrecords"], data["labels"], out, **options, overwrite=True)
+    assert any(record.getMessage().startswith("Training done: 1 epochs of 2 steps; this run trained 2 steps")
+               for record in caplog.records)
+    assert (out / "manifest.json").stat().st_ino != manifest_inode  # written anew
+    assert json.loads((out / "metadata.json").read_text())["settings"]["overwrite"] is True
+    assert again["final_metrics"] == first["final_metrics"]  # same settings, same seed: the same training
+    assert not (out / "checkpoints").exists()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -339,7 +424,9 @@ RESUME_ARGS = dict(preset="tiny", optimizer="sgd", epochs=3, batch_size=8, valid
 
 
 def cli_args(options: dict) -> list[str]:
-    return [arg for name, value in options.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
+    """Command-line options of settings; None: left out."""
+    return [arg for name, value in options.items() if value is not None
+            for arg in (f"--{name.replace('_', '-')}", str(value))]
 
 
 def latest_checkpoint_number(checkpoint_dir: Path) -> int | None:
