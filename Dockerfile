@@ -9,7 +9,14 @@
 #
 # Tag immutably (VERSION-gGITSHA, as components/image.py names it): Vertex AI caches task results on
 # the image string.
-# No ENTRYPOINT: KFP components run their own command (`python3 -m kfp.dsl.executor_main ...`).
+# No ENTRYPOINT: KFP components run their own command (components/launcher.py: `sh -ec` that execs
+# python3, which checks the task's output folders can be written, then runs kfp.dsl.executor_main).
+#
+# The runtime user (RUNTIME_USER, default the non-root uid 1000) must be able to write the task outputs:
+# KFP maps gs://BUCKET/... to /gcs/BUCKET/... (on Vertex AI a Cloud Storage FUSE mount; whether it lets a
+# non-root uid write is not documented). A task that cannot write there stops at start with one line
+# naming the path and the uid. Then build a root flavour, under its own repository (the tag does not
+# carry build arguments):  --build-arg RUNTIME_USER=0:0  (docker/build.sh: RUNTIME_USER=0:0).
 
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
@@ -22,8 +29,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
-# Non-root runtime user. KFP's launcher writes local artifact copies under /gcs, /minio and /s3 at the
-# filesystem root (Vertex AI mounts /gcs over it): make them writable for that user.
+# Non-root user. KFP's executor writes local artifact copies under /gcs, /minio and /s3 at the
+# filesystem root (Vertex AI mounts /gcs over it): they are given to the runtime user further down.
 RUN useradd --create-home --uid 1000 --user-group --shell /bin/bash deepface \
     && mkdir -p /gcs /minio /s3 \
     && chown deepface:deepface /gcs /minio /s3
@@ -55,6 +62,18 @@ RUN --mount=type=secret,id=pip_cert \
     && pip install --quiet -c constraints.txt -c docker/constraints-cuda.txt -r /tmp/requirements.txt "${TF_PACKAGE}" \
     && rm /tmp/requirements.txt
 
+# The runtime user (declared here, below the dependency layer, so that its cache is shared by both
+# flavours) owns /gcs, /minio, /s3 and matplotlib's config and cache folder. The font cache is built
+# once, here, as that user, instead of in every new container; the folder is inside the image
+# (independent of HOME) and writable by that user.
+ARG RUNTIME_USER=1000:1000
+ENV MPLCONFIGDIR=/opt/matplotlib
+RUN mkdir -p "${MPLCONFIGDIR}" && chown "${RUNTIME_USER}" /gcs /minio /s3 "${MPLCONFIGDIR}"
+USER ${RUNTIME_USER}
+RUN python3 -c "import matplotlib.pyplot" \
+    && ls "${MPLCONFIGDIR}"/fontlist-*.json >/dev/null
+USER 0:0
+
 # The package itself: a small layer, rebuilt when the source changes.
 COPY README.md ./
 COPY deepface ./deepface
@@ -64,7 +83,7 @@ RUN pip install --quiet --no-deps --no-build-isolation . \
     && rm -rf build ./*.egg-info \
     && pip check
 
-USER 1000:1000
+USER ${RUNTIME_USER}
 WORKDIR /home/deepface
 CMD ["deepface", "--help"]
 

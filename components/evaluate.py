@@ -1,14 +1,13 @@
 """Component: face verification of the trained model, logged as KFP metrics, ROC and HTML report."""
 
-from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
-from components.image import PLACEHOLDER
+from components.launcher import stage_component
 from components.parameters import takes_settings
 from deepface.settings import EvaluateSettings, PipelineSettings
 
 
-@dsl.component(base_image=PLACEHOLDER, install_kfp_package=False)
+@stage_component
 @takes_settings(EvaluateSettings, PipelineSettings, defaults={"align": True}, renamed={
     "images": (PipelineSettings, "verification_images"), "pairs": (PipelineSettings, "verification_pairs"),
     "landmarks": (PipelineSettings, "verification_landmarks")})

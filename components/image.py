@@ -10,7 +10,8 @@ change whenever the code in the image changes. The tag is therefore immutable:
 - outside a git checkout (an installed package): ``VERSION`` alone.
 
 Computing it runs git, so it is computed when a pipeline is built, not when a component is imported:
-every component is decorated with `PLACEHOLDER`, and `pipelines.pipeline` sets `image_reference()` on
+every component is decorated with `PLACEHOLDER` (by `components.launcher.stage_component`, which also
+sets the container command), and `pipelines.pipeline` sets `image_reference()` on
 each task it creates (and on the training component it wraps as a custom job). A compiled template or a
 local run therefore never names `PLACEHOLDER`; only a component called outside the pipeline does.
 

@@ -1,12 +1,11 @@
 """Component: the class map (sorted identities) of the training images."""
 
-from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from components.image import PLACEHOLDER
+from components.launcher import stage_component
 
 
-@dsl.component(base_image=PLACEHOLDER, install_kfp_package=False)
+@stage_component
 def build_labels(
     data: Input[Dataset],
     labels: Output[Dataset],

@@ -1,14 +1,13 @@
 """Component: the embedded synthetic dataset, made when the pipeline is given no data URI."""
 
-from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from components.image import PLACEHOLDER
+from components.launcher import stage_component
 from components.parameters import takes_settings
 from deepface.settings import PipelineSettings, SynthSettings
 
 
-@dsl.component(base_image=PLACEHOLDER, install_kfp_package=False)
+@stage_component
 @takes_settings(SynthSettings, PipelineSettings)
 def make_synthetic_dataset(
     data: Output[Dataset],

@@ -1,14 +1,13 @@
 """Component: TFRecord shards of the training images, at the input size of the model preset."""
 
-from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from components.image import PLACEHOLDER
+from components.launcher import stage_component
 from components.parameters import takes_settings
 from deepface.settings import PipelineSettings, TfrecordsSettings, TrainSettings
 
 
-@dsl.component(base_image=PLACEHOLDER, install_kfp_package=False)
+@stage_component
 @takes_settings(TfrecordsSettings, TrainSettings, PipelineSettings,
                 renamed={"source": (PipelineSettings, "training_images")})
 def build_tfrecords(

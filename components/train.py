@@ -1,14 +1,13 @@
 """Component: train the DeepFace classifier and write the model directory."""
 
-from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components.image import PLACEHOLDER
+from components.launcher import stage_component
 from components.parameters import takes_settings
 from deepface.settings import TrainSettings
 
 
-@dsl.component(base_image=PLACEHOLDER, install_kfp_package=False)
+@stage_component
 @takes_settings(TrainSettings)
 def train(
     tfrecords: Input[Dataset],

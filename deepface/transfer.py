@@ -290,32 +290,46 @@ class HttpBackend:
         else:
             hint = (
                 "if the server needs a login, put the header in an environment variable, e.g. "
-                "export FETCH_AUTH='Authorization: Bearer ...' (or 'Cookie: ...'), and name it "
-                "in auth_header_env (--auth-header-env FETCH_AUTH)"
+                "export FETCH_AUTH='Authorization: Bearer ...' (or 'Cookie: ...'), and give its name "
+                "as auth_header_env=FETCH_AUTH"
             )
         return DeepFaceError(f"{safe} refused access (HTTP {status}): {hint}")
 
     def list(self, prefix: str) -> list[SourceFile]:
-        listing = self.read_optional(sibling_uri(prefix, MD5SUMS_NAME))
+        md5sums_uri = sibling_uri(prefix, MD5SUMS_NAME)
+        status, listing = self._read_small(md5sums_uri)
+        if status in (401, 403):  # refused, not absent: say so, with the auth_header_env hint
+            raise DeepFaceError(
+                f"cannot list {redact_uri(prefix)} (HTTP has no directory listing: a prefix is listed by its "
+                f"{MD5SUMS_NAME} file): {self._refusal(md5sums_uri, status)}"
+            )
         if listing is None:
             raise DeepFaceError(
                 f"cannot list {redact_uri(prefix)}: HTTP has no directory listing and there is no "
-                f"{MD5SUMS_NAME} file there; give each file as its own source"
+                f"{MD5SUMS_NAME} file there (HTTP {status}); give each file as its own source"
             )
-        names = sorted({MD5SUMS_NAME, *parse_md5sums(listing, sibling_uri(prefix, MD5SUMS_NAME))})
+        names = sorted({MD5SUMS_NAME, *parse_md5sums(listing, md5sums_uri)})
         return [SourceFile(sibling_uri(prefix, quote(name)), name) for name in names]
 
     def describe(self, uri: str) -> SourceFile:
         return SourceFile(uri, unquote(posixpath.basename(urlsplit(uri).path)))
 
     def read_optional(self, uri: str) -> bytes | None:
+        """The bytes of a small optional file (an MD5SUMS beside a file source); None when the server
+        answers 401, 403, 404 or 410 (a file the source does not let us read is treated as absent)."""
+        return self._read_small(uri)[1]
+
+    def _read_small(self, uri: str) -> tuple[int, bytes | None]:
+        """``(HTTP status, body)``: the body of a successful answer, None with a 401, 403, 404 or 410;
+        raises `Interrupted` with any other error status."""
         with self._get(uri) as response:
-            if response.status_code in (401, 403, 404, 410):
-                return None
-            if response.status_code >= 400:
-                raise Interrupted(f"HTTP {response.status_code} from {redact_uri(uri)}")
+            status = response.status_code
+            if status in (401, 403, 404, 410):
+                return status, None
+            if status >= 400:
+                raise Interrupted(f"HTTP {status} from {redact_uri(uri)}")
             try:
-                return response.content
+                return status, response.content
             except requests.RequestException as error:
                 raise Interrupted(f"{error.__class__.__name__} while reading {redact_uri(uri)}") from None
 

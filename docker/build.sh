@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the project image from ./Dockerfile with buildah (no Docker engine needed), then smoke-test it
-# inside, as its non-root user: `deepface --help`, the imports a KFP task needs, a tiny model build.
+# inside, as its runtime user: `deepface --help`, the imports a KFP task needs, a tiny model build.
 #
 # Usage: docker/build.sh [--no-test | --print-ref]
 #   --no-test    build only
@@ -10,6 +10,9 @@
 #        DEEPFACE_IMAGE_REPO  image name without tag (default localhost/deepface-pipeline)
 #        TF_PACKAGE  tensorflow (default, CPU) or "tensorflow[and-cuda]" (GPU: give it its own
 #                    DEEPFACE_IMAGE_REPO)
+#        RUNTIME_USER  uid:gid the image runs as (default 1000:1000, non-root); 0:0 for a platform whose
+#                    /gcs mount refuses uid 1000 (a task then says so at start); give it its own
+#                    DEEPFACE_IMAGE_REPO
 #        PIP_CERT    CA bundle for pip in the build (default: this machine's /etc/ssl/certs/ca-certificates.crt,
 #                    which holds a TLS-intercepting proxy's CA): a build secret, never stored in the image
 # The reference is the one the pipeline's components use (python3 -m components.image): an immutable
@@ -24,13 +27,16 @@ for arg in "$@"; do
     case $arg in
         --no-test) mode=build ;;
         --print-ref) mode=ref ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument $arg (see --help)" >&2; exit 2 ;;
     esac
 done
 
 base_image=${BASE_IMAGE:-localhost/base:bookworm}
 tf_package=${TF_PACKAGE:-tensorflow}
+runtime_user=${RUNTIME_USER:-1000:1000}
+[[ $runtime_user =~ ^[0-9]+:[0-9]+$ ]] || {
+    echo "build.sh: RUNTIME_USER=$runtime_user: give it as uid:gid (e.g. 1000:1000, or 0:0 for root)" >&2; exit 2; }
 for path in Dockerfile .dockerignore pyproject.toml constraints.txt docker/constraints-cuda.txt README.md \
             deepface components pipelines; do
     [[ -e $path ]] || { echo "build.sh: $path is missing: the image is built from it" >&2; exit 1; }
@@ -38,6 +44,11 @@ done
 if [[ $tf_package != tensorflow && -z ${DEEPFACE_IMAGE_REPO:-}${DEEPFACE_IMAGE:-} ]]; then
     echo "build.sh: TF_PACKAGE=$tf_package: set DEEPFACE_IMAGE_REPO to this flavour's own repository" \
          "(e.g. ...-cuda), here and when compiling the pipeline, so that the two flavours never share a tag" >&2
+    exit 2
+fi
+if [[ $runtime_user != 1000:1000 && -z ${DEEPFACE_IMAGE_REPO:-}${DEEPFACE_IMAGE:-} ]]; then
+    echo "build.sh: RUNTIME_USER=$runtime_user: set DEEPFACE_IMAGE_REPO to this flavour's own repository" \
+         "(e.g. ...-root), here and when compiling the pipeline, so that the two flavours never share a tag" >&2
     exit 2
 fi
 
@@ -68,10 +79,11 @@ if [[ -f $pip_cert ]]; then
 fi
 
 start=$SECONDS
-echo "build.sh: building $ref from $base_image ($tf_package)" >&2
+echo "build.sh: building $ref from $base_image ($tf_package, runs as $runtime_user)" >&2
 buildah bud --isolation chroot --ulimit nofile=20000:20000 --layers "${pull_args[@]}" \
     --build-arg "BASE_IMAGE=$base_image" \
     --build-arg "TF_PACKAGE=$tf_package" \
+    --build-arg "RUNTIME_USER=$runtime_user" \
     --build-arg "VERSION=$version" \
     --build-arg "REVISION=$revision" \
     "${secret_args[@]}" \
@@ -94,7 +106,8 @@ if [[ $mode == test ]]; then
     trap 'buildah rm "$container" >/dev/null' EXIT
     in_image() { buildah run --isolation chroot "$container" -- "$@"; }
     uid=$(in_image id -u)
-    [[ $uid =~ ^[1-9][0-9]*$ ]] || { echo "build.sh: the image runs as root (id -u: '$uid')" >&2; exit 1; }
+    [[ $uid == "${runtime_user%%:*}" ]] || {
+        echo "build.sh: the image runs as uid '$uid', RUNTIME_USER is $runtime_user" >&2; exit 1; }
     in_image deepface --help >&2
     in_image python3 -c "
 import importlib.util, deepface, kfp, keras, tensorflow as tf

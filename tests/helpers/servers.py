@@ -41,6 +41,7 @@ class HttpFileServer:
         cuts: ``{url path: N}``: the next GET of that path sends only N body bytes, then drops the
             connection (Content-Length announced the full size); each entry is used once. See ``cut``.
         ignore_range: answer Range requests with the whole file (200), like servers without Range support.
+        statuses: ``{url path: HTTP status}`` answered (empty body) instead of the file, e.g. 500.
         requests: every request received, in order.
     """
 
@@ -50,6 +51,7 @@ class HttpFileServer:
         self.redirects: dict[str, str] = {}
         self.cuts: dict[str, int] = {}
         self.ignore_range = False
+        self.statuses: dict[str, int] = {}
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -115,6 +117,8 @@ class HttpFileServer:
                     if self.headers.get(name) != value:
                         return self._refuse(HTTPStatus.FORBIDDEN)
                 path = path.lstrip("/")
+                if path in server.statuses:
+                    return self._refuse(HTTPStatus(server.statuses[path]))
                 if path in server.redirects:
                     self.send_response(HTTPStatus.FOUND)
                     self.send_header("Location", server.redirects[path])

@@ -2,20 +2,30 @@
 where its inputs allow it, else through ``component.python_func`` (called as the launcher calls it) with
 artifacts on local paths."""
 
+import contextlib
 import inspect
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from kfp import dsl
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Metrics, Model
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Metrics, Model, Output
 
+from components import launcher
 from components.evaluate import evaluate
 from components.fetch import fetch
+from components.image import PLACEHOLDER
 from components.labels import build_labels
+from components.launcher import stage_component
 from components.synth import make_synthetic_dataset
 from components.tfrecords import build_tfrecords
 from components.train import train
+from deepface.errors import DeepFaceError
 from pipelines.local import init_local
 
 # kfp.local's remark that the project image is not a "python" image: expected, tasks run in this environment.
@@ -151,3 +161,178 @@ def test_evaluate_logs_metrics_roc_and_report(stages):
     html = open(stages["report"].path, "rb").read()
     assert html == open(os.path.join(stages["evaluation"].path, "report.html"), "rb").read()
     assert html.lstrip().lower().startswith(b"<!doctype html")
+
+
+# ---------------------------------------------------------------------------------------------------- launcher
+# The container command of every component (components.launcher): kfp's `sh -ec` script, with Python exec'd
+# so that the task's Python is the container's main process, and components/task_start.py run first.
+
+STAGE_COMPONENTS = [make_synthetic_dataset, fetch, build_labels, build_tfrecords, train, evaluate]
+
+
+@stage_component
+def report_pid(out: Output[Dataset]):
+    """Stand-in task: prints its process id, then waits for its stdin to close (or for a signal)."""
+    import os
+    import sys
+
+    print(f"pid {os.getpid()}", flush=True)
+    sys.stdin.read()
+    os.makedirs(out.path, exist_ok=True)
+
+
+def task_command(component, out_uri: str, output_file: Path) -> list[str]:
+    """The component's command and arguments with an executor input as the platform gives it."""
+    container = component.component_spec.implementation.container
+    executor_input = {
+        "inputs": {"parameterValues": {}},
+        "outputs": {"artifacts": {"out": {"artifacts": [{"name": "out", "type": {"schemaTitle": "system.Dataset"},
+                                                          "uri": out_uri, "metadata": {}}]}},
+                    "outputFile": str(output_file)},
+    }
+    return [*container.command, *(json.dumps(executor_input) if arg == "{{$}}" else arg for arg in container.args)]
+
+
+def printed_pid(process: subprocess.Popen) -> int:
+    """The pid the stand-in task prints (kfp's executor logs on stdout too); fails at end of output."""
+    for line in process.stdout:
+        if line.startswith("pid "):
+            return int(line.split()[1])
+    raise AssertionError(f"the task ended (status {process.wait()}) without printing its pid")
+
+
+def task_env() -> dict[str, str]:
+    """This environment with this venv's interpreter first on PATH as ``python3``, as in the image."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+@pytest.mark.parametrize("component", STAGE_COMPONENTS, ids=lambda c: c.name)
+def test_every_stage_command_execs_python(component):
+    container = component.component_spec.implementation.container
+    assert container.command == ["sh", "-ec", launcher.SCRIPT, container.command[3], launcher.START_CODE]
+    script_lines = [line for line in container.command[2].splitlines() if line]
+    assert script_lines[-1].startswith('exec python3 -c "$start_code" --component_module_path ')
+    assert "export _KFP_RUNTIME=true" in script_lines
+    assert container.command[3].lstrip().startswith("import kfp")  # kfp's SOURCE, unchanged
+    assert "def " + component.python_func.__name__ in container.command[3]
+    assert container.args == ["--executor_input", "{{$}}", "--function_to_execute", component.python_func.__name__]
+
+
+def test_compiled_template_commands_exec_python(tmp_path):
+    import yaml
+
+    from pipelines.pipeline import CompileOptions, compile_pipeline
+
+    spec = yaml.safe_load(Path(compile_pipeline(tmp_path / "pipeline.yaml")).read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    for component in STAGE_COMPONENTS:
+        [task] = [body for body in tasks.values() if body["componentRef"]["name"] == f"comp-{component.name}"]
+        label = spec["components"][task["componentRef"]["name"]]["executorLabel"]
+        command = spec["deploymentSpec"]["executors"][label]["container"]["command"]
+        assert command[:3] == ["sh", "-ec", launcher.SCRIPT] and command[4] == launcher.START_CODE, component.name
+
+    # Training as a Vertex AI custom job: its worker pools run the same command.
+    custom_job = CompileOptions(training="custom-job", replicas=2)
+    spec = yaml.safe_load(Path(compile_pipeline(tmp_path / "custom-job.yaml", custom_job)).read_text())
+    train_component = spec["components"][spec["root"]["dag"]["tasks"]["train"]["componentRef"]["name"]]
+    pools = train_component["inputDefinitions"]["parameters"]["worker_pool_specs"]["defaultValue"]
+    assert len(pools) == 2
+    for pool in pools:
+        command = pool["container_spec"]["command"]
+        assert command[:3] == ["sh", "-ec", launcher.SCRIPT] and command[4] == launcher.START_CODE
+
+
+def test_exec_python_command_refuses_a_command_it_does_not_know():
+    with pytest.raises(DeepFaceError, match=r"update components/launcher.py"):
+        launcher.exec_python_command(["python3", "-m", "kfp.dsl.executor_main"])
+
+
+def test_the_task_python_is_the_process_the_platform_signals(tmp_path):
+    """Run the real command with sh and this venv's python3: the shell's process becomes the Python
+    process (same pid), so SIGTERM to the container's main process ends Python. kfp's own command, run
+    the same way, leaves Python running as a child of the shell when the shell gets SIGTERM."""
+    ours = subprocess.Popen(task_command(report_pid, str(tmp_path / "ours" / "out"), tmp_path / "ours" / "out.json"),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=task_env(), start_new_session=True)
+    try:
+        assert printed_pid(ours) == ours.pid
+        ours.send_signal(signal.SIGTERM)
+        assert ours.wait(timeout=60) == 128 + signal.SIGTERM  # the task's handler: the default's status
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(ours.pid, signal.SIGKILL)
+
+    kfp_command = dsl.component(report_pid.python_func, base_image=PLACEHOLDER, install_kfp_package=False)
+    theirs = subprocess.Popen(task_command(kfp_command, str(tmp_path / "kfp" / "out"), tmp_path / "kfp" / "out.json"),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              env=task_env(), start_new_session=True)
+    try:
+        python_pid = printed_pid(theirs)
+        assert python_pid != theirs.pid
+        theirs.send_signal(signal.SIGTERM)
+        assert theirs.wait(timeout=60) == -signal.SIGTERM
+        os.kill(python_pid, 0)  # still running: the signal never reached it
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(theirs.pid, signal.SIGKILL)
+
+
+def test_the_task_ends_on_sigterm_as_a_containers_first_process(tmp_path):
+    """In a container the task's Python is PID 1 of its PID namespace, and Linux drops a signal that PID 1
+    has no handler for: the task would run on until SIGKILL. Its handler ends it with status 143."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare to start a PID namespace")
+    command = ["unshare", "--pid", "--fork", "--kill-child", "--",
+               *task_command(report_pid, str(tmp_path / "out"), tmp_path / "out.json")]
+    task = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, env=task_env(), start_new_session=True)
+    try:
+        assert printed_pid(task) == 1  # the first process of its namespace, as in a container
+        (first,) = Path(f"/proc/{task.pid}/task/{task.pid}/children").read_text().split()
+        os.kill(int(first), signal.SIGTERM)  # what the platform sends on preemption
+        assert task.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(task.pid, signal.SIGKILL)
+
+
+def test_the_task_runs_and_leaves_no_write_check_behind(tmp_path):
+    task = tmp_path / "root" / "task"
+    result = subprocess.run(task_command(report_pid, str(task / "out"), task / "executor_output.json"),
+                            input="", capture_output=True, text=True, env=task_env(), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(os.listdir(task)) == ["executor_output.json", "out"]
+    assert json.loads((task / "executor_output.json").read_text())["artifacts"]["out"]["artifacts"][0]["uri"] == \
+        str(task / "out")
+
+
+def _read_only(folder: Path, command: list[str]) -> list[str]:
+    """``command`` run where ``folder`` cannot be written by this user: mode 555, or for root (whom modes do
+    not stop) a read-only bind mount in a private mount namespace."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return command
+    if not shutil.which("unshare"):
+        pytest.skip("running as root without unshare: no way to make a folder unwritable")
+    script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+    return ["unshare", "--mount", "--", "sh", "-c", script, "sh", str(folder), *command]
+
+
+@pytest.mark.parametrize("unwritable", ["output", "executor output"])
+def test_an_output_folder_that_cannot_be_written_fails_at_start_in_one_line(tmp_path, unwritable):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    free = tmp_path / "free"
+    out = locked / "task" / "out" if unwritable == "output" else free / "task" / "out"
+    output_file = free / "task" / "executor_output.json" if unwritable == "output" else locked / "executor_output.json"
+    result = subprocess.run(_read_only(locked, task_command(report_pid, str(out), output_file)),
+                            input="", capture_output=True, text=True, env=task_env(), timeout=120)
+    if result.returncode != 0 and "mount" in result.stderr and "deepface task" not in result.stderr:
+        pytest.skip(f"cannot make a read-only mount here: {result.stderr.strip()}")
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    what = "output 'out'" if unwritable == "output" else "the executor output file"
+    path = out if unwritable == "output" else output_file
+    assert line.startswith(f"deepface task: cannot write {what} at {path}: folder {path.parent} as uid {os.geteuid()}")
+    assert "Fix: make" in line and "writable for uid" in line
+    assert "pid " not in result.stdout and "KFP Executor" not in result.stdout  # kfp's executor never ran

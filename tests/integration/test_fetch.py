@@ -251,6 +251,45 @@ def test_http_prefix_is_listed_by_its_md5sums(http_server, tmp_path):
     assert manifest["files"]["sub/b c.txt"]["verified"] == "MD5SUMS"
 
 
+def test_http_prefix_refused_is_reported_as_refused_not_as_missing_md5sums(tmp_path, monkeypatch):
+    """A prefix behind a login: its MD5SUMS answers 401 (no header) or 403 (wrong header); the error says
+    so, with the auth_header_env hint, not that there is no MD5SUMS file. With the right header it lists."""
+    files = {"a.bin": DATA}
+    with HttpFileServer({"d/a.bin": DATA, "d/MD5SUMS": md5sums(files)},
+                        required_header=("X-Secret", SECRET)) as server:
+        with pytest.raises(DeepFaceError) as error:
+            fetch([server.url("d/")], tmp_path / "no-header")
+        message = str(error.value)
+        assert message.startswith(f"cannot list {server.url('d/')}")
+        assert f"{server.url('d/MD5SUMS')} refused access (HTTP 401)" in message
+        assert "auth_header_env=FETCH_AUTH" in message
+        assert "there is no MD5SUMS" not in message
+
+        monkeypatch.setenv("FETCH_AUTH", "X-Secret: wrong-value-xyz")
+        with pytest.raises(DeepFaceError, match=r"refused access \(HTTP 403\): the header from \$FETCH_AUTH was "
+                                                r"sent but refused") as error:
+            fetch([server.url("d/")], tmp_path / "wrong-header", auth_header_env="FETCH_AUTH")
+        assert "wrong-value-xyz" not in str(error.value)
+        assert not (tmp_path / "wrong-header" / "a.bin").exists()
+
+        monkeypatch.setenv("FETCH_AUTH", f"X-Secret: {SECRET}")
+        manifest = fetch([server.url("d/")], tmp_path / "out", auth_header_env="FETCH_AUTH")
+    assert list(manifest["files"]) == ["MD5SUMS", "a.bin"]
+    assert (tmp_path / "out" / "a.bin").read_bytes() == DATA
+
+
+@pytest.mark.parametrize("status", [500, 502])
+def test_http_prefix_server_error_is_reported_with_its_status(http_server, tmp_path, status):
+    http_server.files = {"d/a.bin": SMALL, "d/MD5SUMS": md5sums({"a.bin": SMALL})}
+    http_server.statuses["d/MD5SUMS"] = status
+    with pytest.raises(DeepFaceError) as error:
+        fetch([http_server.url("d/")], tmp_path / "out")
+    assert f"HTTP {status} from {http_server.url('d/MD5SUMS')}" in str(error.value)
+    assert "there is no MD5SUMS" not in str(error.value)
+    del http_server.statuses["d/MD5SUMS"]
+    assert list(fetch([http_server.url("d/")], tmp_path / "out")["files"]) == ["MD5SUMS", "a.bin"]
+
+
 # ---------------------------------------------------------------------------------------------------- resume
 
 

@@ -89,6 +89,8 @@ def test_image_config(image):
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["PATH"].startswith("/opt/venv/bin:")
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert env["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    assert env["MPLCONFIGDIR"] == "/opt/matplotlib"
     assert not any("CERT" in name or "TOKEN" in name or "SECRET" in name for name in env)
     version = re.search(r'^version = "(.+)"$', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
     assert config["Labels"]["org.opencontainers.image.version"] == version
@@ -142,3 +144,78 @@ def test_kfp_component_runs_in_the_image_as_its_user(container):
     executor_output = json.loads(in_image(container, "cat", "/tmp/kfp/executor_output.json").stdout)
     [artifact] = executor_output["artifacts"]["data"]["artifacts"]
     assert artifact["uri"] == uri
+
+
+@pytest.fixture
+def fresh_container(image):
+    """A container of the image that no other test has run anything in, removed afterwards."""
+    name = run("buildah", "from", "--pull-never", image).stdout.strip()
+    yield name
+    run("buildah", "rm", name, check=False)
+
+
+def test_matplotlib_font_cache_is_built_into_the_image(fresh_container):
+    """A new container finds matplotlib's font cache in MPLCONFIGDIR, writable by the image's user, and
+    importing pyplot uses it as it is (the file is not rewritten, no temporary cache folder is made)."""
+    folder = in_image(fresh_container, "sh", "-c", 'echo "$MPLCONFIGDIR"').stdout.strip()
+    assert folder == "/opt/matplotlib"
+    caches = [name for name in in_image(fresh_container, "ls", "-A", folder).stdout.split()
+              if re.fullmatch(r"fontlist-v[0-9.]+\.json", name)]
+    assert len(caches) == 1, caches
+    cache = f"{folder}/{caches[0]}"
+    before = in_image(fresh_container, "stat", "-c", "%u %Y %s", cache).stdout.split()
+    assert before[0] == "1000" and int(before[2]) > 1000
+    assert in_image(fresh_container, "test", "-w", folder, check=False).returncode == 0
+    imported = in_image(fresh_container, "python3", "-c",
+                        "import matplotlib, matplotlib.pyplot; print(matplotlib.get_cachedir())")
+    assert imported.stdout.strip() == folder
+    assert "font cache" not in imported.stderr and "temporary" not in imported.stderr, imported.stderr
+    assert in_image(fresh_container, "stat", "-c", "%u %Y %s", cache).stdout.split() == before
+
+
+def test_tensorflow_log_level_comes_from_the_image(container):
+    """TF_CPP_MIN_LOG_LEVEL=2 from the image turns off the C++ INFO and WARNING lines that TensorFlow's
+    logging filters, e.g. cpu_feature_guard's, which the same container prints with the level set to 0.
+    (TensorFlow 2.21 logs a few lines through absl before absl::InitializeLog, which no level removes:
+    the oneDNN notice, 'Could not find cuda drivers'.)"""
+    program = "import tensorflow as tf; tf.constant(1) + 1"
+    quiet = in_image(container, "python3", "-c", program)
+    assert "cpu_feature_guard" not in quiet.stderr, quiet.stderr[-3000:]
+    loud = in_image(container, "env", "TF_CPP_MIN_LOG_LEVEL=0", "python3", "-c", program)
+    if "cpu_feature_guard" not in loud.stderr:
+        pytest.skip("this CPU has no instructions beyond TensorFlow's build: nothing for the level to filter")
+    assert re.search(r"^I\d{4} .*cpu_feature_guard\.cc", loud.stderr, re.M), loud.stderr[-3000:]
+
+
+def test_a_task_that_cannot_write_under_gcs_stops_at_start_in_one_line(container):
+    """A /gcs bucket folder the image's user may not write (as a Cloud Storage FUSE mount refusing
+    non-root users would be): the real synth command stops before kfp's executor runs, with one line
+    naming the path, the uid and the fix, and no traceback."""
+    from components.synth import make_synthetic_dataset
+
+    run("buildah", "run", "--isolation", "chroot", "--user", "0:0", container, "--",
+        "sh", "-c", "mkdir -p /gcs/locked-bucket && chown 0:0 /gcs/locked-bucket && chmod 755 /gcs/locked-bucket")
+    spec = make_synthetic_dataset.component_spec.implementation.container
+    executor_input = {
+        "inputs": {"parameterValues": {"train_identities": 8, "test_identities": 6, "lfw_identities": 12,
+                                       "images_per_identity": 10, "image_size": 64, "lfw_image_size": 96,
+                                       "seed": 0, "data_uri": ""}},
+        "outputs": {"artifacts": {"data": {"artifacts": [{"name": "data", "type": {"schemaTitle": "system.Dataset"},
+                                                          "uri": "gs://locked-bucket/root/task/data",
+                                                          "metadata": {}}]}},
+                    "outputFile": "/tmp/kfp-locked/executor_output.json"},
+    }
+    args = [json.dumps(executor_input) if arg == "{{$}}" else arg for arg in spec.args]
+    result = in_image(container, *spec.command, *args, check=False)
+    assert result.returncode == 1, result.stderr[-4000:]
+    lines = [line for line in result.stderr.splitlines() if "deepface task:" in line]
+    assert lines == [
+        "deepface task: cannot write output 'data' at /gcs/locked-bucket/root/task/data: folder "
+        "/gcs/locked-bucket/root/task as uid 1000 (deepface): Permission denied. Fix: the /gcs mount must let "
+        "uid 1000 write (on Vertex AI, /gcs is Cloud Storage FUSE: check the pipeline root bucket and the "
+        "service account's write access to it), or run the image as root: RUNTIME_USER=0:0 docker/build.sh, "
+        "with its own DEEPFACE_IMAGE_REPO"
+    ], result.stderr[-4000:]
+    assert "Traceback" not in result.stderr
+    assert "KFP Executor" not in result.stdout + result.stderr  # kfp's executor never started
+    assert in_image(container, "test", "-e", "/gcs/locked-bucket/root", check=False).returncode != 0
