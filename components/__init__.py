@@ -1,4 +1,7 @@
-"""KFP components: one thin ``@dsl.component`` per pipeline stage, each calling one ``deepface`` function.
+"""KFP components: one thin component per pipeline stage (`components.launcher.stage_component`, a
+``@dsl.component`` whose command execs Python so that the task's process receives SIGTERM, after a check
+that its outputs can be written), each calling one ``deepface`` function. Their settings parameters take
+defaults and descriptions from `deepface.settings` (`components.parameters.takes_settings`).
 
 Each component has the name of the ``deepface`` function it calls (so a stage has one name in the
 library, its component and its pipeline task). Every component runs in the project image with
@@ -6,7 +9,9 @@ library, its component and its pipeline task). Every component runs in the proje
 only the function's source to the container) and passes typed artifacts:
 
     make_synthetic_dataset  -> Dataset (the embedded synthetic VGGFace2 + LFW folder; empty when data_uri is set)
-    fetch                   Dataset -> Dataset (data_uri, or the synthetic folder, copied and MD5-verified)
+    fingerprint_data        -> str (names, sizes and checksums of data_uri's files; never cached)
+    fetch                   Dataset, str -> Dataset (data_uri, or the synthetic folder, copied and MD5-verified;
+                            the fingerprint makes its cache follow the data)
     build_labels            Dataset -> Dataset (classes.txt)
     build_tfrecords         Dataset, Dataset -> Dataset (TFRecord shards)
     train                   Dataset, Dataset -> Model (model directory)

@@ -1,7 +1,9 @@
 """``python -m pipelines``: compile, submit, upload, schedule, submit-kfp, run-local, demo.
 
 Every command that sends the pipeline somewhere compiles it first (or takes ``--template``), checks
-parameters and options, and only then makes a request. User errors print one line, no traceback.
+parameters and options, and only then makes a request. User errors print one line, no traceback; so does
+an endpoint that cannot be reached (refused, unknown host, TLS, proxy, timeout, unavailable): the line
+names the endpoint and what to check, exit code 1.
 
 ``demo`` is the main job (``make demo``): ``run-local`` under its own name, with the same options and
 defaults (the embedded synthetic data). The terminal shows each stage's progress, results and status, then
@@ -24,6 +26,22 @@ class PipelinesGroup(UserErrorGroup):
     """Plain click group (its own commands, listed with their short help) with the project's user-error
     handling (one line, exit code 1); not `deepface.cli.LazyGroup`, which lists deepface's stages."""
 
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as error:
+            from pipelines.submit import connection_failure, unreachable
+
+            failure = connection_failure(error)
+            if failure is None:
+                raise
+            where = _failure_url(failure) or "an endpoint"
+            raise click.ClickException(str(unreachable(
+                "a service", where, "check the network, a proxy (HTTPS_PROXY) or firewall in the way, and the "
+                "address given, then try again", failure))) from error
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """List this group's commands with the first sentence of their help, wrapped rather than cut."""
         rows = []
@@ -34,6 +52,17 @@ class PipelinesGroup(UserErrorGroup):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+def _failure_url(failure: BaseException) -> str | None:
+    """The URL (or host) a connection failure was about, when the exception says."""
+    request = getattr(failure, "request", None)
+    if getattr(request, "url", None):
+        return str(request.url).split("?")[0]
+    pool, url = getattr(failure, "pool", None), getattr(failure, "url", None)
+    if pool is not None and getattr(pool, "host", None):
+        return f"{pool.scheme}://{pool.host}:{pool.port}{(url or '').split('?')[0]}"
+    return None
 
 
 def compile_options(command):
@@ -47,7 +76,7 @@ def compile_options(command):
         click.option("--train-memory", default="32G", show_default=True,
                      help="Memory limit of the training task (--training pipeline)."),
         click.option("--accelerator", default="",
-                     help="Accelerator type, e.g. NVIDIA_L4, NVIDIA_TESLA_T4, TPU_V5_LITEPODSLICE (custom-job). "
+                     help="Accelerator type, e.g. NVIDIA_L4, NVIDIA_TESLA_T4, TPU_V5_LITEPOD (TPU v5e, custom-job). "
                           "Default: none."),
         click.option("--accelerator-count", type=int, default=1, show_default=True,
                      help="Accelerators per training machine."),
@@ -55,17 +84,23 @@ def compile_options(command):
                      help="Machine of each training replica (--training custom-job), e.g. ct5lp-hightpu-4t."),
         click.option("--replicas", type=int, default=1, show_default=True,
                      help="Training machines (--training custom-job); >1: multi-worker."),
+        click.option("--tensorboard", default="", metavar="NAME",
+                     help="Vertex AI TensorBoard instance the custom training job uploads its logs to "
+                          "(--training custom-job), projects/P/locations/REGION/tensorboards/ID in the run's "
+                          "region. A compile option: it is fixed in the template. Default: none."),
     ]
     for option in reversed(options):
         command = option(command)
 
     @functools.wraps(command)
-    def wrapper(*, training, train_cpu, train_memory, accelerator, accelerator_count, machine_type, replicas, **kwargs):
+    def wrapper(*, training, train_cpu, train_memory, accelerator, accelerator_count, machine_type, replicas,
+                tensorboard, **kwargs):
         from pipelines.pipeline import CompileOptions
 
         options = CompileOptions(
             training=training, train_cpu=train_cpu, train_memory=train_memory, accelerator=accelerator,
             accelerator_count=accelerator_count, machine_type=machine_type, replicas=replicas,
+            tensorboard=tensorboard,
         ).check()
         return command(options=options, **kwargs)
 
@@ -94,8 +129,20 @@ def vertex_options(command):
                      help="Vertex AI region, e.g. us-central1 ($GOOGLE_CLOUD_REGION)."),
         click.option("--pipeline-root", help="Cloud Storage folder for the run's artifacts, gs://BUCKET/PATH."),
         click.option("--service-account", default=None, help="Service account the run executes as."),
-        click.option("--network", default=None, help="VPC network to peer with, projects/NUMBER/global/networks/NAME."),
-        click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Run label (repeatable)."),
+        click.option("--network", default=None,
+                     help="VPC network to peer with, projects/NUMBER/global/networks/NAME (the custom training "
+                          "job's too)."),
+        click.option("--encryption-key", default=None, metavar="KEY",
+                     help="Cloud KMS key (customer-managed encryption) of the run and of what it creates, the "
+                          "custom training job included: projects/P/locations/REGION/keyRings/R/cryptoKeys/K, "
+                          "in the run's region."),
+        click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+                     help="Run label (repeatable), after the default deepface-image-tag and deepface-git-revision. "
+                          "Compiling now (no --template), also on the custom training job, where they are part "
+                          "of the training step's cache key."),
+        click.option("--experiment", default=None, metavar="NAME",
+                     help="Vertex AI Experiment to file the run under (created if missing). submit only: Vertex AI "
+                          "cannot file a schedule's runs under an experiment."),
         click.option("--display-name", default=None, help="Name shown in the console (default: deepface-pipeline)."),
         click.option("--api-endpoint", default=None, hidden=True,
                      help="Vertex AI API endpoint (a regional, private or test endpoint); "
@@ -107,14 +154,26 @@ def vertex_options(command):
 
 
 def _vertex_job_options(template, *, params, enable_caching, project, region, pipeline_root, labels,
-                        display_name, api_endpoint) -> dict:
+                        display_name, encryption_key, api_endpoint) -> dict:
     from pipelines.params import parse_labels, parse_overrides
 
     return dict(
         project=project, region=region, pipeline_root=pipeline_root, parameters=parse_overrides(template.spec, params),
         labels=parse_labels(labels), enable_caching=enable_caching, display_name=display_name,
-        api_endpoint=api_endpoint,
+        encryption_key=encryption_key, api_endpoint=api_endpoint,
     )
+
+
+def _with_run_labels(options, template, labels):
+    """The compile options of a template compiled now for a run: the run's labels on the custom training
+    job too (a given template keeps its own)."""
+    import dataclasses
+
+    from pipelines.params import parse_labels
+
+    if template is not None:
+        return options
+    return dataclasses.replace(options, labels=tuple(parse_labels(labels).items()))
 
 
 @click.group(cls=PipelinesGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -151,13 +210,15 @@ def compile_command(options, output: str, list_params: bool) -> None:
 @run_options
 @click.option("--wait/--no-wait", default=False, show_default=True, help="Wait for the run to finish.")
 @compile_options
-def submit_command(options, template, params, enable_caching, service_account, network, wait, **vertex) -> None:
+def submit_command(options, template, params, enable_caching, service_account, network, experiment, wait,
+                   **vertex) -> None:
     """Start a Vertex AI pipeline run and print its console URL."""
-    from pipelines.submit import console_url, submit_vertex
+    from pipelines.submit import check_experiment, console_url, submit_vertex
     from pipelines.submit import template as open_template
 
-    with open_template(template, options) as spec:
-        job = submit_vertex(spec, wait=wait, service_account=service_account, network=network,
+    check_experiment(experiment)
+    with open_template(template, _with_run_labels(options, template, vertex["labels"])) as spec:
+        job = submit_vertex(spec, wait=wait, service_account=service_account, network=network, experiment=experiment,
                             **_vertex_job_options(spec, params=params, enable_caching=enable_caching, **vertex))
     click.echo(f"run: {console_url(job.resource_name)}")
     if wait:
@@ -172,15 +233,16 @@ def submit_command(options, template, params, enable_caching, service_account, n
 @click.option("--schedule-name", default=None, help="Name of the schedule (default: deepface-pipeline-schedule).")
 @click.option("--max-runs", type=int, default=None, help="Stop after this many runs (default: no limit).")
 @compile_options
-def schedule_command(options, template, params, enable_caching, service_account, network, cron, schedule_name,
-                     max_runs, **vertex) -> None:
+def schedule_command(options, template, params, enable_caching, service_account, network, experiment, cron,
+                     schedule_name, max_runs, **vertex) -> None:
     """Create a Vertex AI schedule that runs the pipeline at every cron time."""
-    from pipelines.submit import console_url, schedule_vertex
+    from pipelines.submit import check_schedule_experiment, console_url, schedule_vertex
     from pipelines.submit import template as open_template
 
-    with open_template(template, options) as spec:
+    check_schedule_experiment(experiment)
+    with open_template(template, _with_run_labels(options, template, vertex["labels"])) as spec:
         schedule = schedule_vertex(spec, cron=cron, schedule_name=schedule_name, max_runs=max_runs,
-                                   service_account=service_account, network=network,
+                                   service_account=service_account, network=network, experiment=experiment,
                                    **_vertex_job_options(spec, params=params, enable_caching=enable_caching, **vertex))
     click.echo(f"schedule: {console_url(schedule.resource_name)}")
 

@@ -4,13 +4,14 @@ Each task runs ``python -m kfp.dsl.executor_main`` in a subprocess of the curren
 (``SubprocessRunner(use_venv=False)``): nothing is installed, the ``deepface`` package of this
 environment does the work. Outputs land under ``pipeline_root/<pipeline>-<timestamp>/<task>/``; the
 cache (``pipeline_root/.kfp_cache``) keys each task on its component, image, command and inputs, so a
-rerun with the same parameters reuses every output, and changing e.g. only ``epochs`` reruns only
-train and evaluate.
+rerun with the same parameters and the same data reuses every output but the data's fingerprint (a task
+whose caching is off, `pipelines.pipeline`), and changing e.g. only ``epochs`` reruns only train and
+evaluate (and the fingerprint).
 
 kfp.local reports neither which tasks came from the cache nor how long each took, so `run_local` reads
-both from disk: a task ran in this run if its outputs lie in the folder this run created (a cached
-task's outputs lie in an earlier run's folder), and the task chain runs one task at a time, so a task's
-time is from the previous task's end to the ``executor_output.json`` it wrote last.
+both from disk: a task ran in this run if it wrote its ``executor_output.json`` in the folder this run
+created (a cached task writes nothing), and kfp.local runs one task at a time, so a task's time is from
+the end of the task that ran before it to that file's modification time.
 
 kfp.local prints each task's output (stdout and stderr together) on this process's stdout, between its
 own lines. `run_local` writes all of it to ``pipeline_root/logs/run-<timestamp>.log`` (the report's
@@ -44,8 +45,9 @@ from pipelines.params import check_parameters
 from pipelines.pipeline import STAGES, CompileOptions, make_pipeline
 
 DEFAULT_PIPELINE_ROOT = "local_outputs"
-# Pipeline outputs (see pipelines.pipeline.Outputs) of each task.
+# Pipeline outputs (see pipelines.pipeline.Outputs) of each task: artifacts, but the fingerprint's is text.
 STAGE_OUTPUTS = {
+    "fingerprint": ("fingerprint",),
     "synth": ("synthetic",),
     "fetch": ("data",),
     "labels": ("labels",),
@@ -58,6 +60,7 @@ STAGE_OUTPUTS = {
 _IGNORED_WARNINGS = (r".*have no effect in the current local runner.*", r".*non-Python base image.*")
 # Folder under the pipeline root holding the full output of each local run.
 LOG_DIR = "logs"
+_EXECUTOR_OUTPUT = "executor_output.json"  # what a task that ran writes last in its folder
 
 # The lines of a run's output, without kfp.local's indentation of task output: kfp.local's own log lines
 # (`_KFP`), the task's Python log lines (`_TASK`, kfp's executor format), TensorFlow's C++ lines (absl:
@@ -187,7 +190,8 @@ def _run_output(log_path: Path, *, verbose: bool):
 
 @dataclasses.dataclass(frozen=True)
 class StageRun:
-    """One task of a local run: whether it came from the cache, its time, where its outputs are."""
+    """One task of a local run: whether it came from the cache, its time, where its output artifacts are
+    (``outputs``: name -> uri; the fingerprint's output is its value)."""
 
     name: str
     cached: bool
@@ -207,15 +211,16 @@ class LocalRun:
 
     def format(self) -> str:
         """A report for people: each stage (ran or cached, seconds, outputs) and the evaluation summary."""
-        lines = [f"{'stage':<10} {'status':<7} {'seconds':>8}  outputs"]
+        width = max(len(stage.name) for stage in self.stages)
+        lines = [f"{'stage':<{width}} {'status':<7} {'seconds':>8}  outputs"]
         for stage in self.stages:
             status = "cached" if stage.cached else "ran"
             first = True
             for name, uri in stage.outputs.items():
-                head = f"{stage.name:<10} {status:<7} {stage.seconds:>8.1f}" if first else " " * 27
+                head = f"{stage.name:<{width}} {status:<7} {stage.seconds:>8.1f}" if first else " " * (width + 17)
                 lines.append(f"{head}  {name}: {uri}")
                 first = False
-        lines.append(f"{'total':<10} {'':<7} {self.seconds:>8.1f}")
+        lines.append(f"{'total':<{width}} {'':<7} {self.seconds:>8.1f}")
         evaluation = next((stage.outputs.get("evaluation") for stage in self.stages
                            if "evaluation" in stage.outputs), None)
         if evaluation:
@@ -284,22 +289,33 @@ def run_local(
             raise DeepFaceError(f"the local pipeline failed: {error}; the failing task's log is above, "
                                 f"all of it in {log}") from None
     seconds = time.time() - started
-    run_dirs = {(root / name).resolve() for name in set(os.listdir(root)) - before}
-    return LocalRun(str(root), seconds, _stage_runs(outputs, run_dirs, started), _metrics(outputs), str(log))
+    run_dirs = [root / name for name in sorted(set(os.listdir(root)) - before)]
+    tasks = {body.task_info.name: task for task, body in pipeline.pipeline_spec.root.dag.tasks.items()}
+    return LocalRun(str(root), seconds, _stage_runs(outputs, tasks, run_dirs, started), _metrics(outputs), str(log))
 
 
-def _stage_runs(outputs: Mapping[str, Any], run_dirs: set[Path], started: float) -> list[StageRun]:
-    runs, previous_end = [], started
+def _stage_runs(outputs: Mapping[str, Any], tasks: Mapping[str, str], run_dirs: list[Path],
+                started: float) -> list[StageRun]:
+    """Each stage (``tasks``: display name -> kfp task name) as run in the folders this run created."""
+    ends = {}  # stage -> when it finished, for the stages that ran
     for stage in STAGES:
-        uris = {name: outputs[name].uri for name in STAGE_OUTPUTS[stage]}
-        task_dir = Path(next(iter(uris.values()))).resolve().parent
-        cached = task_dir.parent not in run_dirs
-        seconds = 0.0
-        if not cached:
-            end = (task_dir / "executor_output.json").stat().st_mtime
-            seconds, previous_end = max(end - previous_end, 0.0), end
-        runs.append(StageRun(stage, cached, seconds, uris))
-    return runs
+        for run_dir in run_dirs:
+            written = run_dir / tasks[stage] / _EXECUTOR_OUTPUT
+            if written.is_file():
+                ends[stage] = written.stat().st_mtime
+    seconds, previous_end = {}, started
+    for stage, end in sorted(ends.items(), key=lambda item: item[1]):
+        seconds[stage], previous_end = max(end - previous_end, 0.0), end
+    return [
+        StageRun(stage, stage not in ends, seconds.get(stage, 0.0),
+                 {name: _output_text(outputs[name]) for name in STAGE_OUTPUTS[stage]})
+        for stage in STAGES
+    ]
+
+
+def _output_text(output: Any) -> str:
+    """Where an output artifact is, or a text output itself."""
+    return output if isinstance(output, str) else output.uri
 
 
 def _metrics(outputs: Mapping[str, Any]) -> dict[str, float]:

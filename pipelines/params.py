@@ -24,6 +24,7 @@ from deepface.settings import (
 
 _LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
+MAX_LABELS = 64  # labels per Vertex AI resource
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
 # KFP parameter type -> what a value must be (for messages).
@@ -141,6 +142,21 @@ def parse_overrides(spec: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
     return check_ranges(values)
 
 
+def check_labels(labels: Mapping[str, str], option: str = "--label") -> dict[str, str]:
+    """``labels`` if every key and value follows Google Cloud's label rules (lowercase letters, digits,
+    '-' and '_', at most 63 characters each, the key starting with a letter; at most 64 labels)."""
+    for key, value in labels.items():
+        if not isinstance(key, str) or not isinstance(value, str) or not _LABEL_KEY.fullmatch(key) \
+                or not _LABEL_VALUE.fullmatch(value):
+            raise DeepFaceError(
+                f"{option} {key}={value!r}: write KEY=VALUE with lowercase letters, digits, '-' and '_' (at most 63 "
+                "characters each; the key starts with a letter), e.g. --label team=faces"
+            )
+    if len(labels) > MAX_LABELS:
+        raise DeepFaceError(f"{option}: {len(labels)} labels, Vertex AI accepts at most {MAX_LABELS}")
+    return dict(labels)
+
+
 def parse_labels(items: Iterable[str]) -> dict[str, str]:
     """``["team=faces", "env=dev"]`` -> Vertex AI run labels, checked against Google Cloud's label rules."""
     labels: dict[str, str] = {}
@@ -152,6 +168,30 @@ def parse_labels(items: Iterable[str]) -> dict[str, str]:
                 "characters each; the key starts with a letter), e.g. --label team=faces"
             )
         labels[key] = value
-    if len(labels) > 64:
-        raise DeepFaceError(f"--label: {len(labels)} labels given, Vertex AI accepts at most 64")
+    return check_labels(labels)
+
+
+def label_value(text: str) -> str:
+    """``text`` as a label value: lowercase, each character a label may not hold as '_', at most 63."""
+    return re.sub(r"[^a-z0-9_-]", "_", text.lower())[:63]
+
+
+def provenance_labels(image: str, checkout_tag: str | None = None) -> dict[str, str]:
+    """Default labels saying which code a run or job runs: ``deepface-image-tag`` (the image's tag, or its
+    digest) and ``deepface-git-revision`` (the commit, with ``-dirty`` for uncommitted changes, of the
+    image's ``VERSION-gSHA[-dirty-HASH]`` tag, else of ``checkout_tag``, a tag of that form such as
+    `components.image.image_tag()`; no such label when neither has one). Values are made label-safe by
+    `label_value` ('.' and ':' become '_')."""
+    name, _, digest = image.partition("@")
+    tag = digest or name.rsplit("/", 1)[-1].partition(":")[2]
+    labels = {"deepface-image-tag": label_value(tag)} if tag else {}
+    commit = _commit_of(tag) or _commit_of(checkout_tag or "")
+    if commit:
+        labels["deepface-git-revision"] = label_value(commit)
     return labels
+
+
+def _commit_of(tag: str) -> str | None:
+    """``SHA`` or ``SHA-dirty`` from a ``VERSION-gSHA[-dirty-HASH]`` tag, else None."""
+    match = re.search(r"-g([0-9a-f]{7,40})(-dirty)?(?:-|$)", tag)
+    return match.group(1) + (match.group(2) or "") if match else None

@@ -11,9 +11,12 @@ task (CPU, or GPUs through ``set_accelerator_type``), or as a Vertex AI custom t
 (``create_custom_training_job_from_component``) for TPUs and multi-worker clusters; the latter runs only
 on Vertex AI, not under kfp.local.
 
-Caching is on for every task: a task reruns only when its parameters, its input artifacts, its component
-code or the image change, so train and evaluate rerun exactly when their inputs (or their own
-parameters) change.
+Caching is on for every task but one: a task reruns only when its parameters, its input artifacts, its
+component code or the image change, so train and evaluate rerun exactly when their inputs (or their own
+parameters) change. A cache key does not see the bytes behind ``data_uri``, so the fingerprint step
+(`components.fingerprint`, never cached) fingerprints the data folder from its listing and checksums and
+hands the result to fetch as a parameter: fetch and everything after it rerun when the data changed and
+stay cached when it did not.
 
 The image: the components name a placeholder (`components.image.PLACEHOLDER`); `make_pipeline` computes
 the project image's reference (`components.image.image_reference`) and sets it on every task, so that
@@ -33,6 +36,7 @@ from kfp.dsl import HTML, ClassificationMetrics, Dataset, Metrics, Model
 
 import components.evaluate
 import components.fetch
+import components.fingerprint
 import components.labels
 import components.synth
 import components.tfrecords
@@ -44,10 +48,12 @@ from pipelines.params import PIPELINE_RENAMED, PIPELINE_SETTINGS
 
 PIPELINE_NAME = "deepface-pipeline"
 TRAINING_BACKENDS = ("pipeline", "custom-job")
-# Display names of the tasks, in execution order (the DAG is a chain).
-STAGES = ("synth", "fetch", "labels", "tfrecords", "train", "evaluate")
+# Display names of the tasks. fingerprint and synth take no other task's output; fetch takes both;
+# from there the DAG is a chain, in this order.
+STAGES = ("fingerprint", "synth", "fetch", "labels", "tfrecords", "train", "evaluate")
 # CPU and memory of the steps other than training (training is a compile option).
 STAGE_RESOURCES = {
+    "fingerprint": ("1", "2G"),
     "synth": ("4", "8G"),
     "fetch": ("2", "8G"),
     "labels": ("1", "4G"),
@@ -67,13 +73,27 @@ class CompileOptions:
             training job: TPUs, several workers; Vertex AI only).
         train_cpu, train_memory: CPU and memory limits of the training task (``pipeline``).
         accelerator: accelerator type, e.g. ``NVIDIA_L4``, ``NVIDIA_TESLA_T4`` or, with ``custom-job``,
-            ``TPU_V5_LITEPODSLICE``; empty: none. GPUs need the GPU flavour of the image.
+            ``TPU_V5_LITEPOD`` (TPU v5e); empty: none. With ``custom-job`` it must be one of Vertex AI's
+            types (`google.cloud.aiplatform_v1.types.AcceleratorType`). GPUs need the GPU flavour of the
+            image.
         accelerator_count: accelerators per machine.
         machine_type: machine of each training replica (``custom-job``), e.g. ``ct5lp-hightpu-4t``.
         replicas: training machines (``custom-job``); more than one trains with MultiWorkerMirroredStrategy.
         boot_disk_gb: boot disk of each training replica (``custom-job``).
         train_retries: retries of the training step, for preemptions (it resumes from its last
             checkpoint); 0 for local runs, where a retry would only repeat an error.
+        tensorboard: a Vertex AI TensorBoard instance, ``projects/P/locations/REGION/tensorboards/ID``, that
+            the custom training job uploads its logs to (``custom-job``); empty: none. It must be in the
+            run's region. The job then gets a base output directory under the run's pipeline root
+            (``PIPELINE_ROOT/JOB_UUID/train``), so that Vertex AI sets ``AIP_TENSORBOARD_LOG_DIR`` (and
+            ``AIP_CHECKPOINT_DIR``), which training writes to.
+        labels: ``(key, value)`` labels of the custom training job (``custom-job``), after the image's
+            provenance labels (`pipelines.params.provenance_labels`); ``submit`` and ``schedule`` put the
+            run's ``--label`` values here when they compile. They are part of the training step's inputs,
+            hence of its cache key.
+
+    The custom training job also takes the run's own service account, VPC network and encryption key
+    (Vertex AI's run placeholders, resolved when the job starts): it needs no option for them.
     """
 
     training: str = "pipeline"
@@ -85,6 +105,8 @@ class CompileOptions:
     replicas: int = 1
     boot_disk_gb: int = 100
     train_retries: int = 2
+    tensorboard: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
 
     def check(self):
         """Raise DeepFaceError naming the option and the fix if the combination is invalid."""
@@ -97,7 +119,7 @@ class CompileOptions:
         if self.accelerator and not re.fullmatch(r"[A-Z0-9_]+", self.accelerator):
             raise DeepFaceError(
                 f"--accelerator {self.accelerator!r}: use a Vertex AI accelerator type such as NVIDIA_L4, "
-                "NVIDIA_TESLA_T4 or TPU_V5_LITEPODSLICE"
+                "NVIDIA_TESLA_T4 or TPU_V5_LITEPOD"
             )
         if self.accelerator_count < 1:
             raise DeepFaceError(f"--accelerator-count {self.accelerator_count}: must be at least 1")
@@ -111,6 +133,29 @@ class CompileOptions:
                 )
             if self.replicas > 1:
                 raise DeepFaceError(f"--replicas {self.replicas} needs --training custom-job (multi-worker training)")
+            if self.tensorboard:
+                raise DeepFaceError(
+                    "--tensorboard needs --training custom-job (Vertex AI uploads the logs of custom training "
+                    "jobs); a plain training task keeps them in the model's logs/ folder"
+                )
+        if self.training == "custom-job" and self.accelerator:
+            from google.cloud.aiplatform_v1.types import AcceleratorType
+
+            known = [kind.name for kind in AcceleratorType if kind.value]
+            if self.accelerator not in known:
+                raise DeepFaceError(
+                    f"--accelerator {self.accelerator}: not a Vertex AI accelerator type; custom jobs take one of "
+                    f"{', '.join(known)} (TPU v5e is TPU_V5_LITEPOD)"
+                )
+        if self.tensorboard and not re.fullmatch(
+                r"projects/[a-z0-9][a-z0-9.:-]*/locations/[a-z0-9-]+/tensorboards/[0-9]+", self.tensorboard):
+            raise DeepFaceError(
+                f"--tensorboard {self.tensorboard!r}: give a Vertex AI TensorBoard instance, "
+                "projects/PROJECT/locations/REGION/tensorboards/ID (gcloud ai tensorboards list)"
+            )
+        from pipelines.params import check_labels
+
+        check_labels(dict(self.labels))
         return self
 
 
@@ -123,21 +168,70 @@ def _with_image(component, image: str):
 
 def _train_component(options: CompileOptions, image: str):
     """The training component: the plain one (its task gets the image), or wrapped as a Vertex AI custom
-    training job, whose task runs Google's launcher and whose worker pool runs ``image``."""
+    training job, whose task runs Google's launcher and whose worker pool runs ``image``.
+
+    The custom job runs as the pipeline run's service account, in its VPC network, under its encryption
+    key (Vertex AI's run placeholders: empty when the run has none), with the image's provenance labels
+    and ``options.labels``, and uploads to ``options.tensorboard`` when given (see `CompileOptions`).
+
+    Two kinds of value are written into the launcher's request itself rather than taken from the
+    custom-job component's parameters: those of names the training component has too (``labels``, our
+    class map artifact; ``strategy``, our distribution strategy: the training input keeps the name, and
+    the request must not read it), and the base output directory, whose per-run placeholders are then
+    resolved like any argument and stay out of the step's parameter values (its cache key).
+    """
     if options.training == "pipeline":
         return components.train.train
+    import inspect
+    import json
+
     from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
 
-    return create_custom_training_job_from_component(
-        _with_image(components.train.train, image),
+    from pipelines.params import provenance_labels
+
+    job_settings = dict(
         display_name="deepface-train",
         machine_type=options.machine_type,
         accelerator_type=options.accelerator,
         accelerator_count=options.accelerator_count,
         replica_count=options.replicas,
         boot_disk_size_gb=options.boot_disk_gb,
-        service_account="{{$.pipeline_service_account}}",  # the pipeline run's own service account
+        # The run's own settings, resolved by Vertex AI when the task starts (google_cloud_pipeline_components
+        # ._placeholders); network and key are empty when the run has none.
+        service_account="{{$.pipeline_service_account}}",
+        network="{{$.pipeline_network}}",
+        encryption_spec_key_name="{{$.pipeline_encryption_key_name}}",
+        tensorboard=options.tensorboard,
+        labels={**provenance_labels(image), **dict(options.labels)},
+        strategy="STANDARD",  # Vertex AI's scheduling strategy (on-demand machines)
     )
+    training = _with_image(components.train.train, image)
+    job = create_custom_training_job_from_component(training, **job_settings)
+    defaults = {name: parameter.default for name, parameter in
+                inspect.signature(create_custom_training_job_from_component).parameters.items()}
+    in_request = {name: job_settings.get(name, defaults[name])
+                  for name in sorted(set(training.component_spec.inputs) & set(defaults))}
+    if options.tensorboard:
+        # Vertex AI sets AIP_TENSORBOARD_LOG_DIR (and AIP_CHECKPOINT_DIR) only under a base output
+        # directory; one per run, so that no run resumes from another run's checkpoints.
+        in_request["base_output_directory"] = f"{dsl.PIPELINE_ROOT_PLACEHOLDER}/{dsl.PIPELINE_JOB_ID_PLACEHOLDER}/train"
+    container = job.component_spec.implementation.container
+    at = container.args.index("--payload") + 1
+    payload = container.args[at]
+    for name, value in in_request.items():
+        placeholder = f"{{{{$.inputs.parameters['{name}']}}}}"
+        literal = json.dumps(value, sort_keys=True)
+        payload = payload.replace(f'"{placeholder}"', literal).replace(placeholder, literal)
+    container.args[at] = payload
+    parameters = {name for name, spec in job.component_spec.inputs.items() if not spec.type.startswith("system.")}
+    unknown = sorted(set(re.findall(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}", " ".join(container.args)))
+                     - parameters)
+    if unknown:  # a google-cloud-pipeline-components whose request reads inputs this wrapping does not know
+        raise DeepFaceError(
+            f"the custom training job's request reads {', '.join(unknown)}, which are not its parameters: "
+            "use the google-cloud-pipeline-components version of constraints.txt"
+        )
+    return job
 
 
 def _configure(task: dsl.PipelineTask, stage: str, image: str) -> dsl.PipelineTask:
@@ -147,8 +241,10 @@ def _configure(task: dsl.PipelineTask, stage: str, image: str) -> dsl.PipelineTa
 
 
 class Outputs(NamedTuple):
-    """What the pipeline returns (every artifact, so that local runs can say where each landed)."""
+    """What the pipeline returns (every artifact, so that local runs can say where each landed, and the
+    data's fingerprint)."""
 
+    fingerprint: str
     synthetic: Dataset
     data: Dataset
     labels: Dataset
@@ -199,13 +295,18 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
         synthetic data and generated verification pairs); their defaults and descriptions come from there.
         align applies to training and evaluation alike.
         """
+        # Never cached: it reads the data folder's listing on every run (see the module docstring).
+        fingerprint = _configure(components.fingerprint.fingerprint_data(data_uri=data_uri), "fingerprint", image)
+        fingerprint.set_caching_options(False)
         synth = _configure(components.synth.make_synthetic_dataset(
             data_uri=data_uri, train_identities=synthetic_identities,
             test_identities=synthetic_identities, lfw_identities=synthetic_identities,
             images_per_identity=synthetic_images_per_identity, seed=data_seed,
         ), "synth", image)
         # No task retry: fetch itself resumes interrupted transfers, and a retry would not fix bad input.
-        fetch = _configure(components.fetch.fetch(synthetic=synth.outputs["data"], data_uri=data_uri), "fetch", image)
+        fetch = _configure(components.fetch.fetch(
+            synthetic=synth.outputs["data"], data_uri=data_uri, fingerprint=fingerprint.output,
+        ), "fetch", image)
         labels = _configure(components.labels.build_labels(data=fetch.outputs["data"]), "labels", image)
         tfrecords = _configure(components.tfrecords.build_tfrecords(
             data=fetch.outputs["data"], labels=labels.outputs["labels"], preset=preset, source=training_images,
@@ -228,8 +329,8 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
             landmarks=verification_landmarks,
         ), "evaluate", image)
         return Outputs(
-            synthetic=synth.outputs["data"], data=fetch.outputs["data"], labels=labels.outputs["labels"],
-            tfrecords=tfrecords.outputs["tfrecords"], model=train.outputs["model"],
+            fingerprint=fingerprint.output, synthetic=synth.outputs["data"], data=fetch.outputs["data"],
+            labels=labels.outputs["labels"], tfrecords=tfrecords.outputs["tfrecords"], model=train.outputs["model"],
             evaluation=evaluate.outputs["evaluation"], metrics=evaluate.outputs["metrics"],
             roc=evaluate.outputs["roc"], report=evaluate.outputs["report"],
         )

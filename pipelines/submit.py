@@ -7,6 +7,11 @@ that is not Artifact Registry, ``$DEEPFACE_KFP_TOKEN`` for a Kubeflow endpoint; 
 
 A plain ``http://`` API endpoint (an emulator or a test server on this machine) gets anonymous
 credentials: no token is ever sent over an unencrypted connection.
+
+Endpoints that cannot be reached fail in one line naming the endpoint and what to check: each command
+first makes one plain request to the endpoints it will use (any HTTP answer will do), so that it does not
+spend the client libraries' minutes of retries first, and a connection that fails later is reported the
+same way (`reaching`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 import yaml
 
 from deepface.errors import DeepFaceError
-from pipelines.params import check_parameters
+from pipelines.params import check_labels, check_parameters, provenance_labels
 from pipelines.pipeline import PIPELINE_NAME, CompileOptions, compile_pipeline
 
 logger = logging.getLogger(__name__)
@@ -40,7 +45,12 @@ _PROJECT = re.compile(r"^([a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9
 _SERVICE_ACCOUNT = re.compile(r"^[a-z0-9-]+@[a-z0-9.-]+$")
 _NETWORK = re.compile(r"^projects/[0-9]+/global/networks/[A-Za-z0-9_-]+$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_KMS_KEY = re.compile(r"^projects/[^/\s]+/locations/([a-z0-9-]+)/keyRings/[A-Za-z0-9_-]+/cryptoKeys/[A-Za-z0-9_-]+$")
+_EXPERIMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+_TENSORBOARD_LOCATION = re.compile(r"^projects/[^/]+/locations/([^/]+)/tensorboards/")
 _DISPLAY_NAME_MAX = 128
+# Seconds to wait for an endpoint to accept a connection before calling it unreachable.
+CONNECT_TIMEOUT_S = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +59,7 @@ class Template:
 
     path: str
     spec: dict
+    compiled_here: bool = False  # compiled by this process from this checkout (not read from --template)
 
 
 @contextlib.contextmanager
@@ -58,7 +69,8 @@ def template(path: str | os.PathLike | None, options: CompileOptions = CompileOp
         yield load_template(path)
         return
     with tempfile.TemporaryDirectory(prefix="deepface-pipeline-") as folder:
-        yield load_template(compile_pipeline(os.path.join(folder, f"{PIPELINE_NAME}.yaml"), options))
+        compiled = load_template(compile_pipeline(os.path.join(folder, f"{PIPELINE_NAME}.yaml"), options))
+        yield dataclasses.replace(compiled, compiled_here=True)
 
 
 def load_template(path: str | os.PathLike) -> Template:
@@ -89,6 +101,35 @@ def template_images(spec: Any) -> set[str]:
         for item in spec:
             found |= template_images(item)
     return found
+
+
+def project_image(spec: Mapping[str, Any]) -> str | None:
+    """The project's image in a template (the one image that is not Google's custom-job launcher)."""
+    images = sorted(image for image in template_images(spec) if not image.startswith(VERTEX_ONLY_IMAGES))
+    return images[0] if images else None
+
+
+def custom_job_tensorboards(spec: Any) -> set[str]:
+    """The TensorBoard instances a template's custom training jobs upload to."""
+    found: set[str] = set()
+    for component in (spec.get("components") or {}).values():
+        parameters = component.get("inputDefinitions", {}).get("parameters", {})
+        if "worker_pool_specs" in parameters and parameters.get("tensorboard", {}).get("defaultValue"):
+            found.add(parameters["tensorboard"]["defaultValue"])
+    return found
+
+
+def run_labels(template: Template, labels: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The labels of a run: the template image's provenance (`pipelines.params.provenance_labels`, with
+    this checkout's commit when the template was compiled here), then ``labels``, which win."""
+    image = project_image(template.spec)
+    checkout_tag = None
+    if template.compiled_here:
+        from components.image import image_tag
+
+        checkout_tag = image_tag()
+    default = provenance_labels(image, checkout_tag) if image else {}
+    return check_labels({**default, **(labels or {})})
 
 
 # ----- checks -----
@@ -130,7 +171,8 @@ def check_run_identity(service_account: str | None, network: str | None) -> None
 
 
 def check_vertex_images(spec: Mapping[str, Any]) -> None:
-    """Vertex AI pulls images from a registry: refuse images only this machine has (localhost/...)."""
+    """Vertex AI pulls images from a registry: refuse images only this machine has (localhost/...), for a
+    run, a schedule or a template uploaded for the console alike."""
     local = sorted(
         image for image in template_images(spec) if image.startswith("localhost/") or "/" not in image.split(":")[0]
     )
@@ -139,6 +181,51 @@ def check_vertex_images(spec: Mapping[str, Any]) -> None:
             f"the template runs image {local[0]}, which Vertex AI cannot pull: push the image to Artifact Registry "
             "(docker/build.sh with IMAGE_REPO=REGION-docker.pkg.dev/PROJECT/REPO/deepface-pipeline, then push) and "
             "set DEEPFACE_IMAGE_REPO (or DEEPFACE_IMAGE) before compiling"
+        )
+
+
+def check_encryption_key(key: str | None, region: str) -> None:
+    """A Cloud KMS key in the run's region (Vertex AI encrypts a run's resources with a key of its region)."""
+    if not key:
+        return
+    match = _KMS_KEY.match(key)
+    if not match:
+        raise DeepFaceError(
+            f"--encryption-key {key!r}: give a Cloud KMS key, projects/PROJECT/locations/REGION/keyRings/RING/"
+            "cryptoKeys/KEY"
+        )
+    if match.group(1) != region:
+        raise DeepFaceError(
+            f"--encryption-key {key!r} is in {match.group(1)}: Vertex AI needs a key in the run's region, {region}"
+        )
+
+
+def check_tensorboards(spec: Mapping[str, Any], region: str) -> None:
+    """The template's TensorBoard instance (a compile option) must be in the run's region."""
+    for tensorboard in sorted(custom_job_tensorboards(spec)):
+        match = _TENSORBOARD_LOCATION.match(tensorboard)
+        if match and match.group(1) != region:
+            raise DeepFaceError(
+                f"--tensorboard {tensorboard} is in {match.group(1)}, the run in {region}: give a TensorBoard "
+                "instance of the run's region (it is a compile option: compile again, or give --template a "
+                "template compiled with it)"
+            )
+
+
+def check_experiment(experiment: str | None) -> None:
+    if experiment and not _EXPERIMENT.match(experiment):
+        raise DeepFaceError(
+            f"--experiment {experiment!r}: an experiment name has 1-128 lowercase letters, digits and '-', "
+            "e.g. deepface-baselines"
+        )
+
+
+def check_schedule_experiment(experiment: str | None) -> None:
+    if experiment:
+        raise DeepFaceError(
+            f"--experiment {experiment}: Vertex AI cannot file a schedule's runs under an experiment (the "
+            "Schedule API has no such setting); leave it out, label the runs instead (--label "
+            f"experiment={experiment}), or start runs with submit --experiment"
         )
 
 
@@ -174,6 +261,123 @@ def google_credentials():
     return credentials
 
 
+# ----- endpoints that do not answer -----
+
+
+def _failure_types() -> tuple[type[BaseException], ...]:
+    """What a connection failure is in the libraries used here (imported only when one is examined)."""
+    import socket
+
+    import requests
+    import urllib3.exceptions
+    from google.api_core import exceptions as api_exceptions
+    from google.auth import exceptions as auth_exceptions
+
+    return (
+        ConnectionError, socket.gaierror, TimeoutError,  # the socket layer
+        requests.ConnectionError, requests.Timeout,  # refused, unknown host, TLS, proxy, timeouts
+        urllib3.exceptions.MaxRetryError, urllib3.exceptions.NewConnectionError, urllib3.exceptions.ProtocolError,
+        urllib3.exceptions.TimeoutError,
+        api_exceptions.ServiceUnavailable, api_exceptions.RetryError,  # gRPC UNAVAILABLE / HTTP 503; retries gave up
+        auth_exceptions.TransportError,  # a token refresh that could not connect
+    )
+
+
+def connection_failure(error: BaseException) -> BaseException | None:
+    """The connection failure behind ``error`` (itself, or a cause, context or wrapped reason of it), or
+    None when ``error`` is something else."""
+    types = _failure_types()
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, types):
+            return current
+        pending += [current.__cause__, current.__context__]
+    return None
+
+
+def _reason(failure: BaseException) -> str:
+    """A short reason for a connection failure: the text of the first OS error found inside it ("Connection
+    refused", "Name or service not known"), else of the innermost exception it wraps."""
+    seen: set[int] = set()
+    pending: list[Any] = [failure]
+    innermost = failure
+    while pending:
+        current = pending.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        if str(current):
+            innermost = current
+        pending += [getattr(current, "reason", None), current.__cause__, current.__context__,
+                    getattr(current, "cause", None), *current.args]
+    return _one_line(str(innermost) or type(innermost).__name__)
+
+
+def _one_line(text: Any, limit: int = 300) -> str:
+    return re.sub(r"\s+", " ", str(text)).strip()[:limit]
+
+
+def unreachable(what: str, url: str, fix: str, failure: BaseException) -> DeepFaceError:
+    """The one-line error for an endpoint that did not answer."""
+    return DeepFaceError(f"cannot reach {what} at {url} ({_reason(failure)}): {fix}")
+
+
+@contextlib.contextmanager
+def reaching(what: str, url: str, fix: str) -> Iterator[None]:
+    """Turn a connection failure inside the block into `unreachable`'s one line; other errors pass."""
+    try:
+        yield
+    except DeepFaceError:
+        raise
+    except Exception as error:
+        failure = connection_failure(error)
+        if failure is None:
+            raise
+        raise unreachable(what, url, fix, failure) from None
+
+
+def check_reachable(what: str, url: str, fix: str) -> None:
+    """One plain request to ``url``: any HTTP answer will do; no connection (refused, unknown host, TLS,
+    proxy, no answer within `CONNECT_TIMEOUT_S`) raises `unreachable`'s one line. It sends no credentials
+    and honours the usual proxy variables."""
+    import requests
+
+    try:
+        requests.head(url, timeout=(CONNECT_TIMEOUT_S, 60), allow_redirects=False)
+    except requests.ConnectionError as error:
+        raise unreachable(what, url, fix, error) from None
+    except requests.RequestException:
+        pass  # it answered, slowly or oddly: the client library will say more
+
+
+def _base_url(endpoint: str) -> str:
+    return (endpoint if re.match(r"^https?://", endpoint) else f"https://{endpoint}").rstrip("/") + "/"
+
+
+def vertex_endpoint(region: str, api_endpoint: str | None) -> str:
+    """The Vertex AI API base URL the SDK talks to."""
+    return _base_url(api_endpoint or f"{region}-aiplatform.googleapis.com")
+
+
+def storage_endpoint() -> str:
+    """The Cloud Storage base URL the SDK checks the pipeline root's bucket on."""
+    return _base_url(os.environ.get("STORAGE_EMULATOR_HOST") or "storage.googleapis.com")
+
+
+_NETWORK_FIX = "check the network, a proxy (HTTPS_PROXY) or firewall in the way, and the address"
+
+
+def _vertex_fix(api_endpoint: str | None) -> str:
+    return f"{_NETWORK_FIX} ({'--api-endpoint' if api_endpoint else '--region'}), then try again"
+
+
 def _init_vertex(project: str, region: str, api_endpoint: str | None) -> None:
     from google.cloud import aiplatform
 
@@ -200,24 +404,30 @@ def vertex_job(
     display_name: str | None = None,
     service_account: str | None = None,
     network: str | None = None,
+    encryption_key: str | None = None,
     api_endpoint: str | None = None,
 ):
-    """An unsubmitted ``aiplatform.PipelineJob`` for ``template``, after every check."""
+    """An unsubmitted ``aiplatform.PipelineJob`` for ``template``, after every check, once its endpoint
+    answers. Its labels are `run_labels` (the template's provenance, then ``labels``)."""
     check_project_region(project, region)
     check_pipeline_root(pipeline_root)
     check_run_identity(service_account, network)
+    check_encryption_key(encryption_key, region)
     check_vertex_images(template.spec)
+    check_tensorboards(template.spec, region)
     values = check_parameters(template.spec, parameters or {})
+    all_labels = run_labels(template, labels)
     display_name = display_name or PIPELINE_NAME
     if len(display_name) > _DISPLAY_NAME_MAX:
         raise DeepFaceError(f"--display-name: at most {_DISPLAY_NAME_MAX} characters")
     _init_vertex(project, region, api_endpoint)
+    check_reachable("the Vertex AI API", vertex_endpoint(region, api_endpoint), _vertex_fix(api_endpoint))
     from google.cloud import aiplatform
 
     return aiplatform.PipelineJob(
         display_name=display_name, template_path=template.path, pipeline_root=pipeline_root,
-        parameter_values=values, enable_caching=enable_caching, labels=dict(labels or {}) or None,
-        project=project, location=region,
+        parameter_values=values, enable_caching=enable_caching, labels=all_labels or None,
+        encryption_spec_key_name=encryption_key or None, project=project, location=region,
     )
 
 
@@ -230,31 +440,74 @@ def console_url(resource_name: str) -> str:
 
 
 def submit_vertex(template: Template, *, wait: bool = False, service_account: str | None = None,
-                  network: str | None = None, **job_options):
-    """Submit a Vertex AI pipeline run; returns the PipelineJob (finished if ``wait``)."""
+                  network: str | None = None, experiment: str | None = None, **job_options):
+    """Submit a Vertex AI pipeline run; returns the PipelineJob (finished if ``wait``).
+
+    ``experiment``: a Vertex AI Experiment (created if missing) that the run is filed under; its
+    parameters and metrics then show there. The SDK files it once Vertex AI has made the run's metadata,
+    so submitting waits for that.
+    """
+    check_experiment(experiment)
     job = vertex_job(template, service_account=service_account, network=network, **job_options)
-    job.submit(service_account=service_account or None, network=network or None)
-    logger.info("submitted %s", job.resource_name)
-    if wait:
+    region, api_endpoint = job_options.get("region"), job_options.get("api_endpoint")
+    url, fix = vertex_endpoint(region, api_endpoint), _vertex_fix(api_endpoint)
+    check_reachable("Cloud Storage (the pipeline root's bucket)", storage_endpoint(),
+                    f"{_NETWORK_FIX}, then try again")
+    with reaching("the Vertex AI API", url, fix):
         try:
-            job.wait()
-        except RuntimeError as error:
-            raise DeepFaceError(f"the pipeline run {console_url(job.resource_name)} failed: {error}") from None
+            job.submit(service_account=service_account or None, network=network or None, experiment=experiment)
+        except RuntimeError as error:  # the SDK's experiment errors (the run's own failures raise others)
+            if not experiment or connection_failure(error) is not None:
+                raise
+            cause = _one_line(error.__cause__ or error)
+            if not _created(job):
+                raise DeepFaceError(
+                    f"--experiment {experiment}: Vertex AI could not find or create it ({cause}); check the "
+                    "Vertex AI Experiments permissions of your account, or leave out --experiment"
+                ) from None
+            raise DeepFaceError(
+                f"the run {console_url(job.resource_name)} started but was not filed under experiment "
+                f"{experiment} ({cause}); file it from the console's Experiments page"
+            ) from None
+        logger.info("submitted %s", job.resource_name)
+        if wait:
+            try:
+                job.wait()
+            except RuntimeError as error:
+                if connection_failure(error) is not None:
+                    raise
+                raise DeepFaceError(f"the pipeline run {console_url(job.resource_name)} failed: {error}") from None
     return job
+
+
+def _created(job) -> bool:
+    """Whether Vertex AI has created ``job`` (it has a resource name)."""
+    try:
+        return bool(job.resource_name)
+    except RuntimeError:
+        return False
 
 
 def schedule_vertex(template: Template, *, cron: str, schedule_name: str | None = None,
                     max_runs: int | None = None, service_account: str | None = None,
-                    network: str | None = None, **job_options):
-    """Create a Vertex AI schedule that starts a run of ``template`` at every ``cron`` time."""
+                    network: str | None = None, experiment: str | None = None, **job_options):
+    """Create a Vertex AI schedule that starts a run of ``template`` at every ``cron`` time.
+
+    ``experiment`` is refused: Vertex AI cannot file a schedule's runs under an experiment (neither the
+    Schedule API nor the SDK has such a setting: googleapis/python-aiplatform issue 2340).
+    """
+    check_schedule_experiment(experiment)
     check_cron(cron)
     if max_runs is not None and max_runs < 1:
         raise DeepFaceError(f"--max-runs {max_runs}: must be at least 1")
     job = vertex_job(template, service_account=service_account, network=network, **job_options)
-    return job.create_schedule(
-        cron=cron, display_name=schedule_name or f"{PIPELINE_NAME}-schedule", max_run_count=max_runs,
-        max_concurrent_run_count=1, service_account=service_account or None, network=network or None,
-    )
+    api_endpoint = job_options.get("api_endpoint")
+    with reaching("the Vertex AI API", vertex_endpoint(job_options.get("region"), api_endpoint),
+                  _vertex_fix(api_endpoint)):
+        return job.create_schedule(
+            cron=cron, display_name=schedule_name or f"{PIPELINE_NAME}-schedule", max_run_count=max_runs,
+            max_concurrent_run_count=1, service_account=service_account or None, network=network or None,
+        )
 
 
 # ----- Artifact Registry -----
@@ -282,6 +535,7 @@ def upload_template(template: Template, host: str, tags: Sequence[str] = ()) -> 
     for tag in tags:
         if not _TAG.match(tag) or tag.startswith("sha256:"):
             raise DeepFaceError(f"--tag {tag!r}: letters, digits, '.', '-' and '_' only (not a sha256: version)")
+    check_vertex_images(template.spec)
     from kfp.registry import ApiAuth, RegistryClient
 
     # Artifact Registry: Application Default Credentials; another registry: $DEEPFACE_REGISTRY_TOKEN, if set.
@@ -290,8 +544,11 @@ def upload_template(template: Template, host: str, tags: Sequence[str] = ()) -> 
         auth = google_credentials()
     else:
         auth = ApiAuth(token) if token else None
-    client = RegistryClient(host=host, auth=auth)
-    package, version = client.upload_pipeline(file_name=template.path, tags=list(tags) or None)
+    fix = f"{_NETWORK_FIX} (--host, or --project/--region/--repository), then try again"
+    check_reachable("the template registry", host, fix)
+    with reaching("the template registry", host, fix):
+        client = RegistryClient(host=host, auth=auth)
+        package, version = client.upload_pipeline(file_name=template.path, tags=list(tags) or None)
     return package, version, f"{host}/{package}/{version}"
 
 
@@ -326,18 +583,21 @@ def submit_kfp(
     values = check_parameters(template.spec, parameters or {})
     import kfp
 
+    fix = f"{_NETWORK_FIX} (--host or $KF_PIPELINES_ENDPOINT), then try again"
+    check_reachable("Kubeflow Pipelines", host, fix)
     token = os.environ.get(KFP_TOKEN_ENV) or None
-    with warnings.catch_warnings():  # "This client only works with Kubeflow Pipeline v2.0.0-beta.2 and later"
-        warnings.simplefilter("ignore", FutureWarning)
-        client = kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token)
-    result = client.create_run_from_pipeline_package(
-        template.path, arguments=values, run_name=run_name, experiment_name=experiment, namespace=namespace,
-        pipeline_root=pipeline_root or None, enable_caching=enable_caching,
-        service_account=service_account or None,
-    )
-    url = f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
-    if wait:
-        run = result.wait_for_run_completion(timeout=timeout_s)
-        if str(run.state).upper() != "SUCCEEDED":
-            raise DeepFaceError(f"the Kubeflow run {url} ended {run.state}")
+    with reaching("Kubeflow Pipelines", host, fix):
+        with warnings.catch_warnings():  # "This client only works with Kubeflow Pipeline v2.0.0-beta.2 and later"
+            warnings.simplefilter("ignore", FutureWarning)
+            client = kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token)
+        result = client.create_run_from_pipeline_package(
+            template.path, arguments=values, run_name=run_name, experiment_name=experiment, namespace=namespace,
+            pipeline_root=pipeline_root or None, enable_caching=enable_caching,
+            service_account=service_account or None,
+        )
+        url = f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
+        if wait:
+            run = result.wait_for_run_completion(timeout=timeout_s)
+            if str(run.state).upper() != "SUCCEEDED":
+                raise DeepFaceError(f"the Kubeflow run {url} ended {run.state}")
     return result.run_id, url

@@ -553,7 +553,7 @@ def test_invalid_pipeline_parameters_are_refused_before_anything_runs(sandbox, p
 @pytest.mark.parametrize("options, needle", [
     (["--replicas", "0"], "--replicas 0"),
     (["--replicas", "2"], "needs --training custom-job"),
-    (["--accelerator", "TPU_V5_LITEPODSLICE"], "needs --training custom-job"),
+    (["--accelerator", "TPU_V5_LITEPOD"], "needs --training custom-job"),
     (["--accelerator", "nvidia l4"], "--accelerator 'nvidia l4'"),
     (["--accelerator-count", "0"], "--accelerator-count 0"),
     (["--train-cpu", "lots"], "--train-cpu 'lots'"),

@@ -2,14 +2,19 @@
 
 One ``FakeCloud`` HTTP server answers, well enough for the real client libraries to complete:
 
-- Vertex AI REST (``/v1/projects/P/locations/L/...``): create and get pipeline jobs, create schedules;
+- Vertex AI REST (``/v1/projects/P/locations/L/...``): create and get pipeline jobs (a job's GET carries
+  its metadata context, as Vertex AI's does once the run starts), create schedules and custom jobs;
+  the metadata store's contexts as the SDK files a run under an experiment (get or create the default
+  store and the experiment context, add the run's context as its child);
 - Cloud Storage JSON API (``/storage/v1/b...``, reached through ``STORAGE_EMULATOR_HOST``): the
   aiplatform SDK's check that the pipeline-root bucket exists, bucket creation and its IAM policy;
 - a KFP artifact registry (``POST /PROJECT/REPO`` with a multipart template, as kfp.registry sends);
 - the Kubeflow Pipelines v2beta1 API (healthz, experiments, runs).
 
 Every request is recorded (method, path, query, headers, body) so tests assert on what the product
-actually sent. Nothing here is product logic: it only plays the other side of the wire.
+actually sent; HEAD requests (reachability probes) are recorded and answered 404 without a body. Paths
+containing a string of ``drop`` get no answer: the connection is closed, as a failing network does.
+Nothing here is product logic: it only plays the other side of the wire.
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ class Request:
 
 class FakeCloud:
     """The fake server. Attributes tests may change: ``pipeline_state`` (what a pipeline job reports
-    on GET), ``kfp_run_state``, ``buckets`` (buckets that exist), ``kfp_experiments`` (name -> id)."""
+    on GET), ``kfp_run_state``, ``buckets`` (buckets that exist), ``kfp_experiments`` (name -> id),
+    ``drop`` (path parts whose requests get no answer). ``contexts``: metadata contexts by name."""
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
@@ -55,6 +61,8 @@ class FakeCloud:
         self.kfp_run_state = "SUCCEEDED"
         self.buckets: set[str] = set()
         self.kfp_experiments: dict[str, str] = {}
+        self.drop: set[str] = set()
+        self.contexts: dict[str, dict] = {}
         self._jobs: dict[str, dict] = {}
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -94,21 +102,54 @@ class FakeCloud:
 
     def _vertex(self, request: Request) -> tuple[int, object]:
         parent = request.path[len("/v1/"):]
+        if "/metadataStores" in parent:
+            return self._metadata(request, parent)
         if request.method == "POST" and parent.endswith("/pipelineJobs"):
             job = request.json()
             job_id = request.query["pipelineJobId"][0]
             job.update(name=f"{parent}/{job_id}", state="PIPELINE_STATE_PENDING")
             self._jobs[job["name"]] = job
+            location = parent.rsplit("/", 1)[0]
+            run_context = {"name": f"{location}/metadataStores/default/contexts/{job_id}",
+                           "schemaTitle": "system.PipelineRun", "displayName": job_id}
+            self.contexts[run_context["name"]] = run_context
             return 200, job
         if request.method == "GET" and "/pipelineJobs/" in parent:
             job = dict(self._jobs.get(parent) or {"name": parent})
             job["state"] = self.pipeline_state
+            location, _, job_id = parent.partition("/pipelineJobs/")
+            context_name = f"{location}/metadataStores/default/contexts/{job_id}"
+            if context_name in self.contexts:
+                job["jobDetail"] = {"pipelineRunContext": self.contexts[context_name]}
+            return 200, job
+        if request.method == "POST" and parent.endswith("/customJobs"):
+            job = request.json()
+            job.update(name=f"{parent}/5678", state="JOB_STATE_PENDING")
             return 200, job
         if request.method == "POST" and parent.endswith("/schedules"):
             schedule = request.json()
             schedule.update(name=f"{parent}/1234567890", state="ACTIVE")
             return 200, schedule
         return 404, {"error": {"code": 404, "message": f"fake Vertex: no route for {request.method} {parent}"}}
+
+    def _metadata(self, request: Request, name: str) -> tuple[int, object]:
+        """The default metadata store exists; contexts are created, read and given children."""
+        if request.method == "GET" and name.endswith("/metadataStores/default"):
+            return 200, {"name": name}
+        if request.method == "POST" and name.endswith("/contexts"):
+            context = request.json()
+            context["name"] = f"{name}/{request.query['contextId'][0]}"
+            self.contexts[context["name"]] = context
+            return 200, context
+        if request.method == "GET" and name in self.contexts:
+            return 200, self.contexts[name]
+        if request.method == "POST" and name.endswith(":addContextChildren"):
+            parent = name.rsplit(":", 1)[0]
+            if parent not in self.contexts:
+                return 404, {"error": {"code": 404, "message": f"context {parent} not found"}}
+            self.contexts[parent].setdefault("childContexts", []).extend(request.json().get("childContexts", []))
+            return 200, {}
+        return 404, {"error": {"code": 404, "message": f"fake metadata: {name} not found"}}
 
     def _storage(self, request: Request) -> tuple[int, object]:
         parts = request.path.split("/")  # ['', 'storage', 'v1', 'b', bucket, ...]
@@ -160,6 +201,9 @@ class FakeCloud:
                                   {name.lower(): value for name, value in self.headers.items()}, body)
                 with fake._lock:
                     fake.requests.append(request)
+                    if any(part in request.path for part in fake.drop):
+                        self.close_connection = True  # no answer: the client sees the connection end
+                        return
                     status, answer = fake._answer(request)
                 data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
                 self.send_response(status)
@@ -169,6 +213,15 @@ class FakeCloud:
                 self.wfile.write(data)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+            def do_HEAD(self) -> None:  # a reachability probe: recorded, answered without a body
+                split = urlsplit(self.path)
+                with fake._lock:
+                    fake.requests.append(Request("HEAD", unquote(split.path), parse_qs(split.query),
+                                                 {name.lower(): value for name, value in self.headers.items()}, b""))
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, *args) -> None:  # keep test output quiet
                 pass

@@ -1,15 +1,19 @@
 """The whole pipeline through kfp.local on synthetic data: a first run, a fully cached rerun, and a rerun
-with new epochs that reruns only train and evaluate; what the terminal shows of a run, and its log."""
+with new epochs that reruns only train and evaluate; on a data folder, a rerun on the same data is cached
+and one on changed data reruns fetch and what follows; what the terminal shows of a run, and its log."""
 
+import hashlib
 import io
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from deepface.errors import DeepFaceError
+from deepface.fingerprint import SYNTHETIC
 from pipelines.cli import main as pipelines_main
 from pipelines.local import RunOutput, run_local
 from pipelines.pipeline import STAGES
@@ -17,6 +21,7 @@ from pipelines.pipeline import STAGES
 # Smaller than the demo defaults, same code paths.
 PARAMS = {"synthetic_identities": 6, "synthetic_images_per_identity": 8, "epochs": 1, "batch_size": 16}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # kfp.local colours task names and statuses
+FINGERPRINT_TASK = "fingerprint-data"  # kfp's task name of the fingerprint stage (it has no artifact)
 
 
 def terminal_text(captured) -> str:
@@ -30,10 +35,13 @@ def test_local_run_then_cached_rerun_then_new_epochs(tmp_path, capfd):
     # What `python -m pipelines demo` shows: each stage's progress, results and status, then the report; no noise.
     shown = terminal_text(capfd.readouterr()) + first.format() + "\n"
     assert len(shown.splitlines()) < 100, shown
+    artifact_stages = [stage for stage in first.stages if stage.name != "fingerprint"]
     for stage in first.stages:
-        task = Path(next(iter(stage.outputs.values()))).parent.name  # kfp's task name, e.g. make-synthetic-dataset
+        # kfp's task name, e.g. make-synthetic-dataset: the folder of the stage's artifacts
+        task = FINGERPRINT_TASK if stage.name == "fingerprint" else Path(next(iter(stage.outputs.values()))).parent.name
         assert f"Executing task '{task}'" in shown and f"Task '{task}' finished with status SUCCESS" in shown, task
         assert re.search(rf"^{stage.name} +ran +[0-9.]+  ", shown, re.M), stage.name
+    assert first.stages[0].outputs == {"fingerprint": SYNTHETIC} and f"data fingerprint: {SYNTHETIC}" in shown
     for result in ("identities", "MD5", "classes", "records in 1 shards", "Epoch 1/1: accuracy", "Training done",
                    "cosine accuracy", "evaluation: accuracy"):
         assert result in shown, result
@@ -44,25 +52,28 @@ def test_local_run_then_cached_rerun_then_new_epochs(tmp_path, capfd):
     assert Path(first.log).parent == root / "logs" and f"log: {first.log}" in shown
     log = ANSI.sub("", Path(first.log).read_text())
     assert "Got executor_input:" in log and '"outputFile"' in log and "Streamed logs" in log
-    run_lines = shown[:shown.index("stage      status")].splitlines()  # before the report
+    run_lines = shown[:re.search(r"^stage +status", shown, re.M).start()].splitlines()  # before the report
     assert run_lines and all(line in log for line in run_lines)
     assert [stage.name for stage in first.stages] == list(STAGES)
     assert not any(stage.cached for stage in first.stages)
-    for stage in first.stages:
+    for stage in artifact_stages:
         for uri in stage.outputs.values():
             assert os.path.exists(uri) and uri.startswith(str(root)), (stage.name, uri)
     assert {"accuracy", "auc", "eer"} <= set(first.metrics)
     assert 0.0 <= first.metrics["accuracy"] <= 1.0
 
-    # The main-job command, same parameters: every stage comes from the cache. With -v the terminal also
-    # shows what is otherwise only in the log (here kfp.local's rules).
+    # The main-job command, same parameters: every stage comes from the cache but the data's fingerprint,
+    # which runs every time. With -v the terminal also shows what is otherwise only in the log (here
+    # kfp.local's rules).
     args = ["demo", "-v", "--pipeline-root", str(root)] + [f"--param={k}={v}" for k, v in PARAMS.items()]
     result = CliRunner().invoke(pipelines_main, args)
     assert result.exit_code == 0, result.output
     assert re.search(r"^-{10,}$", result.output, re.M), result.output
-    report = result.output[result.output.index("stage      status"):]
+    report = result.output[re.search(r"^stage +status", result.output, re.M).start():]
     rows = [line.split() for line in report.splitlines()[1:len(STAGES) + 1]]
-    assert [(row[0], row[1]) for row in rows] == [(stage, "cached") for stage in STAGES]
+    assert [(row[0], row[1]) for row in rows] == [
+        (stage, "ran" if stage == "fingerprint" else "cached") for stage in STAGES
+    ]
     cached_total = float(next(line for line in report.splitlines() if line.startswith("total")).split()[1])
     assert cached_total < 0.2 * first.seconds, (cached_total, first.seconds)
     assert f"accuracy {first.metrics['accuracy']:.4f}" in report
@@ -74,10 +85,54 @@ def test_local_run_then_cached_rerun_then_new_epochs(tmp_path, capfd):
 
     again = run_local({**PARAMS, "epochs": 2}, pipeline_root=root)
     ran = {stage.name for stage in again.stages if not stage.cached}
-    assert ran == {"train", "evaluate"}
+    assert ran == {"fingerprint", "train", "evaluate"}
     by_name = {stage.name: stage for stage in again.stages}
     assert by_name["tfrecords"].outputs == next(s for s in first.stages if s.name == "tfrecords").outputs
     assert by_name["train"].outputs["model"] != next(s for s in first.stages if s.name == "train").outputs["model"]
+
+
+def stage_runs(run) -> dict:
+    return {stage.name: stage for stage in run.stages}
+
+
+@pytest.mark.slow
+def test_a_rerun_follows_the_data_behind_data_uri(tmp_path, synth_dir):
+    """Same data_uri, same files: all cached but the fingerprint. Same data_uri, one file changed (pairs.txt in
+    another valid order, MD5SUMS updated as fetch verifies it): fetch and every stage after it rerun, and the
+    fetched copy holds the new bytes."""
+    data = shutil.copytree(synth_dir, tmp_path / "data")
+    params = {"data_uri": f"{data}/", "epochs": 1, "batch_size": 16}
+    root = tmp_path / "runs"
+    first = stage_runs(run_local(params, pipeline_root=root))
+    assert not any(stage.cached for stage in first.values())
+    fingerprint = first["fingerprint"].outputs["fingerprint"]
+    assert fingerprint.startswith("local ") and fingerprint != SYNTHETIC
+    fetched = Path(first["fetch"].outputs["data"])
+    assert (fetched / "pairs.txt").read_bytes() == (data / "pairs.txt").read_bytes()
+
+    same = stage_runs(run_local(params, pipeline_root=root))
+    assert {name for name, stage in same.items() if not stage.cached} == {"fingerprint"}
+    assert [stage.outputs for stage in same.values()] == [stage.outputs for stage in first.values()]
+
+    header, *lines = (data / "pairs.txt").read_text().splitlines()
+    per_set = int(header.split()[1])
+    new_pairs = "\n".join([header, *reversed(lines[:per_set]), *lines[per_set:]]) + "\n"  # first set's matched pairs
+    assert new_pairs != (data / "pairs.txt").read_text()
+    (data / "pairs.txt").write_text(new_pairs)
+    old_md5 = hashlib.md5((fetched / "pairs.txt").read_bytes()).hexdigest()
+    new_md5 = hashlib.md5(new_pairs.encode()).hexdigest()
+    md5sums = (data / "MD5SUMS").read_text()
+    assert f"{old_md5}  pairs.txt" in md5sums
+    (data / "MD5SUMS").write_text(md5sums.replace(f"{old_md5}  pairs.txt", f"{new_md5}  pairs.txt"))
+
+    changed = stage_runs(run_local(params, pipeline_root=root))
+    assert {name for name, stage in changed.items() if not stage.cached} == set(STAGES) - {"synth"}
+    assert changed["fingerprint"].outputs["fingerprint"] not in (fingerprint, SYNTHETIC)
+    refetched = Path(changed["fetch"].outputs["data"])
+    assert refetched != fetched and (refetched / "pairs.txt").read_text() == new_pairs
+    assert (fetched / "pairs.txt").read_bytes() != new_pairs.encode()  # the first run's copy is untouched
+    for name in ("labels", "tfrecords", "train", "evaluate"):
+        assert changed[name].outputs != first[name].outputs, name
 
 
 def test_local_run_refuses_bad_parameters_before_running(tmp_path):
@@ -98,7 +153,8 @@ def test_demo_command_reports_bad_parameters_in_one_line(tmp_path):
 
 def test_a_failing_stage_is_one_clear_error(tmp_path, capfd):
     missing = tmp_path / "no-such-data"
-    with pytest.raises(DeepFaceError, match="'fetch'.*log is above, all of it in ") as error:
+    # The fingerprint step, which lists data_uri before fetch copies it, stops the run.
+    with pytest.raises(DeepFaceError, match=f"'{FINGERPRINT_TASK}'.*log is above, all of it in ") as error:
         run_local({"data_uri": f"{missing}/"}, pipeline_root=tmp_path / "runs")
     # The failing task's traceback and error are on the terminal (not only in the log), and in the log.
     shown = terminal_text(capfd.readouterr())

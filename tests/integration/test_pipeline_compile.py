@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -11,14 +13,15 @@ import sys
 import pytest
 import yaml
 from click.testing import CliRunner
+from helpers.fake_vertex import FakeCloud
 
 from components import image
 from deepface.errors import DeepFaceError
 from pipelines.cli import main
 from pipelines.pipeline import STAGE_RESOURCES, CompileOptions, compile_pipeline, make_pipeline
 
-TASK_OF_STAGE = {"synth": "make-synthetic-dataset", "fetch": "fetch", "labels": "build-labels",
-                 "tfrecords": "build-tfrecords", "train": "train", "evaluate": "evaluate"}
+TASK_OF_STAGE = {"fingerprint": "fingerprint-data", "synth": "make-synthetic-dataset", "fetch": "fetch",
+                 "labels": "build-labels", "tfrecords": "build-tfrecords", "train": "train", "evaluate": "evaluate"}
 SECRETS = {"DEEPFACE_KFP_TOKEN": "kfp-secret-0d9f", "DEEPFACE_REGISTRY_TOKEN": "registry-secret-77ab",
            "FETCH_AUTH": "Authorization: Bearer fetch-secret-1c2e"}
 
@@ -60,7 +63,7 @@ def test_dag_edges(spec):
     tasks = spec["root"]["dag"]["tasks"]
     edges = {(upstream, task) for task, body in tasks.items() for upstream in body.get("dependentTasks", [])}
     assert edges == {
-        ("make-synthetic-dataset", "fetch"),
+        ("fingerprint-data", "fetch"), ("make-synthetic-dataset", "fetch"),
         ("fetch", "build-labels"),
         ("fetch", "build-tfrecords"), ("build-labels", "build-tfrecords"),
         ("build-tfrecords", "train"), ("build-labels", "train"),
@@ -143,13 +146,13 @@ def test_gpu_option_sets_the_training_accelerator(tmp_path):
 
 
 def test_tpu_custom_job_option(tmp_path):
-    options = CompileOptions(training="custom-job", accelerator="TPU_V5_LITEPODSLICE", accelerator_count=4,
+    options = CompileOptions(training="custom-job", accelerator="TPU_V5_LITEPOD", accelerator_count=4,
                              machine_type="ct5lp-hightpu-4t", replicas=2)
     spec = compiled(tmp_path, options)
     train_component = spec["components"][spec["root"]["dag"]["tasks"]["train"]["componentRef"]["name"]]
     pools = train_component["inputDefinitions"]["parameters"]["worker_pool_specs"]["defaultValue"]
     assert [pool["replica_count"] for pool in pools] == [1, 1]  # the chief, then one more worker
-    assert pools[0]["machine_spec"] == {"machine_type": "ct5lp-hightpu-4t", "accelerator_type": "TPU_V5_LITEPODSLICE",
+    assert pools[0]["machine_spec"] == {"machine_type": "ct5lp-hightpu-4t", "accelerator_type": "TPU_V5_LITEPOD",
                                         "accelerator_count": 4}
     assert pools[0]["container_spec"]["image_uri"] == image.image_reference()
     args = pools[0]["container_spec"]["args"]
@@ -167,6 +170,12 @@ def test_tpu_custom_job_option(tmp_path):
     (CompileOptions(accelerator="nvidia l4"), "--accelerator"),
     (CompileOptions(training="kubernetes"), "--training"),
     (CompileOptions(accelerator_count=0, accelerator="NVIDIA_L4"), "--accelerator-count"),
+    (CompileOptions(training="custom-job", accelerator="TPU_V5_LITEPODSLICE"),
+     "TPU_V5_LITEPODSLICE: not a Vertex AI accelerator type"),
+    (CompileOptions(tensorboard="projects/1/locations/us-central1/tensorboards/2"),
+     "--tensorboard needs --training custom-job"),
+    (CompileOptions(training="custom-job", tensorboard="faces-board"), "--tensorboard 'faces-board'"),
+    (CompileOptions(training="custom-job", labels=(("Team", "faces"),)), "--label Team='faces'"),
 ])
 def test_bad_compile_options(options, message):
     with pytest.raises(DeepFaceError, match=message):
@@ -188,10 +197,10 @@ def test_only_training_retries(spec, tmp_path):
     assert not any("retryPolicy" in body for body in local.values())
 
 
-def test_caching_is_on_for_every_task(spec):
+def test_caching_is_on_for_every_task_but_the_data_fingerprint(spec):
     tasks = spec["root"]["dag"]["tasks"]
     assert {name: body["cachingOptions"].get("enableCache") for name, body in tasks.items()} == {
-        name: True for name in tasks
+        name: name != "fingerprint-data" or None for name in tasks
     }
     # No custom cache key: a task's key is its inputs, so train and evaluate rerun when their inputs change.
     assert not any(body["cachingOptions"].get("cacheKey") for body in tasks.values())
@@ -213,7 +222,7 @@ def test_components_name_the_placeholder_and_no_template_does(tmp_path):
     from components.train import train
 
     assert train.component_spec.implementation.container.image == image.PLACEHOLDER
-    custom_job = CompileOptions(training="custom-job", accelerator="TPU_V5_LITEPODSLICE",
+    custom_job = CompileOptions(training="custom-job", accelerator="TPU_V5_LITEPOD",
                                 machine_type="ct5lp-hightpu-4t")
     for options in (CompileOptions(), custom_job):
         text = open(compile_pipeline(tmp_path / f"{options.training}.yaml", options), encoding="utf-8").read()
@@ -272,3 +281,120 @@ def test_content_hash_matches_the_shell_recipe_of_the_image_build():
     expected = subprocess.run(["sh", "-c", shell, "sh", *present], cwd=root, capture_output=True, text=True,
                               check=True, env={**os.environ, "LC_ALL": "C"}).stdout.strip()
     assert image.context_hash() == expected
+
+
+# ----- the custom training job takes the run's settings -----
+
+PROJECT, REGION = "test-proj", "us-central1"
+TENSORBOARD = f"projects/123456/locations/{REGION}/tensorboards/789"
+TPU_JOB = dict(training="custom-job", accelerator="TPU_V5_LITEPOD", accelerator_count=4,
+               machine_type="ct5lp-hightpu-4t")
+PARAMETER = re.compile(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}")
+
+
+def custom_job(spec: dict) -> tuple[dict, str]:
+    """The training component's input parameters and the request its launcher sends (with placeholders)."""
+    component = spec["components"][spec["root"]["dag"]["tasks"]["train"]["componentRef"]["name"]]
+    args = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]["args"]
+    return component["inputDefinitions"]["parameters"], args[args.index("--payload") + 1]
+
+
+def test_custom_job_takes_the_run_settings_and_the_options(tmp_path):
+    from google_cloud_pipeline_components import _placeholders
+
+    options = CompileOptions(**TPU_JOB, tensorboard=TENSORBOARD, labels=(("team", "faces"),))
+    parameters, request = custom_job(compiled(tmp_path, options))
+    # The run's own service account, network and key (Vertex AI resolves gcpc's placeholders at run time).
+    assert parameters["service_account"]["defaultValue"] == _placeholders.SERVICE_ACCOUNT_PLACEHOLDER
+    assert parameters["network"]["defaultValue"] == _placeholders.NETWORK_PLACEHOLDER
+    assert (parameters["encryption_spec_key_name"]["defaultValue"]
+            == _placeholders.ENCRYPTION_SPEC_KMS_KEY_NAME_PLACEHOLDER)
+    assert parameters["tensorboard"]["defaultValue"] == TENSORBOARD
+    # Written into the request: labels (the image tag, then the options'), the scheduling strategy, and a
+    # base output directory per run (for AIP_TENSORBOARD_LOG_DIR) that is no parameter value.
+    assert '"labels": {"deepface-image-tag": "0_1_0-test", "team": "faces"}' in request
+    assert '"strategy": "STANDARD"' in request
+    assert '"output_uri_prefix": "{{$.pipeline_root}}/{{$.pipeline_job_uuid}}/train"' in request
+    # Every input the request reads is a parameter of the component (the training component's `labels`
+    # artifact and `strategy` parameter share names with the custom job's settings).
+    assert set(PARAMETER.findall(request)) <= set(parameters)
+    assert "labels" not in PARAMETER.findall(request) and "strategy" not in PARAMETER.findall(request)
+    assert parameters["strategy"]["defaultValue"] == "auto"  # the training's own distribution strategy
+
+
+def test_custom_job_without_tensorboard_has_no_base_output_directory(tmp_path):
+    parameters, request = custom_job(compiled(tmp_path, CompileOptions(**TPU_JOB)))
+    assert parameters["tensorboard"]["defaultValue"] == ""
+    assert '"output_uri_prefix": "{{$.inputs.parameters[\'base_output_directory\']}}"' in request
+    assert parameters["base_output_directory"]["defaultValue"] == ""
+
+
+def resolve_like_vertex(request: str, parameters: dict, run: dict[str, str]) -> str:
+    """What Vertex AI hands the launcher: each input placeholder replaced by the parameter's value (a
+    string as is, inside the request's quotes; anything else as JSON, whole numbers without '.0'; null
+    without a value), then the run's placeholders by the run's settings."""
+
+    def whole(value):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, list):
+            return [whole(item) for item in value]
+        if isinstance(value, dict):
+            return {key: whole(item) for key, item in value.items()}
+        return value
+
+    def parameter(match: re.Match) -> str:
+        value = parameters[match.group(1)].get("defaultValue")
+        return value if isinstance(value, str) else json.dumps(whole(value))
+
+    text = PARAMETER.sub(parameter, request)
+    for name, value in run.items():
+        text = text.replace(f"{{{{$.{name}}}}}", value)
+    assert "{{$.pipeline_" not in text, text
+    return text
+
+
+@pytest.mark.parametrize("with_run_settings", [True, False])
+def test_the_launcher_creates_the_custom_job_with_the_run_settings(tmp_path, monkeypatch, with_run_settings):
+    """Google's launcher code (google_cloud_pipeline_components.container) turns the compiled request,
+    resolved as Vertex AI does, into a CustomJob; the real JobServiceClient sends it to the fake endpoint."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.aiplatform_v1.services.job_service import JobServiceClient
+    from google_cloud_pipeline_components.container.v1.custom_job import remote_runner
+    from google_cloud_pipeline_components.container.v1.gcp_launcher.utils import json_util
+
+    network = "projects/123456/global/networks/faces-vpc" if with_run_settings else ""
+    key = f"projects/{PROJECT}/locations/{REGION}/keyRings/faces/cryptoKeys/runs" if with_run_settings else ""
+    options = CompileOptions(**TPU_JOB, replicas=2, tensorboard=TENSORBOARD if with_run_settings else "")
+    parameters, request = custom_job(compiled(tmp_path, options))
+    run = {"pipeline_service_account": f"runner@{PROJECT}.iam.gserviceaccount.com", "pipeline_network": network,
+           "pipeline_encryption_key_name": key, "pipeline_root": "gs://faces-bucket/runs",
+           "pipeline_job_uuid": "4c1f0a7e", "pipeline_google_cloud_project_id": PROJECT,
+           "pipeline_google_cloud_location": REGION, "pipeline_persistent_resource_id": ""}
+    # Vertex AI's own labels reach the launcher through this variable; the job's labels are added to them.
+    monkeypatch.setenv("VERTEX_AI_PIPELINES_RUN_LABELS", '{"vertex-ai-pipelines-run-billing-id": "42"}')
+    payload = remote_runner.insert_system_labels_into_payload(resolve_like_vertex(request, parameters, run))
+    job_spec = json_util.recursive_remove_empty(json.loads(payload, strict=False))
+    with FakeCloud() as fake:
+        client = JobServiceClient(credentials=AnonymousCredentials(), transport="rest",
+                                  client_options={"api_endpoint": fake.url})
+        remote_runner.create_custom_job_with_client(client, f"projects/{PROJECT}/locations/{REGION}", job_spec)
+        [sent] = fake.find("POST", f"/v1/projects/{PROJECT}/locations/{REGION}/customJobs")
+    body = sent.json()
+    spec = body["jobSpec"]
+    assert body["labels"] == {"vertex-ai-pipelines-run-billing-id": "42", "deepface-image-tag": "0_1_0-test"}
+    assert spec["serviceAccount"] == run["pipeline_service_account"]
+    assert spec["scheduling"]["strategy"] in ("STANDARD", 3)  # REST sends enums as numbers: STANDARD is 3
+    pools = spec["workerPoolSpecs"]
+    assert [int(pool["replicaCount"]) for pool in pools] == [1, 1]
+    assert pools[0]["containerSpec"]["imageUri"] == image.image_reference()
+    assert pools[0]["machineSpec"]["machineType"] == "ct5lp-hightpu-4t"
+    assert pools[0]["machineSpec"]["acceleratorCount"] == 4
+    if with_run_settings:
+        assert spec["network"] == network
+        assert body["encryptionSpec"] == {"kmsKeyName": key}
+        assert spec["tensorboard"] == TENSORBOARD
+        assert spec["baseOutputDirectory"] == {"outputUriPrefix": "gs://faces-bucket/runs/4c1f0a7e/train"}
+    else:
+        assert not {"network", "tensorboard", "baseOutputDirectory"} & set(spec)
+        assert "encryptionSpec" not in body

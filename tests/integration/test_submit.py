@@ -1,25 +1,35 @@
 """submit, schedule, upload and submit-kfp through the real client libraries against fake endpoints.
 
 The aiplatform SDK, kfp.registry.RegistryClient and kfp.Client talk HTTP to `fake_vertex.FakeCloud`
-on 127.0.0.1; the tests assert on the requests it received. Bad input must fail before any request.
+on 127.0.0.1; the tests assert on the requests it received. Bad input must fail before any request; an
+endpoint that does not answer (a closed port on 127.0.0.1, a connection the fake drops) is one line.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 
+import click
 import pytest
 import yaml
 from click.testing import CliRunner
 from helpers.fake_vertex import FakeCloud
 
-from components.image import image_reference
-from pipelines.cli import main
+from components.image import _REPO_ROOT, image_reference
+from pipelines.cli import PipelinesGroup, main
 from pipelines.pipeline import compile_pipeline
 
 PROJECT, REGION = "test-proj", "us-central1"
 SERVICE_ACCOUNT = f"runner@{PROJECT}.iam.gserviceaccount.com"
 NETWORK = "projects/123456/global/networks/faces-vpc"
+KMS_KEY = f"projects/{PROJECT}/locations/{REGION}/keyRings/faces/cryptoKeys/runs"
+TENSORBOARD = f"projects/123456/locations/{REGION}/tensorboards/789"
+# conftest's DEEPFACE_IMAGE tag, 0.1.0-test, as a label value.
+IMAGE_TAG_LABEL = "0_1_0-test"
+TPU = ("--training", "custom-job", "--machine-type", "ct5lp-hightpu-4t", "--accelerator", "TPU_V5_LITEPOD",
+       "--accelerator-count", "4")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +84,9 @@ def test_submit_sends_the_template_parameters_and_run_settings(fake, template_pa
     assert runtime["parameterValues"] == {"epochs": 7, "preset": "small", "learning_rate": 0.02, "augment": True}
     assert job["serviceAccount"] == SERVICE_ACCOUNT
     assert job["network"] == NETWORK
-    assert job["labels"] == {"team": "faces", "stage": "dev"}
+    # The image tag comes first as a default label; a given template says nothing of this checkout's commit.
+    assert job["labels"] == {"deepface-image-tag": IMAGE_TAG_LABEL, "team": "faces", "stage": "dev"}
+    assert "encryptionSpec" not in job
     assert job["displayName"] == "deepface-nightly"
     caching = {
         t["cachingOptions"].get("enableCache", False) for t in job["pipelineSpec"]["root"]["dag"]["tasks"].values()
@@ -89,15 +101,20 @@ def test_submit_sends_the_template_parameters_and_run_settings(fake, template_pa
     assert not fake.find("GET", "/pipelineJobs/")
 
 
-def test_submit_compiles_by_default_keeps_task_caching_and_can_wait(fake):
+def test_submit_compiles_by_default_keeps_task_caching_and_can_wait(fake, template_path):
     result = invoke("submit", *vertex_args(fake, "--wait"))
     assert result.exit_code == 0, result.output
     job = created_job(fake)
     assert job["runtimeConfig"].get("parameterValues", {}) == {}
     images = {e["container"]["image"] for e in job["pipelineSpec"]["deploymentSpec"]["executors"].values()}
     assert images == {image_reference()}
-    caching = {t["cachingOptions"].get("enableCache") for t in job["pipelineSpec"]["root"]["dag"]["tasks"].values()}
-    assert caching == {True}
+    # Each task keeps the template's own caching option (on, but for a task the pipeline never caches).
+    def caching(tasks: dict) -> dict:
+        return {name: task["cachingOptions"].get("enableCache") for name, task in tasks.items()}
+
+    template_tasks = yaml.safe_load(open(template_path, encoding="utf-8"))["root"]["dag"]["tasks"]
+    assert caching(job["pipelineSpec"]["root"]["dag"]["tasks"]) == caching(template_tasks)
+    assert list(caching(template_tasks).values()).count(True) >= 6
     assert fake.find("GET", "/pipelineJobs/")  # waited
     assert "state: PIPELINE_STATE_SUCCEEDED" in result.output
 
@@ -123,7 +140,7 @@ def test_schedule_sends_cron_and_the_run_to_start(fake, template_path):
     assert job["runtimeConfig"]["parameterValues"] == {"epochs": 2}
     assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://faces-bucket/runs"
     assert job["serviceAccount"] == SERVICE_ACCOUNT
-    assert job["labels"] == {"team": "faces"}
+    assert job["labels"] == {"deepface-image-tag": IMAGE_TAG_LABEL, "team": "faces"}
     assert not fake.find("POST", "/pipelineJobs")  # a schedule, not a run
     assert f"/locations/{REGION}/pipelines/schedules/" in result.output
 
@@ -169,7 +186,10 @@ def test_submit_kfp_creates_an_experiment_and_a_run(fake, template_path, monkeyp
     assert {
         t["cachingOptions"].get("enableCache", False) for t in run["pipeline_spec"]["root"]["dag"]["tasks"].values()
     } == {False}
-    assert all(r.headers.get("authorization") == "Bearer kfp-token-93c0" for r in fake.requests)
+    # Every API request carries the token; the reachability probe first carries none.
+    [probe] = fake.find("HEAD", "/")
+    assert "authorization" not in probe.headers
+    assert all(r.headers.get("authorization") == "Bearer kfp-token-93c0" for r in fake.requests if r is not probe)
     assert fake.find("GET", "/apis/v2beta1/runs/run-1")  # waited
     assert f"run run-1: {fake.url}/#/runs/details/run-1" in result.output
     assert "kfp-token-93c0" not in result.output
@@ -205,6 +225,10 @@ def args_without(args: list[str], option: str) -> list[str]:
     (lambda a: a + ["--label", "Team=Faces"], "--label 'Team=Faces'"),
     (lambda a: a + ["--service-account", "runner"], "--service-account"),
     (lambda a: a + ["--network", "faces-vpc"], "--network"),
+    (lambda a: a + ["--encryption-key", "faces/runs"], "--encryption-key 'faces/runs': give a Cloud KMS key"),
+    (lambda a: a + ["--encryption-key", KMS_KEY.replace(REGION, "europe-west4")],
+     "is in europe-west4: Vertex AI needs a key in the run's region, us-central1"),
+    (lambda a: a + ["--label", "deepface-image-tag=Not.Valid"], "--label 'deepface-image-tag=Not.Valid'"),
 ])
 def test_bad_vertex_input_fails_before_any_request(fake, template_path, monkeypatch, command, change, message):
     monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
@@ -248,7 +272,7 @@ def test_bad_kfp_input_fails_before_any_request(fake, template_path, monkeypatch
 
 def test_custom_job_template_is_refused_by_kubeflow(fake):
     result = invoke("submit-kfp", "--host", fake.url, "--training", "custom-job", "--machine-type", "ct5lp-hightpu-4t",
-                    "--accelerator", "TPU_V5_LITEPODSLICE", "--accelerator-count", "4")
+                    "--accelerator", "TPU_V5_LITEPOD", "--accelerator-count", "4")
     assert result.exit_code == 1 and "Kubeflow cannot run" in result.output
     assert fake.requests == []
 
@@ -293,3 +317,175 @@ def test_missing_google_credentials_is_one_clear_line(fake, template_path, monke
     result = invoke(command, *args, "--template", template_path)
     assert result.exit_code == 1, result.output
     assert "no Google Cloud credentials found" in result.output and "Traceback" not in result.output
+
+
+# ----- experiment, encryption key, TensorBoard, provenance labels -----
+
+
+def launcher_request(pipeline_spec: dict) -> dict:
+    """The custom training job's request as the template writes it into the launcher's arguments (with
+    its placeholders)."""
+    [executor] = [e["container"] for e in pipeline_spec["deploymentSpec"]["executors"].values()
+                  if "--payload" in e["container"].get("args", [])]
+    return executor["args"][executor["args"].index("--payload") + 1]
+
+
+def test_submit_files_the_run_under_an_experiment_with_key_and_provenance_labels(fake):
+    fake.pipeline_state = "PIPELINE_STATE_RUNNING"  # Vertex AI makes the run's metadata context once it runs
+    result = invoke("submit", *vertex_args(fake, "--experiment", "deepface-dev", "--encryption-key", KMS_KEY,
+                                           "--label", "team=faces", *TPU, "--tensorboard", TENSORBOARD))
+    assert result.exit_code == 0, result.output
+    job = created_job(fake)
+    assert job["encryptionSpec"] == {"kmsKeyName": KMS_KEY}
+    # Compiled here: the image tag and this checkout's commit are default labels.
+    commit = subprocess.run(["git", "-C", str(_REPO_ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    assert job["labels"]["deepface-image-tag"] == IMAGE_TAG_LABEL and job["labels"]["team"] == "faces"
+    assert job["labels"]["deepface-git-revision"] in (commit, f"{commit}-dirty")
+    # The experiment: created in the default metadata store, then the run's context filed under it.
+    contexts = f"/v1/projects/{PROJECT}/locations/{REGION}/metadataStores/default/contexts"
+    [create] = [r for r in fake.find("POST", contexts) if "contextId" in r.query]
+    assert create.query["contextId"] == ["deepface-dev"]
+    assert create.json()["schemaTitle"] == "system.Experiment"
+    [child] = fake.find("POST", "/contexts/deepface-dev:addContextChildren")
+    job_id = fake.find("POST", "/pipelineJobs")[0].query["pipelineJobId"][0]
+    assert child.json()["childContexts"] == [
+        f"projects/{PROJECT}/locations/{REGION}/metadataStores/default/contexts/{job_id}"]
+    # The custom training job compiled for this run carries the run's labels and the TensorBoard.
+    request = launcher_request(job["pipelineSpec"])
+    assert '"team": "faces"' in request and f'"deepface-image-tag": "{IMAGE_TAG_LABEL}"' in request
+    train = job["pipelineSpec"]["components"]["comp-train"]["inputDefinitions"]["parameters"]
+    assert train["tensorboard"]["defaultValue"] == TENSORBOARD
+
+
+def test_a_given_template_keeps_its_own_custom_job_labels(fake, tmp_path):
+    path = tmp_path / "tpu.yaml"
+    assert invoke("compile", "--output", str(path), *TPU).exit_code == 0
+    result = invoke("submit", *vertex_args(fake, "--template", str(path), "--label", "team=faces"))
+    assert result.exit_code == 0, result.output
+    job = created_job(fake)
+    assert job["labels"]["team"] == "faces"  # the run has it ...
+    assert '"team"' not in launcher_request(job["pipelineSpec"])  # ... the template's job does not
+    assert launcher_request(job["pipelineSpec"]) == launcher_request(yaml.safe_load(path.read_text()))
+
+
+def test_an_experiment_vertex_refuses_is_one_line_and_no_run(fake):
+    # The name is taken by a context that is not an experiment: the SDK refuses it before creating the run.
+    name = f"projects/{PROJECT}/locations/{REGION}/metadataStores/default/contexts/deepface-dev"
+    fake.contexts[name] = {"name": name, "schemaTitle": "system.PipelineRun"}
+    result = invoke("submit", *vertex_args(fake, "--experiment", "deepface-dev"))
+    assert result.exit_code == 1
+    assert "--experiment deepface-dev: Vertex AI could not find or create it" in result.output
+    assert "system.PipelineRun" in result.output and "Traceback" not in result.output
+    assert not fake.find("POST", "/pipelineJobs")
+
+
+def test_schedule_refuses_an_experiment_before_compiling(fake):
+    result = invoke("schedule", *vertex_args(fake, "--cron", "0 3 * * 1", "--experiment", "deepface-dev"))
+    assert result.exit_code == 1
+    assert "cannot file a schedule's runs under an experiment" in result.output
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--experiment", "Deepface_Dev"], "--experiment 'Deepface_Dev': an experiment name has"),
+    ([*TPU, "--tensorboard", TENSORBOARD.replace(REGION, "europe-west4")],
+     f"--tensorboard {TENSORBOARD.replace(REGION, 'europe-west4')} is in europe-west4, the run in {REGION}"),
+    (["--tensorboard", TENSORBOARD], "--tensorboard needs --training custom-job"),
+    ([*TPU, "--tensorboard", "my-tensorboard"], "--tensorboard 'my-tensorboard': give a Vertex AI TensorBoard"),
+])
+def test_bad_experiment_or_tensorboard_fails_before_any_request(fake, args, message):
+    result = invoke("submit", *vertex_args(fake, *args))
+    assert result.exit_code == 1, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert fake.requests == []
+
+
+# ----- images Vertex AI cannot pull, endpoints that do not answer -----
+
+
+def test_upload_refuses_a_localhost_image(fake, template_path, tmp_path):
+    local = tmp_path / "local-image.yaml"
+    local.write_text(
+        open(template_path, encoding="utf-8").read().replace(image_reference(), "localhost/deepface-pipeline:0.1.0-g1")
+    )
+    result = invoke("upload", "--host", f"{fake.url}/{PROJECT}/repo", "--template", str(local))
+    assert result.exit_code == 1
+    assert "localhost/deepface-pipeline:0.1.0-g1, which Vertex AI cannot pull" in result.output
+    assert fake.requests == []
+
+
+def test_upload_refuses_a_localhost_image_compiled_now(fake, monkeypatch):
+    monkeypatch.setenv("DEEPFACE_IMAGE", "localhost/deepface-pipeline:0.1.0-test")
+    result = invoke("upload", "--host", f"{fake.url}/{PROJECT}/repo")
+    assert result.exit_code == 1 and "which Vertex AI cannot pull" in result.output
+    assert fake.requests == []
+
+
+@pytest.fixture
+def closed_port():
+    """A port on 127.0.0.1 that refuses connections: bound for the test, never listening."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    return line
+
+
+@pytest.mark.parametrize("command", ["submit", "schedule", "upload", "submit-kfp"])
+def test_an_endpoint_that_refuses_connections_is_one_line(command, closed_port, template_path, monkeypatch):
+    dead = f"http://127.0.0.1:{closed_port}"
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", dead)
+    args = {
+        "submit": ["--project", PROJECT, "--region", REGION, "--pipeline-root", "gs://faces-bucket/runs",
+                   "--api-endpoint", dead],
+        "schedule": ["--project", PROJECT, "--region", REGION, "--pipeline-root", "gs://faces-bucket/runs",
+                     "--api-endpoint", dead, "--cron", "0 3 * * 1"],
+        "upload": ["--host", f"{dead}/{PROJECT}/repo"],
+        "submit-kfp": ["--host", dead],
+    }[command]
+    line = one_line_error(invoke(command, *args, "--template", template_path))
+    assert f"cannot reach {'the Vertex AI API' if command in ('submit', 'schedule') else ''}" in line
+    assert f"127.0.0.1:{closed_port}" in line and "Connection refused" in line
+    assert "then try again" in line
+
+
+@pytest.mark.parametrize("command, dropped", [
+    ("submit", "/pipelineJobs"),
+    ("schedule", "/schedules"),
+    ("upload", f"/{PROJECT}/repo"),
+    ("submit-kfp", "/apis/v2beta1/runs"),
+])
+def test_a_connection_lost_on_the_way_is_one_line(fake, template_path, command, dropped):
+    """The endpoint answers the first probe, then closes the connection of the request that matters."""
+    fake.drop = {dropped}
+    args = {
+        "submit": vertex_args(fake),
+        "schedule": vertex_args(fake, "--cron", "0 3 * * 1"),
+        "upload": ["--host", f"{fake.url}/{PROJECT}/repo"],
+        "submit-kfp": ["--host", fake.url],
+    }[command]
+    line = one_line_error(invoke(command, *args, "--template", template_path))
+    assert f"at {fake.url}" in line and "Remote end closed connection without response" in line, line
+    assert [r for r in fake.requests if any(part in r.path for part in fake.drop)]  # it was tried
+
+
+def test_any_command_reports_a_connection_error_in_one_line(closed_port):
+    """The group's last resort: a connection error from anywhere in a command, with the URL it names."""
+    import requests
+
+    @click.group(cls=PipelinesGroup)
+    def group():
+        pass
+
+    @group.command("fetch-something")
+    def fetch_something():
+        requests.get(f"http://127.0.0.1:{closed_port}/status", timeout=5)
+
+    line = one_line_error(CliRunner().invoke(group, ["fetch-something"]))
+    assert f"cannot reach a service at http://127.0.0.1:{closed_port}/status (Connection refused)" in line
