@@ -207,7 +207,7 @@ class SynthSettings(Settings):
                                   maximum=1024)
     seed: int = setting(0, "Random seed: the same seed and sizes give the same bytes.", minimum=0)
     workers: int | None = setting(None, "Processes drawing faces (the output does not depend on it).", minimum=1,
-                                  unset="one per CPU", kfp=False)
+                                  unset="one per CPU this process may use (the container's CPU limit)", kfp=False)
 
     def check(self):
         if self.train_identities + self.test_identities > 200_000:  # six-digit VGGFace2 ids, drawn sparsely
@@ -236,7 +236,7 @@ class LandmarksSettings(Settings):
                             minimum=1)
     split: str = setting("images", "Names the CSV files (loose_landmark_<split>.csv).", pattern=SPLIT_NAME)
     workers: int | None = setting(None, "Processes running the detector, this one included.", minimum=1,
-                                  unset="one per CPU", kfp=False)
+                                  unset="one per CPU this process may use (the container's CPU limit)", kfp=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,7 +257,7 @@ class TfrecordsSettings(Settings):
     jpeg_quality: int = setting(90, "Quality of the re-encoded JPEGs.", minimum=1, maximum=100)
     shard_mb: float = setting(150.0, "Target shard size in MiB.", above=0)
     workers: int | None = setting(None, "Processes encoding images, this one included.", minimum=1,
-                                  unset="one per CPU", kfp=False)
+                                  unset="one per CPU this process may use (the container's CPU limit)", kfp=False)
 
     def check(self):
         if self.keep_original and self.align:
