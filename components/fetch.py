@@ -14,6 +14,7 @@ def fetch(
     data: Output[Dataset],
     data_uri: str,
     auth_header_env: str,
+    auth_secret: str,
     retries: int,
     fingerprint: str = "",
 ):
@@ -35,5 +36,6 @@ def fetch(
     source = data_uri if data_uri else synthetic.path
     if not source.endswith("/"):
         source += "/"  # a folder: fetch every file under it
-    settings = FetchSettings.from_kfp(auth_header_env=auth_header_env, retries=retries)
-    fetch([source], data.path, auth_header_env=settings.auth_header_env, retries=settings.retries)
+    settings = FetchSettings.from_kfp(auth_header_env=auth_header_env, auth_secret=auth_secret, retries=retries)
+    fetch([source], data.path, auth_header_env=settings.auth_header_env, auth_secret=settings.auth_secret,
+          retries=settings.retries)

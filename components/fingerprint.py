@@ -10,6 +10,7 @@ from deepface.settings import FetchSettings, PipelineSettings
 def fingerprint_data(
     data_uri: str,
     auth_header_env: str,
+    auth_secret: str,
 ) -> str:
     """Fingerprint the data folder from its listing and checksums (`deepface.fingerprint.fingerprint_source`).
 
@@ -24,7 +25,8 @@ def fingerprint_data(
     from deepface.fingerprint import fingerprint_source
     from deepface.settings import FetchSettings
 
-    settings = FetchSettings.from_kfp(auth_header_env=auth_header_env)
-    fingerprint = fingerprint_source(data_uri, auth_header_env=settings.auth_header_env)
+    settings = FetchSettings.from_kfp(auth_header_env=auth_header_env, auth_secret=auth_secret)
+    fingerprint = fingerprint_source(data_uri, auth_header_env=settings.auth_header_env,
+                                     auth_secret=settings.auth_secret)
     print(f"data fingerprint: {fingerprint}")
     return fingerprint

@@ -14,8 +14,9 @@ the MD5 that GCS stores with a gs:// object. Otherwise the computed MD5 is recor
 A mismatch deletes the file and raises.
 
 An optional HTTP header carrying credentials is read from the environment variable whose *name* is given
-(``auth_header_env``); its value is never logged nor written anywhere, and is not sent to another host
-after a redirect. Recorded URIs lose their user info and token-like query parameters.
+(``auth_header_env``) or from a Google Secret Manager secret version (``auth_secret``, `deepface.secrets`);
+its value is never logged nor written anywhere, and is not sent to another host after a redirect. Recorded
+URIs lose their user info and token-like query parameters.
 
 ``manifest.json`` (written last) maps each fetched file's relative name to its sanitised source, size,
 MD5 and how the MD5 was verified.
@@ -126,10 +127,27 @@ def read_auth_header(auth_header_env: str | None) -> tuple[str, str] | None:
             f"environment variable {auth_header_env} (named by auth_header_env) is not set or empty: export "
             f"it with the header, e.g. {auth_header_env}='Authorization: Bearer ...'"
         )
+    return _header(value)
+
+
+def _header(value: str) -> tuple[str, str]:
+    """``"Header-Name: value"`` or a bare value (``Authorization``) as ``(name, value)``."""
     match = _HEADER_LINE.fullmatch(value.strip())
     if match and match["value"].strip():
         return match["name"], match["value"].strip()
     return "Authorization", value.strip()
+
+
+def auth_header(auth_header_env: str | None, auth_secret: str | None) -> tuple[str, str] | None:
+    """The HTTP header for http(s) sources: from environment variable ``auth_header_env``, or from the
+    Secret Manager secret version ``auth_secret`` (`deepface.secrets.read_secret`), or None."""
+    if auth_header_env and auth_secret:
+        raise SettingError("auth_secret", auth_secret, "give either auth_header_env or auth_secret, not both")
+    if auth_secret:
+        from deepface.secrets import read_secret
+
+        return _header(read_secret(auth_secret))
+    return read_auth_header(auth_header_env)
 
 
 def _plan(
@@ -288,6 +306,7 @@ def fetch(
         chunk_size: bytes read and written at a time.
         **settings: fields of `deepface.settings.FetchSettings`: md5 (of a single file source),
             auth_header_env (the NAME of an environment variable holding an HTTP header, never the header),
+            auth_secret (the resource name of a Secret Manager secret version holding it instead),
             retries (resumes of an interrupted transfer; a rerun resumes too).
 
     Returns:
@@ -304,7 +323,9 @@ def fetch(
         raise DeepFaceError("sources: none given; give at least one path or URI")
     md5_option = _checked_md5_option(options.md5, sources)
     out_path = _checked_out_dir(out_dir)
-    http = HttpBackend(read_auth_header(options.auth_header_env), options.auth_header_env, timeout)
+    needs_http = any(scheme_of(source) in ("http", "https") for source in sources)  # reads the secret
+    header = auth_header(options.auth_header_env, options.auth_secret if needs_http else None)
+    http = HttpBackend(header, options.auth_header_env, timeout)
     backends = {"local": LocalBackend(), "gs": GcsBackend(), "http": http, "https": http}
 
     try:

@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 SYNTHETIC = "synthetic"
 
 
-def fingerprint_source(uri: str, *, auth_header_env: str | None = None, timeout: float = 60.0) -> str:
+def fingerprint_source(uri: str, *, auth_header_env: str | None = None, auth_secret: str | None = None,
+                       timeout: float = 60.0) -> str:
     """The fingerprint of the data folder ``uri``: ``"<scheme> <N> files sha256:<hex>"``, or `SYNTHETIC`
     when ``uri`` is empty. Equal for the same files with the same contents (listing order, timestamps and
     the URI itself do not count), different when a file is added, removed, renamed or changes size or
@@ -43,6 +44,7 @@ def fingerprint_source(uri: str, *, auth_header_env: str | None = None, timeout:
         uri: the pipeline's ``data_uri``: a local folder, ``file://``, ``gs://`` or ``http(s)://`` URI.
         auth_header_env: name of the environment variable holding the HTTP header for ``http(s)://``
             (`deepface.settings.FetchSettings.auth_header_env`).
+        auth_secret: or the Secret Manager secret version holding it (`FetchSettings.auth_secret`).
         timeout: seconds to wait for an HTTP server.
 
     Raises:
@@ -61,7 +63,7 @@ def fingerprint_source(uri: str, *, auth_header_env: str | None = None, timeout:
         elif scheme == "gs":
             count, described = _gcs(prefix)
         else:
-            count, described = _http(prefix, auth_header_env, timeout)
+            count, described = _http(prefix, auth_header_env, auth_secret, timeout)
     except Interrupted as error:
         raise DeepFaceError(
             f"could not list {redact_uri(prefix)} to fingerprint it: {error}; check data_uri and run again"
@@ -109,17 +111,17 @@ def _gcs(prefix: str) -> tuple[int, bytes]:
     return len(entries), _describe(entries)
 
 
-def _http(prefix: str, auth_header_env: str | None, timeout: float) -> tuple[int, bytes]:
-    from deepface.fetch import read_auth_header
+def _http(prefix: str, auth_header_env: str | None, auth_secret: str | None, timeout: float) -> tuple[int, bytes]:
+    from deepface.fetch import auth_header
     from deepface.transfer import HttpBackend
 
-    backend = HttpBackend(read_auth_header(auth_header_env), auth_header_env, timeout)
+    backend = HttpBackend(auth_header(auth_header_env, auth_secret), auth_header_env, timeout)
     md5sums_uri = sibling_uri(prefix, MD5SUMS_NAME)
     listing = backend.read_optional(md5sums_uri)
     if listing is None:
         raise DeepFaceError(
             f"no {MD5SUMS_NAME} at {redact_uri(md5sums_uri)} (missing or access refused): an http(s):// data_uri "
             f"is listed through the {MD5SUMS_NAME} file it holds; add one, or if the server needs a login name "
-            "the environment variable holding the header in auth_header_env"
+            "the environment variable holding the header in auth_header_env (or the secret in auth_secret)"
         )
     return len({MD5SUMS_NAME, *parse_md5sums(listing, md5sums_uri)}), listing  # the files it lists, and itself

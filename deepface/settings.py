@@ -225,7 +225,18 @@ class FetchSettings(Settings):
         None, "Name of an environment variable holding an HTTP header for http(s) sources, 'Header-Name: value' "
         "or a bare value for 'Authorization: value'; the value itself is never logged or recorded.",
         pattern=r"[A-Za-z_][A-Za-z0-9_]*", unset="no header")
+    auth_secret: str | None = setting(
+        None, "Resource name of a Google Secret Manager secret version holding the HTTP header for http(s) "
+        "sources (as auth_header_env's variable does), projects/P/secrets/S/versions/V or .../versions/latest; "
+        "the task reads it with the run's service account (which needs roles/secretmanager.secretAccessor). "
+        "Never the value, which is never logged or recorded; not with auth_header_env.",
+        pattern=r"projects/[A-Za-z0-9_.:-]+/secrets/[A-Za-z0-9_-]+/versions/[A-Za-z0-9_-]+", unset="no secret")
     retries: int = setting(2, "Resume an interrupted transfer this many times before giving up.", minimum=0)
+
+    def check(self):
+        if self.auth_header_env and self.auth_secret:
+            raise SettingError("auth_secret", self.auth_secret,
+                               "give either auth_header_env or auth_secret, not both (both name the same header)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -282,16 +282,17 @@ class HttpBackend:
         safe = redact_uri(uri)
         if status == 404:
             return DeepFaceError(f"{safe} not found (HTTP 404): check the URL (sources)")
-        if self._auth_header_env:
+        if self._secret_header is not None:
+            source = f"${self._auth_header_env}" if self._auth_header_env else "the secret (auth_secret)"
             hint = (
-                f"the header from ${self._auth_header_env} was sent but refused: check its value "
+                f"the header from {source} was sent but refused: check its value "
                 "('Header-Name: value', or a bare value for 'Authorization: value')"
             )
         else:
             hint = (
                 "if the server needs a login, put the header in an environment variable, e.g. "
                 "export FETCH_AUTH='Authorization: Bearer ...' (or 'Cookie: ...'), and give its name "
-                "as auth_header_env=FETCH_AUTH"
+                "as auth_header_env=FETCH_AUTH, or in Secret Manager and give the version's name as auth_secret"
             )
         return DeepFaceError(f"{safe} refused access (HTTP {status}): {hint}")
 

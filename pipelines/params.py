@@ -15,6 +15,7 @@ from typing import Any
 from deepface.errors import DeepFaceError
 from deepface.settings import (
     EvaluateSettings,
+    FetchSettings,
     PipelineSettings,
     SettingError,
     SynthSettings,
@@ -104,7 +105,7 @@ def check_parameters(spec: Mapping[str, Any], values: Mapping[str, Any]) -> dict
 
 # Where each pipeline parameter's default, range and description come from: the first of these settings
 # classes with a field of its name, or the field named in PIPELINE_RENAMED (`components.parameters`).
-PIPELINE_SETTINGS = (PipelineSettings, TrainSettings, TfrecordsSettings, EvaluateSettings)
+PIPELINE_SETTINGS = (PipelineSettings, TrainSettings, TfrecordsSettings, EvaluateSettings, FetchSettings)
 PIPELINE_RENAMED = {"data_seed": (SynthSettings, "seed"), "train_seed": (TrainSettings, "seed")}
 
 

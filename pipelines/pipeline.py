@@ -287,6 +287,7 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
         train_seed: int,
         align: bool,
         flip: bool,
+        auth_secret: str,
     ) -> Outputs:
         """DeepFace: fetch data, build labels and TFRecords, train, evaluate face verification.
 
@@ -296,7 +297,8 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
         align applies to training and evaluation alike.
         """
         # Never cached: it reads the data folder's listing on every run (see the module docstring).
-        fingerprint = _configure(components.fingerprint.fingerprint_data(data_uri=data_uri), "fingerprint", image)
+        fingerprint = _configure(components.fingerprint.fingerprint_data(data_uri=data_uri, auth_secret=auth_secret),
+                                 "fingerprint", image)
         fingerprint.set_caching_options(False)
         synth = _configure(components.synth.make_synthetic_dataset(
             data_uri=data_uri, train_identities=synthetic_identities,
@@ -306,6 +308,7 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
         # No task retry: fetch itself resumes interrupted transfers, and a retry would not fix bad input.
         fetch = _configure(components.fetch.fetch(
             synthetic=synth.outputs["data"], data_uri=data_uri, fingerprint=fingerprint.output,
+            auth_secret=auth_secret,
         ), "fetch", image)
         labels = _configure(components.labels.build_labels(data=fetch.outputs["data"]), "labels", image)
         tfrecords = _configure(components.tfrecords.build_tfrecords(

@@ -10,11 +10,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers.fake_secret_manager import FakeSecretManager
 from helpers.servers import HttpFileServer, gcs_emulator, http_server  # noqa: F401 (fixtures)
 
 from deepface.cli import main
 from deepface.errors import DeepFaceError
 from deepface.fetch import KNOWN_MD5, fetch
+from deepface.fingerprint import fingerprint_source
+from deepface.secrets import ENDPOINT_ENV
+from deepface.settings import SettingError
 from deepface.uris import redact_uri
 
 SECRET = "s3cr3t-value-that-must-not-leak"
@@ -230,6 +234,51 @@ def test_secret_never_leaks_to_logs_outputs_or_manifest(tmp_path, monkeypatch, c
     for token in ["pass-word", "sig-value"]:
         assert token not in fetch_logs and token not in texts["files"]
     assert "resuming" in fetch_logs
+
+
+def test_http_prefix_with_the_header_from_secret_manager(tmp_path, monkeypatch, caplog, capsys):
+    """auth_secret: the header is read from (a fake) Secret Manager through the real client and sent to the
+    server; its value reaches no log line, manifest, output file or error message."""
+    secret_name, denied = "projects/p/secrets/s/versions/latest", "projects/p/secrets/locked/versions/1"
+    files = {"a.bin": DATA, "b.txt": SMALL}
+    caplog.set_level(logging.DEBUG)
+    with FakeSecretManager({secret_name: f"X-Secret: {SECRET}".encode()}, denied={denied}) as secrets, \
+            HttpFileServer({f"d/{name}": data for name, data in files.items()} | {"d/MD5SUMS": md5sums(files)},
+                           required_header=("X-Secret", SECRET)) as server:
+        monkeypatch.setenv(ENDPOINT_ENV, secrets.url)
+        out = tmp_path / "out"
+        manifest = fetch([server.url("d/")], out, auth_secret=secret_name)
+        fingerprint = fingerprint_source(server.url("d/"), auth_secret=secret_name)
+        result = CliRunner().invoke(main, ["fetch", "--source", server.url("d/b.txt"), "--out", str(tmp_path / "cli"),
+                                           "--auth-secret", secret_name])
+        assert result.exit_code == 0, result.output
+        gets = [request for request in server.requests if request.method == "GET"]
+        errors = []
+        for kwargs in [{"auth_secret": denied}, {"auth_secret": "projects/p/secrets/gone/versions/2"},
+                       {"auth_secret": secret_name, "auth_header_env": "FETCH_AUTH"}]:
+            with pytest.raises((DeepFaceError, SettingError)) as error:
+                fetch([server.url("d/")], tmp_path / "refused", **kwargs)
+            errors.append(str(error.value))
+        assert len(server.requests) == len(gets)  # refused secrets, exclusive settings: nothing sent
+        # not read for a source that is not http(s)
+        requests_before = len(secrets.requests)
+        fetch([str(out / "b.txt")], tmp_path / "local", auth_secret=denied)
+        assert len(secrets.requests) == requests_before
+
+    assert list(manifest["files"]) == ["MD5SUMS", "a.bin", "b.txt"]
+    assert (out / "a.bin").read_bytes() == DATA
+    assert gets and all(request.headers.get("X-Secret") == SECRET for request in gets)
+    assert fingerprint.startswith("http 3 files sha256:")
+    assert "roles/secretmanager.secretAccessor" in errors[0] and denied in errors[0]
+    assert "not found (HTTP 404)" in errors[1]
+    assert "either auth_header_env or auth_secret" in errors[2]
+    captured = capsys.readouterr()
+    texts = {"logs": caplog.text, "stdout": captured.out, "stderr": captured.err, "cli": result.output,
+             "errors": "\n".join(errors), "manifest": json.dumps(manifest),
+             "files": (all_output_bytes(out) + all_output_bytes(tmp_path / "cli")).decode("latin-1")}
+    for where, text in texts.items():
+        assert SECRET not in text, where
+    assert secret_name in caplog.text  # the name may be logged
 
 
 def test_redirect_to_another_host_does_not_carry_the_secret(tmp_path, monkeypatch):

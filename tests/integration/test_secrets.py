@@ -2,8 +2,9 @@
 pinned dependencies.
 
 Tokens are planted where a user puts them: the HTTP header in the environment variable named by
-``--auth-header-env``, a signature and an access token in signed URLs, user info in a URL, the Kubeflow
-and registry tokens in ``DEEPFACE_KFP_TOKEN`` and ``DEEPFACE_REGISTRY_TOKEN``. Then every command of a
+``--auth-header-env`` or in the (fake) Secret Manager secret named by ``--auth-secret``, a signature and an
+access token in signed URLs, user info in a URL, the Kubeflow and registry tokens in ``DEEPFACE_KFP_TOKEN``
+and ``DEEPFACE_REGISTRY_TOKEN``. Then every command of a
 run executes with debug logging (``-v``), and every byte it printed or wrote is searched for every
 token, in every form it could take (as is, URL-quoted, in base64 as a Basic credential).
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from helpers.fake_secret_manager import FakeSecretManager
 from helpers.fake_vertex import FakeCloud
 from helpers.faults import child_env
 from helpers.servers import HttpFileServer
@@ -93,6 +95,14 @@ def test_no_token_reaches_the_logs_manifests_or_artifacts_of_a_run(synth_dir, tm
         error = run_verbose("deepface.cli", ["fetch", "--source", sources[0], "--out", run_dir / "refused",
                                              "--auth-header-env", "FETCH_AUTH_WRONG"], env, outputs, expect=1)
         assert "HTTP 403" in error
+        # the same header from (a fake) Secret Manager
+        secret_name = "projects/p/secrets/release-header/versions/latest"
+        with FakeSecretManager({secret_name: f"X-Api-Key: {TOKENS['auth header']}".encode()}) as secrets:
+            run_verbose("deepface.cli", ["fetch", "--source", sources[1], "--out", run_dir / "from-secret",
+                                         "--auth-secret", secret_name],
+                        secret_env(DEEPFACE_SECRET_MANAGER_ENDPOINT=secrets.url), outputs)
+            assert secrets.requests == [f"/v1/{secret_name}:access"]
+        assert (run_dir / "from-secret" / "pairs.txt").read_bytes() == release["pairs.txt"]
         requests = [request for request in server.requests if request.method == "GET"]
     # The tokens were really used: the header and the signed query reached the server.
     assert {request.headers.get("X-Api-Key") for request in requests} == {
