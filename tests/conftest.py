@@ -57,18 +57,32 @@ def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
     return path
 
 
-def tiny_model(synth_dir: Path, root: Path, *, aligned: bool) -> Path:
-    """``root`` holding labels/, tfrecords/ (80 px) and model/: the tiny preset trained for two steps on the
-    synthetic train split, on faces aligned from their landmarks or on whole frames (the model's metadata
-    says which, and evaluate and verify follow it). Only its interface matters, not its accuracy."""
+def tiny_inputs(synth_dir: Path, root: Path, *, aligned: bool = True) -> tuple[Path, Path]:
+    """``root/tfrecords`` (80-pixel faces, for the tiny preset) and ``root/labels`` of the synthetic train
+    split, faces aligned from their landmarks or whole frames."""
     from deepface.labels import build_labels
     from deepface.tfrecords import build_tfrecords
-    from deepface.train import train
 
     archive = synth_dir / "vggface2_train.tar.gz"
     build_labels(archive, root / "labels")
     build_tfrecords(archive, root / "labels", root / "tfrecords", image_size=80, align=aligned,
                     landmarks=synth_dir / "bb_landmark.tar.gz" if aligned else None, workers=1)
-    train(root / "tfrecords", root / "labels", root / "model", preset="tiny", epochs=1, batch_size=8,
+    return root / "tfrecords", root / "labels"
+
+
+@pytest.fixture(scope="session")
+def train_inputs(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """`tiny_inputs` (aligned), once per test process."""
+    return tiny_inputs(synth_dir, tmp_path_factory.mktemp("train_inputs"))
+
+
+def tiny_model(synth_dir: Path, root: Path, *, aligned: bool) -> Path:
+    """``root`` holding labels/, tfrecords/ (80 px, `tiny_inputs`) and model/: the tiny preset trained for two
+    steps on the synthetic train split, on faces aligned from their landmarks or on whole frames (the model's
+    metadata says which, and evaluate and verify follow it). Only its interface matters, not its accuracy."""
+    from deepface.train import train
+
+    tfrecords, labels = tiny_inputs(synth_dir, root, aligned=aligned)
+    train(tfrecords, labels, root / "model", preset="tiny", epochs=1, batch_size=8,
           steps_per_epoch=2, checkpoint_steps=0, feature_max_batches=1, strategy="cpu")
     return root

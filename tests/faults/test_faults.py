@@ -303,18 +303,6 @@ def test_a_tfrecords_rerun_removes_what_a_kill_left_mid_write(tmp_path):
 TRAIN_STEPS_PER_EPOCH = 4
 
 
-@pytest.fixture(scope="module")
-def train_inputs(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """TFRecords (80-pixel faces, for the tiny preset) and labels of the synthetic train split."""
-    from deepface.tfrecords import build_tfrecords
-
-    root = tmp_path_factory.mktemp("train_inputs")
-    build_labels(synth_dir / "vggface2_train.tar.gz", root / "labels")
-    build_tfrecords(synth_dir / "vggface2_train.tar.gz", root / "labels", root / "tfrecords", image_size=80,
-                    landmarks=synth_dir / "bb_landmark.tar.gz", workers=1)
-    return root / "tfrecords", root / "labels"
-
-
 def latest_checkpoint(model_dir: Path) -> int:
     """Global step of the checkpoint a restarted run resumes from (0: none yet)."""
     state = model_dir / "checkpoints" / "checkpoint"

@@ -19,23 +19,9 @@ import numpy as np
 import pytest
 from helpers.faults import checkpoint_step, classifier_weights, log_contains, run, signal_when
 
-from deepface.labels import build_labels
-
 STEPS_PER_EPOCH = 10
 EPOCHS = 2
 STOPPED = re.compile(r"Stopped by SIGTERM at epoch (\d+) step (\d+); checkpoint (\S+) saved; a rerun resumes from it")
-
-
-@pytest.fixture(scope="module")
-def train_inputs(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """TFRecords (80-pixel faces, for the tiny preset) and labels of the synthetic train split."""
-    from deepface.tfrecords import build_tfrecords
-
-    root = tmp_path_factory.mktemp("sigterm_inputs")
-    build_labels(synth_dir / "vggface2_train.tar.gz", root / "labels")
-    build_tfrecords(synth_dir / "vggface2_train.tar.gz", root / "labels", root / "tfrecords", image_size=80,
-                    landmarks=synth_dir / "bb_landmark.tar.gz", workers=1)
-    return root / "tfrecords", root / "labels"
 
 
 def train_args(inputs: tuple[Path, Path], out: Path) -> list[str]:

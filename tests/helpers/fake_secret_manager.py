@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote, urlsplit
 
+from helpers.servers import LoopbackServer
 
-class FakeSecretManager:
+
+class FakeSecretManager(LoopbackServer):
     """``secrets``: ``{version name: bytes}``; ``denied``: version names answered 403; ``requests``:
     the paths received."""
 
@@ -24,22 +25,11 @@ class FakeSecretManager:
         self.secrets = dict(secrets or {})
         self.denied = set(denied or ())
         self.requests: list[str] = []
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-secrets", daemon=True)
+        super().__init__("fake-secrets")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def __enter__(self) -> FakeSecretManager:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=10)
+        return f"http://127.0.0.1:{self.port}"
 
     def _answer(self, path: str) -> tuple[int, dict]:
         self.requests.append(path)

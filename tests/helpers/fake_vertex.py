@@ -25,8 +25,10 @@ import hashlib
 import json
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from helpers.servers import LoopbackServer
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class Request:
                 for part in message.iter_parts()}
 
 
-class FakeCloud:
+class FakeCloud(LoopbackServer):
     """The fake server. Attributes tests may change: ``pipeline_state`` (what a pipeline job reports
     on GET), ``kfp_run_state``, ``buckets`` (buckets that exist), ``kfp_experiments`` (name -> id),
     ``drop`` (path parts whose requests get no answer). ``contexts``: metadata contexts by name."""
@@ -65,21 +67,11 @@ class FakeCloud:
         self.contexts: dict[str, dict] = {}
         self._jobs: dict[str, dict] = {}
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-cloud", daemon=True)
+        super().__init__("fake-cloud")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def __enter__(self) -> FakeCloud:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        return f"http://127.0.0.1:{self.port}"
 
     def find(self, method: str, path_part: str) -> list[Request]:
         """Recorded requests with this method whose path contains ``path_part``."""

@@ -138,6 +138,22 @@ def run(args: list[str], log_path: Path, env: dict[str, str] | None = None, expe
     return log
 
 
+def await_point(child: Child, condition: Callable[[], object], aim: str, point: str) -> object:
+    """Poll ``condition()`` while ``child`` runs and return its first truthy value.
+
+    Raises:
+        HarnessError: the child exited first (the ``point`` was missed), or DEADLINE_SECONDS passed.
+    """
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not (observed := condition()):
+        if child.finished():
+            raise HarnessError(f"{aim}: the child exited ({child.process.returncode}) before the {point} point:\n"
+                               f"{child.log()[-4000:]}")
+        if time.monotonic() > deadline:
+            raise HarnessError(f"{aim}: not reached in {DEADLINE_SECONDS} s:\n{child.log()[-4000:]}")
+    return observed
+
+
 def kill_when(
     args: list[str],
     condition: Callable[[], object],
@@ -164,13 +180,7 @@ def kill_when(
         before_start()
     child = Child(args, log_path, env)
     try:
-        deadline = time.monotonic() + DEADLINE_SECONDS
-        while not (observed := condition()):
-            if child.finished():
-                raise HarnessError(f"{aim}: the child exited ({child.process.returncode}) before the kill point:\n"
-                                   f"{child.log()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise HarnessError(f"{aim}: not reached in {DEADLINE_SECONDS} s:\n{child.log()[-4000:]}")
+        observed = await_point(child, condition, aim, "kill")
     finally:
         returncode = child.kill()
         if after_kill:
@@ -363,13 +373,7 @@ def signal_when(
     """
     child = Child(args, log_path, env)
     try:
-        deadline = time.monotonic() + DEADLINE_SECONDS
-        while not (observed := condition()):
-            if child.finished():
-                raise HarnessError(f"{aim}: the child exited ({child.process.returncode}) before the signal "
-                                   f"point:\n{child.log()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise HarnessError(f"{aim}: not reached in {DEADLINE_SECONDS} s:\n{child.log()[-4000:]}")
+        observed = await_point(child, condition, aim, "signal")
         child.process.send_signal(signum)
         try:
             returncode = child.wait(timeout=DEADLINE_SECONDS)
@@ -501,13 +505,12 @@ def terminate_when(
     child = Child(args, log_path, env)
     group = child.process.pid
     try:
-        deadline = time.monotonic() + DEADLINE_SECONDS
-        while not ((observed := condition()) and len(processes := descendants(group)) >= min_processes):
-            if child.finished():
-                raise HarnessError(f"{aim}: the child exited ({child.process.returncode}) before the SIGTERM "
-                                   f"point:\n{child.log()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise HarnessError(f"{aim}: not reached in {DEADLINE_SECONDS} s:\n{child.log()[-4000:]}")
+        def ready():  # the condition holds and the pool is up: (observed, processes), else None
+            if (observed := condition()) and len(processes := descendants(group)) >= min_processes:
+                return observed, processes
+            return None
+
+        observed, processes = await_point(child, ready, aim, "SIGTERM")
         sent = time.monotonic()
         child.process.send_signal(signal.SIGTERM)
         try:

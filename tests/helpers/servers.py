@@ -3,10 +3,12 @@
 - ``HttpFileServer``: serves in-memory files over HTTP with Range support, an optional required header
   (401 without it, 403 when wrong), redirects, a record of every request, and fault injection: cut the
   connection after N bytes, or ignore Range requests.
+- ``LoopbackServer``: what every fake server here shares (``fake_vertex``, ``fake_secret_manager`` too): a
+  threaded HTTP server on a free port of 127.0.0.1, started and stopped as a context manager.
 - ``GcsEmulator``: the gcp-storage-emulator package with in-memory storage, plus an anonymous client.
 
 Fixtures ``http_server`` and ``gcs_emulator`` wrap them (``gcs_emulator`` sets STORAGE_EMULATOR_HOST
-for the test). Use them from a test module with ``from servers import gcs_emulator, http_server``.
+for the test). Use them from a test module with ``from helpers.servers import gcs_emulator, http_server``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,34 @@ class RecordedRequest:
     headers: dict[str, str]
 
 
-class HttpFileServer:
+class LoopbackServer:
+    """A ``ThreadingHTTPServer`` on a free port of 127.0.0.1 answering with ``self._handler_class()``, in
+    a daemon thread: served inside ``with``, shut down (and its thread joined) on exit. Subclasses set
+    their own attributes, then call ``super().__init__(name)``."""
+
+    def __init__(self, name: str) -> None:
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name=name, daemon=True)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=10)
+
+
+class HttpFileServer(LoopbackServer):
     """A small HTTP file server for tests.
 
     Attributes (change them at any time):
@@ -54,13 +83,7 @@ class HttpFileServer:
         self.statuses: dict[str, int] = {}
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="http-file-server", daemon=True)
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
+        super().__init__("http-file-server")
 
     def url(self, path: str = "", host: str = "127.0.0.1") -> str:
         return f"http://{host}:{self.port}/{path}"
@@ -68,15 +91,6 @@ class HttpFileServer:
     def gets(self, path: str) -> list[RecordedRequest]:
         """The GET requests received for ``path`` (without leading '/', query ignored)."""
         return [r for r in self.requests if r.method == "GET" and urlsplit(r.path).path == "/" + path]
-
-    def __enter__(self) -> HttpFileServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=10)
 
     def cut(self, path: str, after_bytes: int) -> None:
         """Make the next GET of ``path`` drop the connection after ``after_bytes`` bytes of body."""
