@@ -127,6 +127,10 @@ class Field:
             return self.default
         return {str: "", int: 0, float: 0.0, bool: False}[self.type]
 
+    def from_kfp(self, value: Any) -> Any:
+        """A KFP parameter's value as a setting: "" or 0 is None where the default is None (`kfp_default`)."""
+        return None if self.default is None and value in ("", 0) and value is not False else value
+
     def describe(self, *, kfp: bool = False) -> str:
         """A one-paragraph description: the help, what is allowed and what an unset value means."""
         text = f"{self.help} Allowed: {self.allowed()}."
@@ -165,8 +169,8 @@ class Settings:
     def from_kfp(cls, **values):
         """The settings from component parameters, where "" and 0 stand for None (fields defaulting to None)."""
         fields = cls.fields()
-        return cls.of({name: None if fields[name].default is None and value in ("", 0) and value is not False
-                       else value for name, value in values.items()})
+        return cls.of({name: fields[name].from_kfp(value) if name in fields else value
+                       for name, value in values.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -117,10 +117,10 @@ def check_ranges(values: Mapping[str, Any]) -> dict[str, Any]:
 
     for name, value in values.items():
         field = settings_field(name, PIPELINE_SETTINGS, PIPELINE_RENAMED)
-        if field is None or (field.default is None and value in ("", 0) and value is not False):
+        if field is None:
             continue
         try:
-            field.check(value)
+            field.check(field.from_kfp(value))
         except SettingError as error:
             raise DeepFaceError(f"pipeline parameter {name}={value!r}: {error.problem}") from None
     return dict(values)
