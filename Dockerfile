@@ -2,7 +2,7 @@
 #
 #   export DEEPFACE_IMAGE_REPO=REGION-docker.pkg.dev/PROJECT/REPO/deepface-pipeline
 #   docker build -t "$(python3 -m components.image)" .
-#   GPU flavour:  --build-arg TF_PACKAGE="tensorflow[and-cuda]"
+#   GPU or TPU flavour:  --build-arg FLAVOUR=gpu (or tpu), tagged "$(python3 -m components.image --flavour gpu)"
 #   Behind a TLS-intercepting proxy:  --secret id=pip_cert,src=/path/to/ca-bundle.crt
 # On machines without a Docker engine or registry access, docker/build.sh builds this same file with
 # buildah on a local Debian base image and smoke-tests the result.
@@ -50,17 +50,17 @@ RUN --mount=type=secret,id=pip_cert \
 # a change to the source does not reinstall TensorFlow. Test extras ([dev]) are not installed.
 WORKDIR /opt/deepface
 COPY pyproject.toml constraints.txt ./
-COPY docker/constraints-cuda.txt ./docker/
-# TensorFlow requirement added to the package's own: "tensorflow" (CPU; the version comes from
-# constraints.txt) or "tensorflow[and-cuda]" (same version, with the CUDA libraries pinned in
-# docker/constraints-cuda.txt).
-ARG TF_PACKAGE=tensorflow
+COPY docker/flavours.py docker/constraints-cuda.txt docker/constraints-tpu.txt ./docker/
+# The flavour (docker/flavours.py) says which TensorFlow: cpu "tensorflow" (the version of constraints.txt),
+# gpu "tensorflow[and-cuda]" (same version, with the CUDA libraries of docker/constraints-cuda.txt), tpu
+# "tensorflow-tpu" with libtpu (docker/constraints-tpu.txt).
+ARG FLAVOUR=cpu
 RUN --mount=type=secret,id=pip_cert \
     if [ -f /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
-    && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install --quiet -c constraints.txt -c docker/constraints-cuda.txt -r /tmp/requirements.txt "${TF_PACKAGE}" \
-    && rm /tmp/requirements.txt
+    && python3 docker/flavours.py write "${FLAVOUR}" /tmp/flavour \
+    && pip install --quiet -c /tmp/flavour/constraints.txt -r /tmp/flavour/requirements.txt \
+    && rm -r /tmp/flavour
+ENV DEEPFACE_IMAGE_FLAVOUR=${FLAVOUR}
 
 # The runtime user (declared here, below the dependency layer, so that its cache is shared by both
 # flavours) owns /gcs, /minio, /s3 and matplotlib's config and cache folder. The font cache is built
@@ -81,7 +81,7 @@ COPY components ./components
 COPY pipelines ./pipelines
 RUN pip install --quiet --no-deps --no-build-isolation . \
     && rm -rf build ./*.egg-info \
-    && pip check
+    && python3 docker/flavours.py check "${FLAVOUR}"
 
 USER ${RUNTIME_USER}
 WORKDIR /home/deepface

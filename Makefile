@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo lint format test test-fast soak bench lock image image-test compile clean help
+.PHONY: venv demo lint format test test-fast soak bench lock image image-test image-check compile clean help
 
 help:  ## list the workflows
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -50,11 +50,14 @@ lock:  ## re-resolve and pin every dependency into constraints.txt (needs the pa
 compile: $(STAMP)  ## write the pipeline template deepface-pipeline.yaml (KFP v2 / Vertex AI)
 	$(PY) -m pipelines compile --output deepface-pipeline.yaml
 
-image:  ## build the project image with buildah (immutable tag VERSION-gGITSHA); prints its reference
+image:  ## build the project image with buildah (tag VERSION-gGITSHA[-gpu|-tpu]; FLAVOUR=cpu|gpu|tpu); prints its reference
 	docker/build.sh --no-test
 
-image-test:  ## build the image and smoke-test it inside (deepface --help, kfp imports, a tiny model)
+image-test:  ## build the image (FLAVOUR=cpu|gpu|tpu) and smoke-test it inside (deepface --help, kfp imports, a tiny model)
 	docker/build.sh
+
+image-check: $(STAMP)  ## the image's tests (tests/integration/test_image.py): root and the network; not in make test
+	DEEPFACE_IMAGE_TESTS=1 $(PY) -m pytest tests/integration/test_image.py -rs
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build dist *.egg-info out runs local_outputs

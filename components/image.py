@@ -9,6 +9,12 @@ change whenever the code in the image changes. The tag is therefore immutable:
   (``IMAGE_CONTEXT``) differ from the commit: the same scheme as ``docker/build.sh``;
 - outside a git checkout (an installed package): ``VERSION`` alone.
 
+Flavours (`FLAVOURS`; how each installs TensorFlow is ``docker/flavours.py``): ``cpu`` for every task, and
+for training the flavour its accelerator needs (`flavour_for`): ``gpu`` for ``NVIDIA_*``, ``tpu`` for
+``TPU_*``. A flavour's tag ends in ``-gpu`` / ``-tpu`` (cpu has no suffix), and its override is
+``$DEEPFACE_IMAGE_GPU`` / ``$DEEPFACE_IMAGE_TPU``. A reference whose tag follows this module's scheme but
+names another flavour is refused (`check_flavour`), so no accelerator run gets an image that cannot use it.
+
 Computing it runs git, so it is computed when a pipeline is built, not when a component is imported:
 every component is decorated with `PLACEHOLDER` (by `components.launcher.stage_component`, which also
 sets the container command), and `pipelines.pipeline` sets `image_reference()` on
@@ -37,9 +43,12 @@ DEFAULT_REPOSITORY = "localhost/deepface-pipeline"
 PLACEHOLDER = f"{DEFAULT_REPOSITORY}:set-when-the-pipeline-is-built"
 # What the Dockerfile copies into the image (keep in step with .dockerignore and docker/build.sh).
 IMAGE_CONTEXT = (
-    "Dockerfile", ".dockerignore", "pyproject.toml", "constraints.txt", "docker/constraints-cuda.txt", "README.md",
-    "deepface", "components", "pipelines",
+    "Dockerfile", ".dockerignore", "pyproject.toml", "constraints.txt", "docker/constraints-cuda.txt",
+    "docker/constraints-tpu.txt", "docker/flavours.py", "README.md", "deepface", "components", "pipelines",
 )
+FLAVOURS = ("cpu", "gpu", "tpu")  # keep in step with docker/flavours.py (a test checks)
+# A tag of this module's scheme: VERSION-gSHA[-dirty-HASH][-FLAVOUR].
+_OUR_TAG = re.compile(r"^.+-g[0-9a-f]{12}(-dirty-[0-9a-f]{12})?(?P<flavour>-gpu|-tpu)?$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,14 +119,66 @@ def check_image_reference(reference: str) -> str:
     return reference
 
 
-def image_reference() -> str:
-    """The image every task of the pipeline runs (see the module docstring for the rules); runs git."""
-    override = os.environ.get("DEEPFACE_IMAGE", "").strip()
+def flavour_for(accelerator: str) -> str:
+    """The image flavour a task with this Vertex AI accelerator type needs: ``"gpu"`` for ``NVIDIA_*``,
+    ``"tpu"`` for ``TPU_*``, ``"cpu"`` for none (``""``)."""
+    if accelerator.startswith("NVIDIA"):
+        return "gpu"
+    if accelerator.startswith("TPU"):
+        return "tpu"
+    return "cpu"
+
+
+def _override_variable(flavour: str) -> str:
+    return "DEEPFACE_IMAGE" if flavour == "cpu" else f"DEEPFACE_IMAGE_{flavour.upper()}"
+
+
+def check_flavour(reference: str, flavour: str) -> str:
+    """``reference`` unless its tag follows this module's scheme and names another flavour (DeepFaceError
+    naming the fix). Tags of another scheme and digests are accepted as they are: they say nothing."""
+    name = reference.partition("@")[0]
+    match = _OUR_TAG.match(name.rsplit("/", 1)[-1].partition(":")[2])
+    if match:
+        found = (match.group("flavour") or "-cpu")[1:]
+        if found != flavour:
+            raise DeepFaceError(
+                f"image {reference!r} is the {found} flavour, but this task needs the {flavour} image: build "
+                f"it with FLAVOUR={flavour} docker/build.sh and set {_override_variable(flavour)} to the reference "
+                "it prints"
+            )
+    return reference
+
+
+def image_reference(flavour: str = "cpu") -> str:
+    """The image of the ``flavour`` (`FLAVOURS`) that the pipeline's tasks run; see the module docstring for
+    the rules. Runs git.
+
+    Raises DeepFaceError for an unknown flavour, a mutable tag, or an override of another flavour; and, for
+    an accelerator flavour while ``$DEEPFACE_IMAGE`` names one explicit image, when ``$DEEPFACE_IMAGE_GPU``
+    (``_TPU``) is not set: the explicit CPU image cannot serve the accelerator.
+    """
+    if flavour not in FLAVOURS:
+        raise DeepFaceError(f"image flavour {flavour!r}: choose one of {', '.join(FLAVOURS)}")
+    variable = _override_variable(flavour)
+    override = os.environ.get(variable, "").strip()
     if override:
-        return check_image_reference(override)
+        return check_flavour(check_image_reference(override), flavour)
+    if flavour != "cpu" and os.environ.get("DEEPFACE_IMAGE", "").strip():
+        raise DeepFaceError(
+            f"DEEPFACE_IMAGE names the CPU image, and training on this accelerator needs the {flavour} image: "
+            f"set {variable} too (FLAVOUR={flavour} docker/build.sh prints its reference)"
+        )
     repository = os.environ.get("DEEPFACE_IMAGE_REPO", "").strip().rstrip("/") or DEFAULT_REPOSITORY
-    return check_image_reference(f"{repository}:{image_tag()}")
+    suffix = "" if flavour == "cpu" else f"-{flavour}"
+    return check_image_reference(f"{repository}:{image_tag()}{suffix}")
 
 
 if __name__ == "__main__":
-    print(image_reference())
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Print the image reference the pipeline's tasks name.")
+    parser.add_argument("--flavour", choices=FLAVOURS, default="cpu", help="image flavour (default: cpu)")
+    try:
+        print(image_reference(parser.parse_args().flavour))
+    except DeepFaceError as error:
+        raise SystemExit(f"components.image: {error}") from None

@@ -166,3 +166,8 @@ def _install_hook() -> None:
 
 
 _install_hook()
+
+# TensorFlow's start-up lines (absl INFO lines before its log level applies): filtered from its import on.
+from deepface import startup as _startup  # noqa: E402
+
+_startup.install()

@@ -8,8 +8,8 @@
 # Env:   BASE_IMAGE  base image (default localhost/base:bookworm, made by docker/make_base.sh when missing;
 #                    python:3.11-slim where a registry can be reached)
 #        DEEPFACE_IMAGE_REPO  image name without tag (default localhost/deepface-pipeline)
-#        TF_PACKAGE  tensorflow (default, CPU) or "tensorflow[and-cuda]" (GPU: give it its own
-#                    DEEPFACE_IMAGE_REPO)
+#        FLAVOUR     cpu (default), gpu (tensorflow[and-cuda]) or tpu (tensorflow-tpu, libtpu): docker/flavours.py;
+#                    the tag ends in -gpu / -tpu, as the pipeline's training task names it for an accelerator
 #        RUNTIME_USER  uid:gid the image runs as (default 1000:1000, non-root); 0:0 for a platform whose
 #                    /gcs mount refuses uid 1000 (a task then says so at start); give it its own
 #                    DEEPFACE_IMAGE_REPO
@@ -33,19 +33,17 @@ for arg in "$@"; do
 done
 
 base_image=${BASE_IMAGE:-localhost/base:bookworm}
-tf_package=${TF_PACKAGE:-tensorflow}
+flavour=${FLAVOUR:-cpu}
+[[ $flavour =~ ^(cpu|gpu|tpu)$ ]] || { echo "build.sh: FLAVOUR=$flavour: choose cpu, gpu or tpu" >&2; exit 2; }
+[[ -z ${TF_PACKAGE:-} ]] || {
+    echo "build.sh: TF_PACKAGE is no longer read: set FLAVOUR=gpu (or tpu) instead" >&2; exit 2; }
 runtime_user=${RUNTIME_USER:-1000:1000}
 [[ $runtime_user =~ ^[0-9]+:[0-9]+$ ]] || {
     echo "build.sh: RUNTIME_USER=$runtime_user: give it as uid:gid (e.g. 1000:1000, or 0:0 for root)" >&2; exit 2; }
-for path in Dockerfile .dockerignore pyproject.toml constraints.txt docker/constraints-cuda.txt README.md \
-            deepface components pipelines; do
+for path in Dockerfile .dockerignore pyproject.toml constraints.txt docker/constraints-cuda.txt \
+            docker/constraints-tpu.txt docker/flavours.py README.md deepface components pipelines; do
     [[ -e $path ]] || { echo "build.sh: $path is missing: the image is built from it" >&2; exit 1; }
 done
-if [[ $tf_package != tensorflow && -z ${DEEPFACE_IMAGE_REPO:-}${DEEPFACE_IMAGE:-} ]]; then
-    echo "build.sh: TF_PACKAGE=$tf_package: set DEEPFACE_IMAGE_REPO to this flavour's own repository" \
-         "(e.g. ...-cuda), here and when compiling the pipeline, so that the two flavours never share a tag" >&2
-    exit 2
-fi
 if [[ $runtime_user != 1000:1000 && -z ${DEEPFACE_IMAGE_REPO:-}${DEEPFACE_IMAGE:-} ]]; then
     echo "build.sh: RUNTIME_USER=$runtime_user: set DEEPFACE_IMAGE_REPO to this flavour's own repository" \
          "(e.g. ...-root), here and when compiling the pipeline, so that the two flavours never share a tag" >&2
@@ -53,8 +51,8 @@ if [[ $runtime_user != 1000:1000 && -z ${DEEPFACE_IMAGE_REPO:-}${DEEPFACE_IMAGE:
 fi
 
 # The reference the pipeline's components name (components/image.py, the one place that computes it):
-# $DEEPFACE_IMAGE_REPO:VERSION-gGITSHA[-dirty-CONTENTHASH], or $DEEPFACE_IMAGE.
-ref=$("${PYTHON:-python3}" -m components.image)
+# $DEEPFACE_IMAGE_REPO:VERSION-gGITSHA[-dirty-CONTENTHASH][-gpu|-tpu], or $DEEPFACE_IMAGE[_GPU|_TPU].
+ref=$("${PYTHON:-python3}" -m components.image --flavour "$flavour")
 if [[ $mode == ref ]]; then
     echo "$ref"
     exit 0
@@ -79,10 +77,10 @@ if [[ -f $pip_cert ]]; then
 fi
 
 start=$SECONDS
-echo "build.sh: building $ref from $base_image ($tf_package, runs as $runtime_user)" >&2
+echo "build.sh: building $ref from $base_image ($flavour flavour, runs as $runtime_user)" >&2
 buildah bud --isolation chroot --ulimit nofile=20000:20000 --layers "${pull_args[@]}" \
     --build-arg "BASE_IMAGE=$base_image" \
-    --build-arg "TF_PACKAGE=$tf_package" \
+    --build-arg "FLAVOUR=$flavour" \
     --build-arg "RUNTIME_USER=$runtime_user" \
     --build-arg "VERSION=$version" \
     --build-arg "REVISION=$revision" \
@@ -104,7 +102,11 @@ if [[ $mode == test ]]; then
     start=$SECONDS
     container=$(buildah from --pull-never "$ref")
     trap 'buildah rm "$container" >/dev/null' EXIT
-    in_image() { buildah run --isolation chroot "$container" -- "$@"; }
+    # The TPU runtime asks the GCE metadata server about the TPU (30 tries a value) unless told this is no
+    # TPU machine; on Vertex AI's TPU machines it answers.
+    run_env=()
+    [[ $flavour != tpu ]] || run_env=(--env TPU_SKIP_MDS_QUERY=1)
+    in_image() { buildah run --isolation chroot "${run_env[@]}" "$container" -- "$@"; }
     uid=$(in_image id -u)
     [[ $uid == "${runtime_user%%:*}" ]] || {
         echo "build.sh: the image runs as uid '$uid', RUNTIME_USER is $runtime_user" >&2; exit 1; }
@@ -115,6 +117,18 @@ from kfp.dsl import executor_main  # what KFP tasks run: python3 -m kfp.dsl.exec
 test_only = [name for name in ('pytest', 'tf_keras') if importlib.util.find_spec(name)]
 assert not test_only, f'test dependencies in the image: {test_only}'
 print(f'deepface {deepface.__version__}, kfp {kfp.__version__}, tensorflow {tf.__version__}, keras {keras.__version__}')
+" >&2
+    # The flavour's TensorFlow: the CUDA libraries (gpu), the TPU build and its runtime (tpu), neither (cpu).
+    in_image python3 -c "
+import importlib.metadata as m, importlib.util, os, re, tensorflow as tf
+flavour = os.environ['DEEPFACE_IMAGE_FLAVOUR']
+assert flavour == '$flavour', flavour
+installed = {re.sub(r'[-_.]+', '-', d.metadata['Name']).lower() for d in m.distributions()}
+cuda = sorted(name for name in installed if name.startswith('nvidia-'))
+tpu = importlib.util.find_spec('libtpu') is not None and 'tensorflow-tpu' in installed
+assert (bool(cuda), tpu) == (flavour == 'gpu', flavour == 'tpu'), (flavour, cuda, tpu)
+assert ('tensorflow' in installed) == (flavour != 'tpu'), 'tensorflow and tensorflow-tpu side by side'
+print(f'{flavour} flavour: tensorflow {tf.__version__}, {len(cuda)} CUDA packages, TPU runtime: {tpu}')
 " >&2
     in_image deepface model --preset tiny --num-classes 10 --json >&2
     # The bundled face detector: its weights come inside the mtcnn wheel, nothing is downloaded.

@@ -9,6 +9,8 @@ import tarfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Pin the component image before any test imports `components` (the default tag hashes uncommitted changes).
 os.environ["DEEPFACE_IMAGE"] = "us-central1-docker.pkg.dev/test-proj/deepface/deepface-pipeline:0.1.0-test"
+os.environ["DEEPFACE_IMAGE_GPU"] = "us-central1-docker.pkg.dev/test-proj/deepface/deepface-pipeline:0.1.0-test-gpu"
+os.environ["DEEPFACE_IMAGE_TPU"] = "us-central1-docker.pkg.dev/test-proj/deepface/deepface-pipeline:0.1.0-test-tpu"
 
 from pathlib import Path  # noqa: E402
 

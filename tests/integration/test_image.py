@@ -5,7 +5,10 @@ container command in it, as a Vertex AI / Kubeflow task would.
 Cost (2-core machine): ~1.5 min for the base image and ~3.5-6 min for a cold build (TensorFlow and the
 Google Cloud SDKs come from the package registry), ~15 s for a rebuild after a source change, plus
 ~20-50 s of smoke test; buildah, podman and debootstrap are installed with apt-get when missing (root
-only, as in CI). Skipped, with the reason, where that cannot work (not root, no apt-get).
+only). They need root and the network, so they are an explicit opt-in: ``DEEPFACE_IMAGE_TESTS=1``
+(``make image-check``); without it they are skipped, saying so. Opted in, a machine that cannot build
+(not Linux, not root, neither buildah nor apt-get) fails them; a package registry that does not answer
+(checked in a few seconds) skips them with the reason.
 """
 
 from __future__ import annotations
@@ -24,21 +27,58 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "docker" / "build.sh"
 
 
-def _skip_reason() -> str | None:
+OPT_IN = "DEEPFACE_IMAGE_TESTS"
+# What the build downloads from: pip's index (PIP_INDEX_URL where set) and Debian's archive (the local base).
+REGISTRIES = (os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple/", "http://deb.debian.org/debian/")
+REACH_TIMEOUT_S = 5
+
+
+def _cannot_run_reason() -> str | None:
+    """Why this machine cannot build the image at all (then an opted-in run fails), or None."""
     if not sys.platform.startswith("linux"):
         return "buildah image builds need Linux"
     if os.geteuid() != 0:
-        return "docker/build.sh needs root (buildah --isolation chroot, debootstrap); CI runs as root"
+        return "docker/build.sh needs root (buildah --isolation chroot, debootstrap)"
     if not shutil.which("buildah") and not shutil.which("apt-get"):
         return "buildah is not installed and apt-get is not available to install it"
     return None
 
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.timeout(1800),
-    pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or ""),
-]
+def _unreachable_registry() -> str | None:
+    """The first package registry the build needs that does not answer within REACH_TIMEOUT_S, with the
+    error, or None. Any HTTP answer (even an error status) means the network reaches it."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    bundle = os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt"
+    context = ssl.create_default_context(cafile=bundle if os.path.exists(bundle) else None)
+    for url in REGISTRIES:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=REACH_TIMEOUT_S,
+                                   context=context).close()
+        except urllib.error.HTTPError:
+            continue  # it answered
+        except (OSError, ValueError) as error:
+            return f"{url} ({type(error).__name__}: {error})"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _image_tests_opted_in_and_able() -> None:
+    """Skip unless opted in; opted in, fail where the image cannot be built, skip where the network
+    cannot reach the package registries. Runs before the module's build."""
+    if os.environ.get(OPT_IN) != "1":
+        pytest.skip(f"the image tests need root and the network: opt in with {OPT_IN}=1 (make image-check)")
+    reason = _cannot_run_reason()
+    if reason is not None:
+        pytest.fail(f"{OPT_IN}=1 but the image cannot be built here: {reason}", pytrace=False)
+    unreachable = _unreachable_registry()
+    if unreachable is not None:
+        pytest.skip(f"the network does not reach the package registry the build needs: {unreachable}")
+
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def run(*command: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -49,7 +89,7 @@ def run(*command: str, check: bool = True, **kwargs) -> subprocess.CompletedProc
 def build() -> tuple[subprocess.CompletedProcess, str]:
     """docker/build.sh (build + smoke test), run once for the module, and the image reference that the
     pipeline's components name for this tree (computed just before the build starts)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DEEPFACE_IMAGE", "DEEPFACE_IMAGE_REPO", "TF_PACKAGE")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPFACE_IMAGE") and k != "FLAVOUR"}
     components_image = run(sys.executable, "-m", "components.image", cwd=ROOT, env=env).stdout.strip()
     result = subprocess.run([str(BUILD_SCRIPT)], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"docker/build.sh failed:\n{result.stderr[-6000:]}"
@@ -102,7 +142,8 @@ def test_image_holds_the_package_and_nothing_else(container):
     copied = set(in_image(container, "ls", "-A", "/opt/deepface").stdout.split())
     assert copied == {"README.md", "pyproject.toml", "constraints.txt", "docker", "deepface", "components",
                       "pipelines"}
-    assert in_image(container, "ls", "-A", "/opt/deepface/docker").stdout.split() == ["constraints-cuda.txt"]
+    assert sorted(in_image(container, "ls", "-A", "/opt/deepface/docker").stdout.split()) == [
+        "constraints-cuda.txt", "constraints-tpu.txt", "flavours.py"]
     assert in_image(container, "test", "-e", "/run/secrets/pip_cert", check=False).returncode != 0
     pip_list = in_image(container, "python3", "-m", "pip", "list", "--format=json").stdout
     installed = {item["name"].lower().replace("_", "-"): item["version"] for item in json.loads(pip_list)}
@@ -219,3 +260,51 @@ def test_a_task_that_cannot_write_under_gcs_stops_at_start_in_one_line(container
     assert "Traceback" not in result.stderr
     assert "KFP Executor" not in result.stdout + result.stderr  # kfp's executor never started
     assert in_image(container, "test", "-e", "/gcs/locked-bucket/root", check=False).returncode != 0
+
+
+# Smaller than the demo defaults, the same code paths (as tests/integration/test_local_pipeline.py).
+DAG_PARAMS = {"synthetic_identities": 6, "synthetic_images_per_identity": 8, "epochs": 1, "batch_size": 16}
+BUCKET = "deepface-test"
+
+
+def test_the_whole_pipeline_runs_in_the_image_as_the_launcher_runs_it(image, tmp_path):
+    """Every task of the compiled template, in dependency order, runs its container's own command in the
+    image as the image's user, with the executor input the KFP launcher writes (helpers.launcher) and its
+    artifacts under gs://BUCKET/..., i.e. a /gcs/BUCKET mount; the metrics equal kfp.local's run of the same
+    parameters in this environment, to the last digit."""
+    import yaml
+    from helpers.launcher import run_template
+
+    from pipelines.local import run_local
+    from pipelines.pipeline import CompileOptions, compile_pipeline
+
+    template = yaml.safe_load(Path(compile_pipeline(tmp_path / "pipeline.yaml", CompileOptions(train_retries=0)))
+                              .read_text())
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    os.chown(bucket, 1000, 1000)  # the mount lets the image's user write, as Vertex AI's /gcs does for its tasks
+    container = run("buildah", "from", "--pull-never", image).stdout.strip()
+    logs = {}
+
+    def run_task(name: str, argv: list[str], output_file: str) -> dict:
+        result = run("buildah", "run", "--isolation", "chroot", "--volume", f"{bucket}:/gcs/{BUCKET}", container,
+                     "--", *argv, check=False)
+        logs[name] = result.stdout + result.stderr
+        assert result.returncode == 0, f"task {name} failed in the image:\n{logs[name][-6000:]}"
+        return json.loads((bucket / output_file.removeprefix(f"/gcs/{BUCKET}/")).read_text())
+
+    try:
+        outputs = run_template(template, DAG_PARAMS, run_task, pipeline_root=f"gs://{BUCKET}/root",
+                               output_file=lambda task: f"/gcs/{BUCKET}/launcher/{task}/executor_output.json")
+    finally:
+        run("buildah", "rm", container, check=False)
+    assert list(outputs) == ["fingerprint-data", "make-synthetic-dataset", "fetch", "build-labels",
+                             "build-tfrecords", "train", "evaluate"]
+    # Every artifact was written under the mount, as the image's user.
+    model = bucket / "root" / "train" / "model"
+    assert (model / "manifest.json").is_file() and model.stat().st_uid == 1000
+    assert not [name for name, log in logs.items() if "Traceback" in log]
+    [metrics] = outputs["evaluate"]["artifacts"]["metrics"]["artifacts"]
+    in_image = {name: value for name, value in metrics["metadata"].items() if isinstance(value, (int, float))}
+    local = run_local(DAG_PARAMS, pipeline_root=tmp_path / "local")
+    assert in_image and in_image == local.metrics
