@@ -18,6 +18,10 @@ An optional HTTP header carrying credentials is read from the environment variab
 its value is never logged nor written anywhere, and is not sent to another host after a redirect. Recorded
 URIs lose their user info and token-like query parameters.
 
+One gs:// folder that the Cloud Storage FUSE mount shows (/gcs/BUCKET/..., as on Vertex AI) is not
+copied unless ``copy_gs`` asks for it: `deepface.in_place` verifies it from the MD5s GCS stores and writes
+only the manifest, whose ``location`` says where the data stays.
+
 ``manifest.json`` (written last) maps each fetched file's relative name to its sanitised source, size,
 MD5 and how the MD5 was verified.
 
@@ -33,7 +37,7 @@ import posixpath
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -41,6 +45,7 @@ from tqdm import tqdm
 from deepface.contracts import MANIFEST_FILE, remove_manifest, write_manifest
 from deepface.errors import DeepFaceError
 from deepface.files import local_path, md5_file
+from deepface.outputs import locks_output
 from deepface.settings import FetchSettings, SettingError
 from deepface.transfer import GcsBackend, HttpBackend, Interrupted, LocalBackend, PartFile, SourceFile, disk_error
 from deepface.uris import (
@@ -86,7 +91,7 @@ def _checked_md5_option(md5: str | None, sources: list[str]) -> str | None:
     return md5.lower()
 
 
-def _expected_md5(file: SourceFile, md5_option: str | None, md5sums: dict[str, str]) -> tuple[str | None, str]:
+def expected_md5(file: SourceFile, md5_option: str | None, md5sums: dict[str, str]) -> tuple[str | None, str]:
     """The MD5 ``file`` must have, and how that was learnt (VERIFIED_BY_* or UNVERIFIED)."""
     basename = posixpath.basename(file.name)
     if md5_option:
@@ -176,8 +181,8 @@ def _plan(
                     f"two sources give the same file name {name!r} ({redact_uri(planned[name].file.uri)} and "
                     f"{redact_uri(file.uri)}): fetch them into different output directories"
                 )
-            file = SourceFile(file.uri, name, file.size, file.stored_md5)
-            planned[name] = _Planned(backend, file, *_expected_md5(file, md5_option, md5sums))
+            file = replace(file, name=name)
+            planned[name] = _Planned(backend, file, *expected_md5(file, md5_option, md5sums))
     return list(planned.values())
 
 
@@ -268,7 +273,7 @@ def _fetch_one(item: _Planned, out_dir: Path, retries: int, chunk_size: int) -> 
     return {**entry, "bytes": size, "md5": actual}
 
 
-def _checked_out_dir(out_dir: str | os.PathLike) -> Path:
+def checked_out_dir(out_dir: str | os.PathLike) -> Path:
     if "://" in str(out_dir) and not str(out_dir).startswith("file://"):
         raise DeepFaceError(
             f"out_dir {out_dir} must be a local directory (on Vertex AI, write to /gcs/BUCKET/... instead of gs://)"
@@ -276,7 +281,7 @@ def _checked_out_dir(out_dir: str | os.PathLike) -> Path:
     return local_path(out_dir)
 
 
-def _prepare_out_dir(path: Path) -> None:
+def prepare_out_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
         remove_manifest(path)  # the output is incomplete until the new one is written
@@ -288,15 +293,31 @@ def _prepare_out_dir(path: Path) -> None:
         raise disk_error(path, error) from error
 
 
+def _readable_in_place(sources: list[str], gcs_mount: str | os.PathLike | None) -> bool:
+    """Whether ``sources`` is one gs:// folder that the Cloud Storage FUSE mount shows (logged if not)."""
+    if len(sources) != 1 or scheme_of(sources[0]) != "gs" or not is_prefix(sources[0]):
+        return False
+    from deepface.in_place import mounted_path
+
+    if mounted_path(sources[0], gcs_mount) is None:
+        logger.info("%s is not visible under a Cloud Storage FUSE mount here: copying it", redact_uri(sources[0]))
+        return False
+    return True
+
+
+@locks_output("out_dir", "fetch", FetchSettings)  # one writer per output directory (deepface.outputs)
 def fetch(
     sources: str | Iterable[str],
     out_dir: str | os.PathLike,
     *,
     timeout: float = 60.0,
     chunk_size: int = CHUNK_SIZE,
+    gcs_mount: str | os.PathLike | None = None,
     **settings,
 ) -> dict:
-    """Copy ``sources`` into ``out_dir``, verify their MD5s, and write ``out_dir/manifest.json``.
+    """Copy ``sources`` into ``out_dir``, verify their MD5s, and write ``out_dir/manifest.json``; or, for
+    one gs:// folder that the Cloud Storage FUSE mount shows, verify it where it is and write only the
+    manifest (`deepface.in_place.verify_in_place`), unless ``copy_gs`` asks for a copy.
 
     Args:
         sources: local paths or file://, gs://, https://, http:// URIs; one ending in '/' (or a local
@@ -304,17 +325,25 @@ def fetch(
         out_dir: local output directory.
         timeout: seconds to wait for an HTTP server to connect or send data.
         chunk_size: bytes read and written at a time.
+        gcs_mount: root of the Cloud Storage FUSE mount (None: `deepface.in_place.GCS_MOUNT`, ``/gcs``).
         **settings: fields of `deepface.settings.FetchSettings`: md5 (of a single file source),
             auth_header_env (the NAME of an environment variable holding an HTTP header, never the header),
             auth_secret (the resource name of a Secret Manager secret version holding it instead),
-            retries (resumes of an interrupted transfer; a rerun resumes too).
+            retries (resumes of an interrupted transfer; a rerun resumes too), copy_gs (copy a gs:// folder
+            even where the mount shows it).
 
     Returns:
-        The manifest: ``{"files": {name: {"source", "bytes", "md5", "verified"}}, ...}``.
+        The manifest: ``{"files": {name: {"source", "bytes", "md5", "verified"}}, ...}``; verified in
+        place, it adds ``"location"`` (the gs:// folder, where the data stays) and each file's generation.
 
     Raises:
         SettingError: a setting unknown or out of its range, named.
         DeepFaceError: no source, a source that cannot be read, an MD5 that does not match.
+
+    Example::
+
+        fetch(["gs://faces/vggface2/"], "data")  # on Vertex AI: verified in place, data/manifest.json only
+        fetch(["gs://faces/vggface2/"], "data", copy_gs=True)  # copied into data/ and verified
     """
     options = FetchSettings.of(settings)
     sources = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
@@ -322,7 +351,11 @@ def fetch(
     if not sources:
         raise DeepFaceError("sources: none given; give at least one path or URI")
     md5_option = _checked_md5_option(options.md5, sources)
-    out_path = _checked_out_dir(out_dir)
+    out_path = checked_out_dir(out_dir)
+    if not options.copy_gs and _readable_in_place(sources, gcs_mount):
+        from deepface.in_place import verify_in_place
+
+        return verify_in_place(sources[0], out_path, retries=options.retries, chunk_size=chunk_size, mount=gcs_mount)
     needs_http = any(scheme_of(source) in ("http", "https") for source in sources)  # reads the secret
     header = auth_header(options.auth_header_env, options.auth_secret if needs_http else None)
     http = HttpBackend(header, options.auth_header_env, timeout)
@@ -332,7 +365,7 @@ def fetch(
         planned = _plan(sources, md5_option, backends)
     except Interrupted as error:
         raise DeepFaceError(f"could not list or describe the sources: {error}; check them and run again") from error
-    _prepare_out_dir(out_path)
+    prepare_out_dir(out_path)
     logger.info("fetching %d file(s) from %d source(s) into %s", len(planned), len(sources), out_path)
     started = time.monotonic()
     files = {item.file.name: _fetch_one(item, out_path, options.retries, chunk_size) for item in planned}

@@ -26,6 +26,7 @@ import logging
 from deepface.contracts import MANIFEST_FILE
 from deepface.errors import DeepFaceError
 from deepface.files import md5_file
+from deepface.outputs import LOCK_FILE
 from deepface.uris import MD5SUMS_NAME, parse_md5sums, redact_uri, scheme_of, sibling_uri
 
 logger = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def _local(prefix: str) -> tuple[int, bytes]:
     from deepface.transfer import LocalBackend
 
     backend = LocalBackend()
-    files = [file for file in backend.list(prefix) if file.name != MANIFEST_FILE]
+    files = [file for file in backend.list(prefix) if file.name not in (MANIFEST_FILE, LOCK_FILE)]
     md5sums_uri = sibling_uri(prefix, MD5SUMS_NAME)
     listing = backend.read_optional(md5sums_uri)
     listed = parse_md5sums(listing, md5sums_uri) if listing is not None else {}

@@ -7,7 +7,10 @@ One backend per kind of source (see `deepface.uris.scheme_of`): `LocalBackend` (
 - ``describe(uri)`` -> the `SourceFile` of one file;
 - ``read_optional(uri)`` -> the bytes of a small file, or None when it is absent;
 - ``download(source, part, chunk_size)`` streams a file into a `PartFile`, from the offset it holds
-  (an HTTP ``Range`` request, restarting from zero when the server ignores it, or a ranged GCS read).
+  (an HTTP ``Range`` request, restarting from zero when the server ignores it, or a ranged GCS read),
+  or into a `HashSink`, which only hashes the bytes (a gs:// object verified in place, never stored).
+
+A gs:// `SourceFile` also carries the object's generation, the version that was listed and verified.
 
 They raise `Interrupted` for a transfer worth resuming (connection cut, timeout, server error, received
 data failing its checksum) and `DeepFaceError` for what a retry will not fix (missing file, refused
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import errno
+import hashlib
 import logging
 import os
 import posixpath
@@ -34,7 +37,7 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from deepface.errors import DeepFaceError
+from deepface.errors import DeepFaceError, os_error_message
 from deepface.files import local_path
 from deepface.uris import MD5SUMS_NAME, RedactQueries, parse_md5sums, redact_uri, sibling_uri
 
@@ -55,12 +58,13 @@ class Interrupted(Exception):
 @dataclass(frozen=True)
 class SourceFile:
     """One file to fetch: where to read it, its relative output name, and (when the source knows them)
-    its size and the MD5 the storage holds for it."""
+    its size, the MD5 the storage holds for it and its GCS generation (the object version read)."""
 
     uri: str
     name: str
     size: int | None = None
     stored_md5: str | None = None
+    generation: int | None = None
 
 
 class PartFile:
@@ -107,12 +111,54 @@ class PartFile:
             raise disk_error(self.path, error) from error
 
 
+class HashSink:
+    """Where a backend's ``download`` writes when the bytes are only hashed, never stored: the MD5 and
+    count of what it received. Same interface as `PartFile` (``offset``, ``write``, rewinding ``seek``).
+
+    >>> sink = HashSink()
+    >>> sink.write(b"abc")
+    3
+    >>> sink.md5
+    '900150983cd24fb0d6963f7d28e17f72'
+    """
+
+    def __init__(self, progress: tqdm | None = None):
+        self.progress = progress
+        self.restart()
+
+    @property
+    def offset(self) -> int:
+        return self.received
+
+    @property
+    def md5(self) -> str:
+        return self._hash.hexdigest()
+
+    def write(self, chunk: bytes) -> int:
+        self._hash.update(chunk)
+        self.received += len(chunk)
+        if self.progress is not None:
+            self.progress.update(len(chunk))
+        return len(chunk)
+
+    def restart(self) -> None:
+        """Forget what was received: the source is being read again from byte 0."""
+        self._hash = hashlib.md5()
+        self.received = 0
+        if self.progress is not None:
+            self.progress.reset(total=self.progress.total)
+
+    def seek(self, position: int, whence: int = 0) -> int:  # the GCS client rewinds to 0 to restart
+        if (position, whence) != (0, 0):
+            raise OSError("a hash can only be restarted from the beginning")
+        self.restart()
+        return 0
+
+
 def disk_error(path: Path, error: OSError) -> DeepFaceError:
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        hint = "free some disk space or choose another output directory (--out)"
-    else:
-        hint = "check its permissions or choose another output directory (--out)"
-    return DeepFaceError(f"cannot write {path}: {error.strerror or error}; {hint}")
+    """The user error for an OSError writing ``path``: one line naming the path and the fix for its errno
+    (`deepface.errors.os_error_message`)."""
+    return DeepFaceError(os_error_message(error, path, action="write"))
 
 
 class LocalBackend:
@@ -205,7 +251,8 @@ class GcsBackend:
         with self._errors(prefix):
             blobs = list(self.client.list_blobs(bucket, prefix=name_prefix))
         return [
-            SourceFile(f"gs://{bucket}/{blob.name}", blob.name[len(name_prefix):], blob.size, _hex_md5(blob))
+            SourceFile(f"gs://{bucket}/{blob.name}", blob.name[len(name_prefix):], blob.size, _hex_md5(blob),
+                       blob.generation)
             for blob in sorted(blobs, key=lambda blob: blob.name)
             if not blob.name.endswith("/")  # folder placeholders
         ]
@@ -216,7 +263,7 @@ class GcsBackend:
             blob = self.client.bucket(bucket).get_blob(name)
         if blob is None:
             raise DeepFaceError(f"{uri} not found (or its bucket does not exist): check the URI")
-        return SourceFile(uri, posixpath.basename(name), blob.size, _hex_md5(blob))
+        return SourceFile(uri, posixpath.basename(name), blob.size, _hex_md5(blob), blob.generation)
 
     def read_optional(self, uri: str) -> bytes | None:
         bucket, name = self._split(uri)
@@ -229,7 +276,7 @@ class GcsBackend:
         if source.size is not None and part.offset >= source.size:
             return  # complete already (the ranged request would be unsatisfiable)
         with self._errors(source.uri):
-            blob = self.client.bucket(bucket).blob(name)
+            blob = self.client.bucket(bucket).blob(name, generation=source.generation)  # the version listed
             # raw: the stored bytes (those the MD5s describe), never a decompressed copy. A ranged read
             # cannot be checked by the client library; the whole file's MD5 is checked afterwards.
             offset = part.offset

@@ -224,6 +224,12 @@ class GcsEmulator:
         for name, data in files.items():
             target.blob(name).upload_from_string(data)
 
+    def make_composite(self, bucket: str, name: str) -> None:
+        """Make object ``name`` look like a composite upload (``gcloud storage cp`` of a large file, or a
+        compose): GCS keeps a CRC32C for those but no MD5. The emulator computes an MD5 even for composed
+        objects, so the stored one is blanked here (listed as null; downloads then carry only the CRC32C)."""
+        self._server._storage.get_file_obj(bucket, name)["md5Hash"] = None
+
 
 @pytest.fixture
 def http_server():

@@ -100,9 +100,7 @@ def test_output_is_deterministic(tmp_path):
     assert (tmp_path / "one" / "manifest.json").read_bytes() == (tmp_path / "two" / "manifest.json").read_bytes()
 
 
-def test_synthetic_dataset_prefix_verifies_archives(request, tmp_path):
-    pytest.importorskip("deepface.synth")  # written by another engineer; skip until it exists
-    synth_dir = request.getfixturevalue("synth_dir")
+def test_synthetic_dataset_prefix_verifies_archives(synth_dir, tmp_path):
     manifest = fetch(str(synth_dir) + "/", tmp_path / "out")
     entries = manifest["files"]
     for archive in ["vggface2_train.tar.gz", "vggface2_test.tar.gz", "lfw.tgz"]:
