@@ -8,7 +8,10 @@ The command execs the interpreter with this file's text as ``-c`` code, in place
    is the path under Vertex AI's ``/gcs`` mount), the artifact folder itself when it exists, and the
    folder of the executor output file. A folder that cannot be created or written stops the task with
    one line naming the path, the user (uid) and the fix, and exit status 1;
-2. runs ``kfp.dsl.executor_main`` as ``__main__``, as ``python -m`` would.
+2. runs ``kfp.dsl.executor_main`` as ``__main__``, as ``python -m`` would. An OS error that ends the
+   stage (a full or read-only disk, refused permission, a file where a folder belongs, too many open
+   files; also TensorFlow's file errors) is printed as one line naming the path and the fix (exit status
+   1, no traceback); any other error keeps its traceback.
 
 It installs a SIGTERM handler that ends the process with status 143, as the default action would:
 as a container's first process (PID 1) the interpreter would otherwise not be ended at all (Linux drops
@@ -16,8 +19,9 @@ a signal that PID 1 has no handler for), and the task would run on until the pla
 handler is marked ``default_action``: the stages that stop gracefully (`deepface.parallel`, training)
 replace it as they would replace the default.
 
-It needs only the standard library and kfp. Its text is part of every component's command, hence of
-the compiled template and of Vertex AI's cache key, so it is kept free of run-dependent content.
+It needs only the standard library and kfp (and ``deepface.errors`` when the image has it). Its text is
+part of every component's command, hence of the compiled template and of Vertex AI's cache key, so it
+is kept free of run-dependent content.
 """
 
 import json
@@ -137,7 +141,24 @@ def main(argv):
     import runpy
 
     sys.argv = [sys.argv[0], *argv]
-    runpy.run_module(EXECUTOR_MODULE, run_name="__main__", alter_sys=True)
+    try:
+        runpy.run_module(EXECUTOR_MODULE, run_name="__main__", alter_sys=True)
+    except Exception as error:
+        message = system_error(error)
+        if message is None:
+            raise
+        print(f"deepface task: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+def system_error(error):
+    """The one line of an OS error (or TensorFlow file error) that ended the stage, naming the path and the
+    fix (`deepface.errors.system_error_message`); None for any other error, which keeps its traceback."""
+    try:
+        from deepface.errors import system_error_message
+    except ImportError:
+        return None
+    return system_error_message(error)
 
 
 if __name__ == "__main__":

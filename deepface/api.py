@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from deepface import files
+from deepface.contracts import check_model_dir
 from deepface.embedding import merge_views, model_views
 from deepface.errors import DeepFaceError
 from deepface.faces import NO_FACE_CHOICES, BadImage, FaceCropper, aligned_for, to_rgb, user_error
@@ -78,7 +79,8 @@ def load(
         A `FaceVerifier`.
 
     Raises:
-        DeepFaceError: no embedding.keras in ``model_dir``; threshold.json missing, without the score, or
+        DeepFaceError: ``model_dir`` without the complete manifest of training
+            (`deepface.contracts.check_model_dir`); threshold.json missing, without the score, or
             computed for another model; an unknown ``score`` or ``no_face``; a bad ``batch_size``.
 
     Example::
@@ -95,6 +97,7 @@ def load(
         raise DeepFaceError(f"no_face={no_face!r}: choose one of {', '.join(NO_FACE_CHOICES)}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise DeepFaceError(f"batch_size={batch_size!r} must be a positive integer.")
+    check_model_dir(model_dir)  # never a half-written model directory: train's manifest, its files' sizes
     model, metadata = load_embedding_model(model_dir)
     evaluated_threshold = evaluated_flip = None
     if evaluation_dir is not None:

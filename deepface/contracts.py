@@ -8,6 +8,8 @@
   `deepface.data`; the tfrecords manifest says ``"schema_version": 1``), and how its images are stored
   (the manifest's ``encoding``): ``ENCODING_RESIZED`` (JPEGs of image_size x image_size) or
   ``ENCODING_ORIGINAL`` (the files' own bytes, ``keep_original``).
+- A model directory is usable (evaluate, verify) only with the complete manifest of the stage that wrote it
+  (`check_model_dir`): ``train``'s, or ``import-weights``'s, each of its files present at the size listed.
 - Verification pairs: LFW's protocol deals the pairs into ``LFW_FOLDS`` folds (pairs.txt's first line
   says how many sets of how many pairs; `deepface.pairs`).
 
@@ -32,6 +34,7 @@ ENCODING_RESIZED = "jpeg-resized"
 ENCODING_ORIGINAL = "original"
 
 LFW_FOLDS = 10  # folds (sets) of the LFW verification protocol
+MODEL_STAGES = ("train", "import-weights")  # the stages whose manifest makes a model directory usable
 
 
 def manifest_path(directory: str | os.PathLike) -> str | Path:
@@ -76,3 +79,59 @@ def other_settings(out: str | os.PathLike, run: str, old: dict, new: dict, *, fi
                              "or choose another output directory.")
     return DeepFaceError(f"{out} holds an unfinished {run} with other settings ({differences}): rerun with the same "
                          "settings to finish it, or delete the directory or choose another output directory.")
+
+
+def check_model_dir(model_dir: str | os.PathLike) -> dict:
+    """The manifest of a complete model directory, after cheap checks (no hashing): it exists, was written
+    by a stage of `MODEL_STAGES` (``deepface train`` or ``deepface import-weights``), and every file it
+    lists is present, at the listed ``bytes`` where it gives them. Evaluate and verify call it first, so a
+    directory that training (or ``train --overwrite``) left half-written is never evaluated.
+
+    Args:
+        model_dir: a local path, file:// URI or ``gs://`` URI.
+
+    Returns:
+        The manifest.
+
+    Raises:
+        DeepFaceError: one line naming the directory (or file) and the fix: no manifest (an interrupted or
+            running training), a manifest of another stage or unreadable, a listed file missing or of
+            another size.
+
+    Example: ``check_model_dir("out/model")["files"]["embedding.keras"]["bytes"]``.
+    """
+    path = manifest_path(model_dir)
+    fix = "rerun `deepface train` into it to finish it, or pass a complete model directory"
+    if not _exists(path):
+        raise DeepFaceError(f"{model_dir} has no {MANIFEST_FILE}: it is not a complete model directory (its "
+                            f"training was interrupted, or is still writing it): {fix}.")
+    try:
+        manifest = read_json(path)
+        stage, files = manifest.get("stage"), manifest["files"]
+        sizes = {name: entry.get("bytes") for name, entry in files.items()} if isinstance(files, dict) else {
+            str(name): None for name in files}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise DeepFaceError(f"{path} is not a model manifest ({type(error).__name__}: {error}): {fix}.") from None
+    if stage not in MODEL_STAGES:
+        raise DeepFaceError(f"{path} is the manifest of a {stage!r} output, not of a model directory "
+                            f"(stage {' or '.join(MODEL_STAGES)}): pass the output directory of `deepface train`.")
+    for name, expected in sorted(sizes.items()):
+        file = posixpath.join(str(model_dir), name) if is_remote(model_dir) else local_path(model_dir) / name
+        size = _size(file)
+        if size is None or (expected is not None and size != int(expected)):
+            found = "is missing" if size is None else f"has {size} bytes, its manifest says {expected}"
+            raise DeepFaceError(f"{file} {found} (the model directory was changed after training): {fix}.")
+    return manifest
+
+
+def _exists(path: str | Path) -> bool:
+    return _size(path) is not None
+
+
+def _size(path: str | Path) -> int | None:
+    """The size of a local or remote file, None if it does not exist."""
+    if isinstance(path, str):
+        import tensorflow as tf  # lazy: only remote model directories need it
+
+        return tf.io.gfile.stat(path).length if tf.io.gfile.exists(path) else None
+    return path.stat().st_size if path.is_file() else None

@@ -33,6 +33,7 @@ import tensorflow as tf
 from deepface.contracts import ENCODING_RESIZED, MANIFEST_FILE, SCHEMA_VERSION
 from deepface.errors import DeepFaceError
 from deepface.files import is_remote, read_image_file, read_json, tf_path
+from deepface.lines import excerpt
 
 logger = logging.getLogger(__name__)
 
@@ -453,7 +454,7 @@ def _check_schema(directory: str) -> None:
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
         raise DeepFaceError(
-            f"{posixpath.join(directory, MANIFEST_FILE)} says schema_version {version!r}; "
+            f"{posixpath.join(directory, MANIFEST_FILE)} says schema_version {excerpt(str(version))}; "
             f"this reader knows version {SCHEMA_VERSION}: "
             "rebuild the shards with this version's `deepface tfrecords`."
         )

@@ -63,6 +63,7 @@ from deepface.landmark_parts import (
     save_state,
     write_part,
 )
+from deepface.outputs import locks_output
 from deepface.parallel import available_cpus, ordered_map
 from deepface.settings import MIN_FACE, LandmarksSettings
 
@@ -303,6 +304,7 @@ def _check_paths(source, out_dir) -> tuple[Path, Path]:
 # --------------------------------------------------------------------------------------------------
 
 
+@locks_output("out_dir", "landmarks", LandmarksSettings)  # one writer per output directory
 def detect_landmarks(source: str | os.PathLike, out_dir: str | os.PathLike, **settings) -> dict:
     """Finds the face and its 5 landmarks in every image of ``source``; writes them as VGGFace2's
     ``loose_landmark_<split>.csv`` and ``loose_bb_<split>.csv`` in ``out_dir``, then ``manifest.json``.

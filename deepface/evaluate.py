@@ -61,12 +61,13 @@ from pathlib import Path
 import numpy as np
 
 import deepface
-from deepface.contracts import LFW_FOLDS, remove_manifest, write_manifest
+from deepface.contracts import LFW_FOLDS, check_model_dir, remove_manifest, write_manifest
 from deepface.embedding import baseline_feature_model, embed_images, merge_views, normalize_features
 from deepface.errors import DeepFaceError
 from deepface.faces import FaceCropper, aligned_for
 from deepface.files import hash_file, read_json, write_json, write_text
 from deepface.landmarks import read_landmarks
+from deepface.outputs import locks_output
 from deepface.pair_generation import generate_pairs
 from deepface.pairs import ImageCollection, Pair, read_pairs, resolve_pairs, write_pairs
 from deepface.scoring import PRIMARY_SCORE, SCORES
@@ -149,14 +150,16 @@ def protocol_folds(pairs: list[Pair]) -> tuple[np.ndarray, str]:
 
 
 def _load_pairs(pairs: str, collection: ImageCollection, out_dir: Path, *, folds: int, pairs_per_fold: int,
-                pairs_seed: int) -> tuple[list[Pair], dict]:
-    """The pairs to score and a description of where they came from."""
+                pairs_seed: int, max_pairs: int) -> tuple[list[Pair], dict]:
+    """The pairs to score and a description of where they came from; at most ``max_pairs`` of them (a
+    larger pairs file is refused at its header, in bounded memory: `deepface.pairs.read_pairs`)."""
     if str(pairs) == GENERATE:
-        pair_list = generate_pairs(collection, folds=folds, pairs_per_fold=pairs_per_fold, seed=pairs_seed)
+        pair_list = generate_pairs(collection, folds=folds, pairs_per_fold=pairs_per_fold, seed=pairs_seed,
+                                   max_pairs=max_pairs)
         write_pairs(pair_list, out_dir / "pairs.txt")
         return pair_list, {"generated": True, "folds": folds, "pairs_per_fold": pairs_per_fold,
                            "seed": pairs_seed, "sha256": hash_file(out_dir / "pairs.txt")}
-    return read_pairs(pairs), {"generated": False, "path": str(pairs), "sha256": hash_file(pairs)}
+    return read_pairs(pairs, max_pairs=max_pairs), {"generated": False, "path": str(pairs), "sha256": hash_file(pairs)}
 
 
 def _scores_csv(pairs, files, scores: dict[str, dict[str, np.ndarray]], scored: np.ndarray,
@@ -176,6 +179,7 @@ def _scores_csv(pairs, files, scores: dict[str, dict[str, np.ndarray]], scored: 
     return buffer.getvalue()
 
 
+@locks_output("out_dir", "evaluate", EvaluateSettings)  # one writer per output directory (deepface.outputs)
 def evaluate(
     model_dir: str | os.PathLike,
     images: str | os.PathLike,
@@ -200,14 +204,17 @@ def evaluate(
             preset, initialised with seed), allow_missing (skip and count pairs whose image is missing or
             undecodable instead of failing), folds, pairs_per_fold and pairs_seed (``pairs="generate"``
             only), align (None: as the model's training data was, from its metadata), no_face (``skip``:
-            the image is unusable, or ``center-crop``).
+            the image is unusable, or ``center-crop``), max_pairs (the most pairs read or generated: a
+            pairs file promising more is refused at its header, so memory does not grow with the file).
 
     Returns:
         The content of metrics.json.
 
     Raises:
         SettingError: a setting unknown or out of its range, named.
-        DeepFaceError: a model directory, images or pairs that cannot be used, or pairs of one class only.
+        DeepFaceError: a model directory, images or pairs that cannot be used, or pairs of one class only;
+            a model directory without the complete manifest of training (`deepface.contracts.check_model_dir`);
+            an out_dir that another run is writing (`deepface.outputs.output_lock`).
     """
     from deepface.model import load_embedding_model
 
@@ -216,6 +223,7 @@ def evaluate(
                                                        chosen.allow_missing)
     folds, pairs_per_fold, pairs_seed, no_face = chosen.folds, chosen.pairs_per_fold, chosen.pairs_seed, chosen.no_face
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    check_model_dir(model_dir)  # a complete model only: train's manifest, its files at their sizes
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_manifest(out_dir)  # the directory is incomplete until the end
     model, metadata = load_embedding_model(model_dir)
@@ -226,7 +234,7 @@ def evaluate(
     cropper = FaceCropper(image_size, align=align, landmarks=table, no_face=no_face)
     collection = ImageCollection(images)
     pair_list, pairs_info = _load_pairs(pairs, collection, out_dir, folds=folds, pairs_per_fold=pairs_per_fold,
-                                        pairs_seed=pairs_seed)
+                                        pairs_seed=pairs_seed, max_pairs=chosen.max_pairs)
     files, problems = resolve_pairs(pair_list, collection, allow_missing=allow_missing)
     pairs_missing_images = len(problems)
     models = {"trained": model}

@@ -8,6 +8,7 @@ imported lazily: objects in GCS appear atomically when their upload finishes).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -56,7 +57,13 @@ def read_image_file(path: str | os.PathLike) -> bytes:
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
-    """Open ``path`` for writing under a temporary name; rename into place only on success."""
+    """Open ``path`` for writing under a temporary name; rename into place only on success.
+
+    An OSError of the write (a full disk in write, fsync or rename; a folder it may not write) names
+    ``path`` in its ``filename`` (`deepface.errors.os_error_message` reads it), never only the temporary
+    name or none. The temporary file is removed on any error; a failure of that removal is not raised,
+    so the first error is the one the caller sees.
+    """
     if is_remote(path):
         import tensorflow as tf  # lazy: only remote writes need it
 
@@ -64,20 +71,55 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
             yield handle
         return
     target = local_path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    temporary_prefix = f".{target.name}."
     try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix, suffix=".tmp", dir=target.parent)
+    except OSError as error:
+        _name_target(error, target, temporary_prefix)
+        raise
+    handle = os.fdopen(fd, mode)
+    try:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.close()
         umask = os.umask(0)  # mkstemp creates 0600 files: give the output the usual permissions
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as error:
+        with contextlib.suppress(OSError):  # never hide the first error: closing flushes again (ENOSPC)
+            handle.close()
+        with contextlib.suppress(OSError):  # ... and unlink may fail too (a read-only disk)
             os.unlink(tmp)
+        if isinstance(error, OSError):
+            _name_target(error, target, temporary_prefix)
+        raise
+
+
+# Errors of writing a file (not of e.g. a network read in the caller's block): they concern the file written.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _name_target(error: OSError, target: Path, temporary_prefix: str) -> None:
+    """Make ``target`` the file name of ``error`` when it names none (a write's ENOSPC) or the temporary."""
+    named = error.filename
+    if named is not None and os.path.basename(str(named)).startswith(temporary_prefix):
+        error.filename, error.filename2 = str(target), None
+    elif named is None and error.errno in WRITE_ERRNOS:
+        error.filename = str(target)
+
+
+@contextlib.contextmanager
+def errors_name(path: str | os.PathLike) -> Iterator[None]:
+    """Inside, an OSError of writing (`WRITE_ERRNOS`) that names no file (``write``, ``fsync`` and ``close``
+    name none) gets ``path`` as its ``filename``, so its one-line message names the file being written."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None and error.errno in WRITE_ERRNOS:
+            error.filename = str(path)
         raise
 
 

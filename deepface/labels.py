@@ -15,12 +15,12 @@ gives the same bytes.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import logging
 import os
 import posixpath
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -34,21 +34,20 @@ from deepface.archives import (
     check_source,
     display_name,
     identity_of,
+    identity_problem,
     is_image_name,
     iter_members,
 )
 from deepface.contracts import remove_manifest, write_manifest
 from deepface.errors import DeepFaceError
 from deepface.files import hash_file, local_path, write_text
+from deepface.lines import excerpt, read_lines
+from deepface.outputs import output_lock
 
 logger = logging.getLogger(__name__)
 
 CLASSES_FILE = "classes.txt"
 COUNTS_FILE = "class_counts.tsv"
-
-# Characters an identity id cannot hold: classes.txt is one id per line, class_counts.tsv is tab-separated.
-_FORBIDDEN_IN_IDENTITY = re.compile(r"[\t\n\r]")
-
 
 # --------------------------------------------------------------------------------------------------
 # Collecting the images of each identity
@@ -56,17 +55,13 @@ _FORBIDDEN_IN_IDENTITY = re.compile(r"[\t\n\r]")
 
 
 def _check_identity(identity: str, where: str) -> None:
-    try:
-        identity.encode("utf-8")
-    except UnicodeEncodeError:
+    """Raises when ``identity`` cannot be a line of classes.txt (`deepface.archives.identity_problem`: not
+    UTF-8, over 255 bytes, a tab, a line break or surrounding spaces), naming ``where`` it was met."""
+    problem = identity_problem(identity)
+    if problem:
         raise DeepFaceError(
-            f"{display_name(where)}: identity folder {display_name(identity)!r} is not UTF-8, which classes.txt "
-            "cannot hold: rename the folder."
-        ) from None
-    if identity != identity.strip() or _FORBIDDEN_IN_IDENTITY.search(identity):
-        raise DeepFaceError(
-            f"{where}: identity folder {identity!r} has a tab, a line break or surrounding spaces, which "
-            "classes.txt cannot hold: rename the folder."
+            f"{display_name(where)}: identity folder {excerpt(display_name(identity))} {problem}, "
+            "which classes.txt cannot hold: rename the folder."
         )
 
 
@@ -101,32 +96,29 @@ class ImageIndex:
 
 
 def _index_list(path: Path) -> ImageIndex:
-    """Reads an image list such as train_list.txt (``n000002/0001_01.jpg`` per line; blank lines skipped)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise DeepFaceError(
-            f"Image list {path} is not UTF-8 text ({error}): pass a list such as train_list.txt.") from None
+    """Reads an image list such as train_list.txt (``n000002/0001_01.jpg`` per line; blank lines skipped),
+    one line at a time (at most 4 KiB each: `deepface.lines.read_lines`)."""
     index = ImageIndex()
-    malformed = []
-    for number, line in enumerate(lines, start=1):
+    malformed, count = [], 0  # the first MAX_EXAMPLES malformed lines, and how many there are
+    for number, line in read_lines(path, "Image list", "pass a list such as train_list.txt"):
         name = line.strip()
         if not name:
             continue
         name = posixpath.normpath(name)
         identity = identity_of(name)
-        if identity is None:
-            malformed.append(f"line {number}: {line!r} ({NO_IDENTITY_FOLDER})")
-        elif not is_image_name(name):
-            malformed.append(f"line {number}: {line!r} ({NOT_AN_IMAGE})")
+        reason = NO_IDENTITY_FOLDER if identity is None else None if is_image_name(name) else NOT_AN_IMAGE
+        if reason:
+            count += 1
+            if len(malformed) < MAX_EXAMPLES:
+                malformed.append(f"line {number}: {excerpt(line)} ({reason})")
         else:
             _check_identity(identity, f"{path} line {number}")
             index.add(name, identity)
     if malformed:
-        shown = "; ".join(malformed[:MAX_EXAMPLES])
-        more = f" and {len(malformed) - MAX_EXAMPLES} more" if len(malformed) > MAX_EXAMPLES else ""
+        shown = "; ".join(malformed)
+        more = f" and {count - MAX_EXAMPLES} more" if count > MAX_EXAMPLES else ""
         raise DeepFaceError(
-            f"Image list {path} has {len(malformed)} malformed lines ({shown}{more}): each line must be "
+            f"Image list {path} has {count} malformed lines ({shown}{more}): each line must be "
             "IDENTITY/IMAGE, e.g. n000002/0001_01.jpg. Fix or remove those lines."
         )
     return index
@@ -143,7 +135,7 @@ def _index_members(members: Iterable[Member], source: str) -> ImageIndex:
         elif identity is None:
             index.ignore(member.name, NO_IDENTITY_FOLDER)
         else:
-            _check_identity(identity, f"{source} member {member.name}")
+            _check_identity(identity, f"{source} member {excerpt(member.name)}")
             index.add(member.name, identity)
     return index
 
@@ -167,7 +159,8 @@ def build_labels(source: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
 
     Raises:
         DeepFaceError: missing or unreadable source, malformed list lines (all reported with their line
-            numbers), identity names that classes.txt cannot hold, or no images at all.
+            numbers), identity names that classes.txt cannot hold, or no images at all; out_dir being written
+            by another run (`deepface.outputs.output_lock`).
     """
     path, kind = check_source(source)
     index = _index_list(path) if kind == "list" else _index_members(iter_members(path), str(source))
@@ -177,24 +170,24 @@ def build_labels(source: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
         )
     identities = sorted(index.images)
     out = local_path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_manifest(out)  # a stale manifest must not vouch for new files
-    write_text(out / CLASSES_FILE, "".join(f"{identity}\n" for identity in identities))
-    write_text(
-        out / COUNTS_FILE,
-        "identity\tcount\n" + "".join(f"{identity}\t{index.images[identity]}\n" for identity in identities),
-    )
-    manifest = {
-        "source": str(source),
-        "source_kind": kind,
-        "num_classes": len(identities),
-        "num_images": sum(index.images.values()),
-        "classes_sha256": hash_file(out / CLASSES_FILE),
-        "duplicates": {"count": len(index.duplicates), "examples": index.duplicates[:MAX_EXAMPLES]},
-        "ignored": {"count": sum(index.ignored.values()), "by_reason": dict(index.ignored),
-                    "examples": index.ignored_examples},
-    }
-    write_manifest(out, manifest)  # last: the output is complete
+    with output_lock(out, "labels"):  # one writer per directory (deepface.outputs)
+        remove_manifest(out)  # a stale manifest must not vouch for new files
+        write_text(out / CLASSES_FILE, "".join(f"{identity}\n" for identity in identities))
+        write_text(
+            out / COUNTS_FILE,
+            "identity\tcount\n" + "".join(f"{identity}\t{index.images[identity]}\n" for identity in identities),
+        )
+        manifest = {
+            "source": str(source),
+            "source_kind": kind,
+            "num_classes": len(identities),
+            "num_images": sum(index.images.values()),
+            "classes_sha256": hash_file(out / CLASSES_FILE),
+            "duplicates": {"count": len(index.duplicates), "examples": index.duplicates[:MAX_EXAMPLES]},
+            "ignored": {"count": sum(index.ignored.values()), "by_reason": dict(index.ignored),
+                        "examples": index.ignored_examples},
+        }
+        write_manifest(out, manifest)  # last: the output is complete
     logger.info("%d classes, %d images from %s (%s) -> %s", manifest["num_classes"], manifest["num_images"],
                 source, kind, out)
     if index.duplicates:
@@ -213,36 +206,35 @@ def load_classes(labels_dir: str | os.PathLike) -> list[str]:
 
     Raises:
         DeepFaceError: naming the file and line, when the file is missing, empty, not UTF-8, or has a
-            blank line, surrounding spaces, a repeated identity or an identity out of sorted order.
+            blank line, a line over 4 KiB, an identity that is not one (`deepface.archives.identity_problem`:
+            surrounding spaces, over 255 bytes...), a repeated identity or an identity out of sorted order.
+            The file is read one line at a time; memory grows with the identities only.
+
+    Example: ``load_classes("out/labels")`` -> ``["n000002", "n000003", ...]``.
     """
     path = local_path(labels_dir)
     if path.is_dir() or not path.name.endswith(".txt"):
         path = path / CLASSES_FILE
     rebuild = "rebuild it with `deepface labels`"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DeepFaceError(f"{path} does not exist: pass the output directory of `deepface labels`.") from None
-    except UnicodeDecodeError as error:
-        raise DeepFaceError(f"{path} is not UTF-8 text ({error}): {rebuild}.") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the final newline
-    if not lines:
-        raise DeepFaceError(f"{path} is empty: {rebuild}.")
-    first_line = {}
-    for number, identity in enumerate(lines, start=1):
+    if not path.exists():
+        raise DeepFaceError(f"{path} does not exist: pass the output directory of `deepface labels`.")
+    lines: list[str] = []
+    for number, identity in read_lines(path, "class map", rebuild):
         where = f"{path} line {number}"
         if not identity.strip():
             raise DeepFaceError(f"{where} is blank: every line must be one identity id; {rebuild}.")
-        if identity != identity.strip():
-            raise DeepFaceError(f"{where} ({identity!r}) has surrounding spaces; {rebuild}.")
-        if identity in first_line:
-            raise DeepFaceError(f"{where}: identity {identity!r} repeats line {first_line[identity]}; {rebuild}.")
-        if number > 1 and identity < lines[number - 2]:
+        problem = identity_problem(identity)
+        if problem:
+            raise DeepFaceError(f"{where} ({excerpt(identity)}) {problem}; {rebuild}.")
+        earlier = bisect.bisect_left(lines, identity)  # the lines so far are sorted (checked below)
+        if earlier < len(lines) and lines[earlier] == identity:
+            raise DeepFaceError(f"{where}: identity {excerpt(identity)} repeats line {earlier + 1}; {rebuild}.")
+        if lines and identity < lines[-1]:
             raise DeepFaceError(
-                f"{where}: {identity!r} sorts before {lines[number - 2]!r} on the line above; classes must be "
+                f"{where}: {excerpt(identity)} sorts before {excerpt(lines[-1])} on the line above; classes must be "
                 f"sorted (class id = line index): {rebuild}."
             )
-        first_line[identity] = number
+        lines.append(identity)
+    if not lines:
+        raise DeepFaceError(f"{path} is empty: {rebuild}.")
     return lines

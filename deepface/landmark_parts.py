@@ -33,6 +33,7 @@ from deepface.contracts import other_settings, read_manifest, write_manifest
 from deepface.errors import DeepFaceError
 from deepface.files import atomic_open, read_json, remove_temporaries, write_json, write_text
 from deepface.landmarks import box_file, format_box_rows, format_landmark_rows, landmark_file, name_id
+from deepface.lines import excerpt
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def _part_bounds(parts: list[dict]) -> dict[int, str]:
 
 def _check_bound(source: Path, expected: dict[int, str], ordinal: int, name: str) -> None:
     if ordinal in expected and expected[ordinal] != name:
-        raise _changed_source(source, f"image {ordinal} is {name}, was {expected[ordinal]}")
+        raise _changed_source(source, f"image {ordinal} is {excerpt(name)}, was {excerpt(expected[ordinal])}")
 
 
 def _changed_source(source: Path, detail: str) -> DeepFaceError:

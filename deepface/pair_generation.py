@@ -23,24 +23,39 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from deepface.errors import DeepFaceError
-from deepface.pairs import ImageCollection, Pair
+from deepface.lines import excerpt
+from deepface.pairs import MAX_PAIRS, ImageCollection, Pair, pair_name_problem
 
 
 def generate_pairs(
-    images: ImageCollection, *, folds: int = 10, pairs_per_fold: int = 300, seed: int = 0
+    images: ImageCollection, *, folds: int = 10, pairs_per_fold: int = 300, seed: int = 0,
+    max_pairs: int = MAX_PAIRS,
 ) -> list[Pair]:
     """Draw LFW-style pairs from the identities of ``images`` (see the module docstring).
+
+    Every identity must be writable in a pairs file (`deepface.pairs.pair_name_problem`: no whitespace,
+    at most 255 bytes), so that `deepface.pairs.read_pairs` reads the written file back as the same pairs.
 
     Returns:
         ``folds * 2 * pairs_per_fold`` pairs, fold by fold, matched pairs first in each fold.
 
     Raises:
-        DeepFaceError: if a fold cannot hold ``pairs_per_fold`` distinct matched or mismatched pairs.
+        DeepFaceError: more than ``max_pairs`` pairs asked for; an identity folder whose name a pairs file
+            cannot hold (``John Smith``: rename it ``John_Smith``, as LFW does), named with a count of the
+            others; a fold that cannot hold ``pairs_per_fold`` distinct matched or mismatched pairs.
+
+    Example: ``generate_pairs(ImageCollection("vggface2_test.tar.gz"), folds=10, pairs_per_fold=300)``.
     """
     if folds < 1 or pairs_per_fold < 1:
         raise DeepFaceError(f"folds ({folds}) and pairs per fold ({pairs_per_fold}) must be positive.")
+    if 2 * folds * pairs_per_fold > max_pairs:
+        raise DeepFaceError(
+            f"folds={folds} of pairs_per_fold={pairs_per_fold} make {2 * folds * pairs_per_fold} pairs, more "
+            f"than max_pairs={max_pairs}: lower pairs_per_fold, or raise max_pairs where memory allows."
+        )
     rng = np.random.default_rng(seed)
     names = sorted(images.identities)
+    _check_names(names, images.source)
     if len(names) < 2 * folds:
         raise DeepFaceError(
             f"images {images.source}: {len(names)} identities cannot fill {folds} folds of at least 2 "
@@ -53,6 +68,17 @@ def generate_pairs(
         pairs += _draw_matched(members, pairs_per_fold, fold, rng)
         pairs += _draw_mismatched(members, pairs_per_fold, fold, rng)
     return pairs
+
+
+def _check_names(names: list[str], source) -> None:
+    """Refuses identity folders that a pairs file cannot name (the first one named, the others counted)."""
+    bad = [name for name in names if pair_name_problem(name)]
+    if bad:
+        others = f" (and {len(bad) - 1} other folder(s))" if len(bad) > 1 else ""
+        raise DeepFaceError(
+            f"images {source}: identity folder {excerpt(bad[0])} {pair_name_problem(bad[0])}{others}, which a "
+            "pairs file (LFW's whitespace-separated pairs.txt) cannot hold: rename it (LFW writes John_Smith)."
+        )
 
 
 def _draw_matched(members: dict[str, list[int]], count: int, fold: int, rng) -> list[Pair]:

@@ -27,6 +27,13 @@ go unnoticed.
 
 New pairs files are drawn by `deepface.pair_generation` (from an image collection or from image counts)
 and written by :func:`format_pairs` / :func:`write_pairs`.
+
+Names and sizes. An identity name holds no whitespace (the fields are whitespace separated; LFW writes
+``John_Smith``) and at most 255 bytes: generation and writing refuse other names, so every written file
+reads back as the same pairs. Reading holds at most ``max_pairs`` pairs (`MAX_PAIRS`, 100,000 by default:
+`deepface.settings.EvaluateSettings.max_pairs`), one line of at most 4 KiB at a time; the header is checked
+first and reading stops at the first line past those it promises, so a file of 10 M lines fails at once.
+Errors quote at most 80 characters of a bad line.
 """
 
 from __future__ import annotations
@@ -35,15 +42,17 @@ import dataclasses
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterable, Iterator
 
-from deepface.archives import identity_of, is_image_name, iter_members
+from deepface.archives import identity_of, identity_problem, is_image_name, iter_members
 from deepface.errors import DeepFaceError
-from deepface.files import local_path, write_text
+from deepface.files import write_text
+from deepface.lines import excerpt, read_lines
 
 logger = logging.getLogger(__name__)
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Pair:
     """One verification pair: image ``number1`` of ``name1`` against image ``number2`` of ``name2``."""
 
@@ -67,51 +76,121 @@ class Pair:
 
 # ------------------------------------------------------------------------------------------- parsing
 
+MAX_PAIRS = 100_000  # default cap on the pairs of one file (LFW View 2: 6,000); EvaluateSettings.max_pairs
+_PAIRS_FIX = "pass the path of LFW pairs.txt"
 
-def parse_pairs(text: str, source: str = "pairs.txt") -> list[Pair]:
+
+def pair_name_problem(name: str) -> str | None:
+    """Why identity ``name`` cannot be written in a pairs file, or None.
+
+    The format is LFW's: fields split by whitespace, so a name holds none (LFW writes ``John_Smith``);
+    and as every identity id (`deepface.archives.identity_problem`) it is UTF-8 and at most 255 bytes.
+
+    Example: ``pair_name_problem("John Smith")`` says it holds whitespace; ``pair_name_problem("John_Smith")``
+    is None.
+    """
+    problem = identity_problem(name)
+    if problem is None and len(name.split()) != 1:
+        problem = "holds whitespace"
+    return problem
+
+
+def parse_pairs(text: str, source: str = "pairs.txt", *, max_pairs: int = MAX_PAIRS) -> list[Pair]:
     """Parse the text of an LFW View 1 or View 2 pairs file.
 
     Args:
         text: the file's contents.
         source: the file's name, for error messages.
+        max_pairs: the most pairs the header may promise (see :func:`read_pairs`).
 
     Returns:
         The pairs in file order; ``fold`` is the 0-based set (always 0 for View 1).
 
     Raises:
-        DeepFaceError: naming the line of a malformed header or pair, a set without exactly ``n`` matched
-            and ``n`` mismatched pairs, or a pair count that differs from the header's.
+        DeepFaceError: naming the line of a malformed header or pair (quoting at most 80 characters of it),
+            a header promising more than ``max_pairs`` pairs, a set without exactly ``n`` matched and ``n``
+            mismatched pairs, or a pair count that differs from the header's.
+
+    Example: ``parse_pairs("1\nA_B\t1\t2\nA_B\t1\tC_D\t1\n")`` -> two pairs of fold 0.
     """
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if not lines:
-        raise DeepFaceError(f"{source}: empty pairs file; expected an LFW header such as '10\\t300'.")
-    header = lines[0].split()
-    if len(header) not in (1, 2) or not all(field.isdigit() and int(field) > 0 for field in header):
-        raise DeepFaceError(
-            f"{source}:1: bad header {lines[0]!r}; expected '<sets>\\t<pairs per set>' (View 2, e.g. "
-            "'10\\t300') or '<pairs>' (View 1)."
-        )
-    sets, per_set = (1, int(header[0])) if len(header) == 1 else (int(header[0]), int(header[1]))
-    expected = 2 * per_set * sets
-    if len(lines) - 1 != expected:
+    return _parse_lines(enumerate(text.splitlines(), start=1), source, max_pairs)
+
+
+def read_pairs(path: str | os.PathLike, *, max_pairs: int = MAX_PAIRS) -> list[Pair]:
+    """Read an LFW pairs file (View 1 or View 2); see :func:`parse_pairs`.
+
+    Memory is bounded by ``max_pairs``, not by the file: the file is read one line at a time (at most
+    4 KiB each, `deepface.lines.read_lines`), the header is checked first (a header promising more than
+    ``max_pairs`` pairs is refused before any pair is read) and reading stops at the first line beyond
+    those the header promises. Each pair kept costs about 0.2 KiB.
+
+    Raises:
+        DeepFaceError: as :func:`parse_pairs`; also a missing, unreadable (e.g. permission denied) or
+            directory path, a line that is not UTF-8 or longer than 4 KiB.
+    """
+    return _parse_lines(read_lines(path, "pairs file", _PAIRS_FIX), str(path), max_pairs)
+
+
+def _parse_lines(lines: Iterable[tuple[int, str]], source: str, max_pairs: int) -> list[Pair]:
+    """The pairs of numbered ``lines`` (see :func:`parse_pairs`), reading no line past the first extra one."""
+    lines = iter(lines)
+    sets, per_set = _parse_header(lines, source, max_pairs)
+    expected, block = 2 * per_set * sets, 2 * per_set
+    pairs: list[Pair] = []
+    for number, line in lines:
+        if len(pairs) == expected:
+            if line.strip():
+                raise DeepFaceError(
+                    f"{source}:{number}: the header promises {sets} set(s) of {per_set} matched + {per_set} "
+                    f"mismatched pairs ({expected} lines) but more lines follow them; the file is not an LFW "
+                    "pairs file or its header is wrong."
+                )
+            continue  # blank lines at the end
+        pairs.append(_parse_pair_line(line, number, len(pairs) // block, source))
+        if len(pairs) % block == 0:
+            _check_set(pairs[-block:], per_set, number, source)
+    if len(pairs) != expected:
         raise DeepFaceError(
             f"{source}: the header promises {sets} set(s) of {per_set} matched + {per_set} mismatched "
-            f"pairs ({expected} lines) but {len(lines) - 1} lines follow it; the file is truncated or "
+            f"pairs ({expected} lines) but {len(pairs)} lines follow it; the file is truncated or "
             "not an LFW pairs file."
         )
-    pairs = [_parse_pair_line(line, number, index // (2 * per_set), source)
-             for index, (number, line) in enumerate(enumerate(lines[1:], start=2))]
-    for fold in range(sets):
-        matched = sum(pair.same for pair in pairs[fold * 2 * per_set:(fold + 1) * 2 * per_set])
-        if matched != per_set:
-            first_line = 2 + fold * 2 * per_set
-            raise DeepFaceError(
-                f"{source}:{first_line}-{first_line + 2 * per_set - 1}: set {fold + 1} holds {matched} "
-                f"matched pairs; the header says each set holds {per_set} matched and {per_set} mismatched."
-            )
     return pairs
+
+
+def _parse_header(lines: Iterator[tuple[int, str]], source: str, max_pairs: int) -> tuple[int, int]:
+    """``(sets, pairs per set)`` from the first line; blank files are an empty-file error."""
+    _, header = next(lines, (1, ""))
+    while not header.strip():
+        following = next(lines, None)
+        if following is None:
+            raise DeepFaceError(f"{source}: empty pairs file; expected an LFW header such as '10\\t300'.")
+        if following[1].strip():
+            break
+    fields = header.split()
+    if len(fields) not in (1, 2) or not all(field.isdigit() and int(field) > 0 for field in fields):
+        raise DeepFaceError(
+            f"{source}:1: bad header {excerpt(header)}; expected '<sets>\\t<pairs per set>' (View 2, e.g. "
+            "'10\\t300') or '<pairs>' (View 1)."
+        )
+    sets, per_set = (1, int(fields[0])) if len(fields) == 1 else (int(fields[0]), int(fields[1]))
+    if 2 * per_set * sets > max_pairs:
+        raise DeepFaceError(
+            f"{source}:1: the header {excerpt(header)} promises {2 * per_set * sets} pairs, more than "
+            f"max_pairs={max_pairs} (LFW View 2 holds 6,000); pass a smaller pairs file, or raise max_pairs "
+            "(--max-pairs) where memory allows (about 0.2 KiB per pair)."
+        )
+    return sets, per_set
+
+
+def _check_set(block: list[Pair], per_set: int, last_line: int, source: str) -> None:
+    """A set (fold) must hold ``per_set`` matched and ``per_set`` mismatched pairs."""
+    matched = sum(pair.same for pair in block)
+    if matched != per_set:
+        raise DeepFaceError(
+            f"{source}:{last_line - len(block) + 1}-{last_line}: set {block[0].fold + 1} holds {matched} "
+            f"matched pairs; the header says each set holds {per_set} matched and {per_set} mismatched."
+        )
 
 
 def _parse_pair_line(line: str, line_number: int, fold: int, source: str) -> Pair:
@@ -123,32 +202,24 @@ def _parse_pair_line(line: str, line_number: int, fold: int, source: str) -> Pai
     elif len(fields) == 4:
         name1, number1, name2, number2 = fields
         if name1 == name2:
-            raise DeepFaceError(f"{where}: mismatched pair names one identity twice: {line!r}.")
+            raise DeepFaceError(f"{where}: mismatched pair names one identity twice: {excerpt(line)}.")
     else:
         raise DeepFaceError(
-            f"{where}: expected 'name i j' (matched) or 'name1 i name2 j' (mismatched), got {line!r}."
+            f"{where}: expected 'name i j' (matched) or 'name1 i name2 j' (mismatched), got {excerpt(line)}."
         )
+    for name in dict.fromkeys((name1, name2)):
+        problem = identity_problem(name)
+        if problem:
+            raise DeepFaceError(f"{where}: identity {excerpt(name)} {problem}; fix that line.")
     for number in (number1, number2):
-        if not (number.isdigit() and int(number) > 0):
-            raise DeepFaceError(f"{where}: image number {number!r} is not a positive integer in {line!r}.")
-    return Pair(name1, int(number1), name2, int(number2), fold)
+        if not (number.isdigit() and len(number) <= _MAX_DIGITS and int(number) > 0):
+            raise DeepFaceError(
+                f"{where}: image number {excerpt(number)} is not a positive integer in {excerpt(line)}."
+            )
+    return Pair(sys.intern(name1), int(number1), sys.intern(name2), int(number2), fold)
 
 
-def read_pairs(path: str | os.PathLike) -> list[Pair]:
-    """Read an LFW pairs file (View 1 or View 2); see :func:`parse_pairs`."""
-    try:
-        text = local_path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DeepFaceError(f"pairs file {path} does not exist; pass the path of LFW pairs.txt.") from None
-    except IsADirectoryError:
-        raise DeepFaceError(f"pairs file {path} is a directory; pass the path of LFW pairs.txt itself.") from None
-    except UnicodeDecodeError as error:
-        raise DeepFaceError(
-            f"pairs file {path} is not UTF-8 text (byte {error.start}); pass an LFW pairs.txt."
-        ) from None
-    except OSError as error:
-        raise DeepFaceError(f"pairs file {path} cannot be read: {error.strerror}.") from None
-    return parse_pairs(text, source=str(path))
+_MAX_DIGITS = 9  # image numbers: LFW's have 4 digits
 
 
 def format_pairs(pairs: list[Pair]) -> str:
@@ -156,7 +227,16 @@ def format_pairs(pairs: list[Pair]) -> str:
 
     Raises:
         ValueError: if the folds differ in size or do not hold as many matched as mismatched pairs.
+        DeepFaceError: if an identity name cannot be written in a pairs file (:func:`pair_name_problem`:
+            whitespace, more than 255 bytes), naming it: the file could not be read back.
     """
+    for name in dict.fromkeys(name for pair in pairs for name in (pair.name1, pair.name2)):
+        problem = pair_name_problem(name)
+        if problem:
+            raise DeepFaceError(
+                f"identity {excerpt(name)} {problem}, which a pairs file (LFW's whitespace-separated "
+                "pairs.txt) cannot hold: rename its folder (LFW writes John_Smith for 'John Smith')."
+            )
     folds = sorted({pair.fold for pair in pairs})
     per_fold = [[pair for pair in pairs if pair.fold == fold] for fold in folds]
     sizes = {len(block) for block in per_fold}
@@ -237,7 +317,8 @@ def _group_by_identity(paths: Iterable[str]) -> dict[str, list[str]]:
         parent, name = path.rpartition("/")[0], identity_of(path)
         if parents.setdefault(name, parent) != parent:
             raise DeepFaceError(
-                f"identity {name!r} has images in two folders, {parents[name]}/ and {parent}/; "
+                f"identity {excerpt(name)} has images in two folders, {excerpt(parents[name])}/ and "
+                f"{excerpt(parent)}/; "
                 "point the images option at one split only."
             )
         folders.setdefault(name, []).append(path)
@@ -323,4 +404,5 @@ def resolve_pairs(
     return files, problems
 
 
-__all__ = ["ImageCollection", "Pair", "format_pairs", "parse_pairs", "read_pairs", "resolve_pairs", "write_pairs"]
+__all__ = ["MAX_PAIRS", "ImageCollection", "Pair", "format_pairs", "pair_name_problem", "parse_pairs", "read_pairs",
+           "resolve_pairs", "write_pairs"]

@@ -1,15 +1,16 @@
 """The output directory of `deepface.tfrecords` while it is built: shards, resumable state, manifest.
 
 - `ShardWriter` appends framed records (`deepface.records.frame_record`) to one shard under a
-  temporary name and, once complete, renames it to its pending name (``<split>-00003.tfrecord.done``,
+  temporary name of its run's own and, once complete, renames it to its pending name (``<split>-00003.tfrecord.done``,
   `shard_name` gives the final ``-of-N`` name).
 - `Segment` counts a run of consecutive source files (`Item`): the records of one shard, or of the
   tail after the last shard, and the files skipped or ignored among them.
 - `save_state` / `load_state` write and read ``STATE_FILE``: the settings, the complete shards and
   where in the source each ends, and the tail once the source is read. `load_state` keeps the
   shards the state vouches for (present, of the recorded size) and removes everything else a killed
-  build left; it raises `DeepFaceError` when the directory holds a build with other settings, or
-  final shards without a manifest.
+  build left (its caller holds the output's lock, `deepface.outputs`: no live run writes there); it
+  raises `DeepFaceError` when the directory holds a build with other settings, or final shards
+  without a manifest.
 - `finish_build` checks the skipped fraction, gives the shards their final names and writes the
   manifest (last), then removes the state; it raises `DeepFaceError` when no image was stored or
   more than ``max_bad_fraction`` of the images were skipped (the shards stay, for a rerun).
@@ -18,9 +19,11 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
+import secrets
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,7 +32,7 @@ import numpy as np
 from deepface.archives import MAX_EXAMPLES
 from deepface.contracts import MANIFEST_FILE, other_settings, write_manifest
 from deepface.errors import DeepFaceError
-from deepface.files import read_json, remove_temporaries, write_json
+from deepface.files import errors_name, read_json, remove_temporaries, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -65,28 +68,37 @@ def _pending_name(split: str, index: int) -> str:
 
 
 class ShardWriter:
-    """Appends framed records (`deepface.records.frame_record`) to one shard under a temporary name;
-    `finish` syncs it to disk and renames it to its pending name. ``bytes``: the shard's size so far."""
+    """Appends framed records (`deepface.records.frame_record`) to one shard under a temporary name of
+    this run's own (``.<split>-00003.<pid>-<random>.tfrecord.done.tmp``: never another run's, and matched
+    by `deepface.files.TEMPORARY_GLOB`); `finish` syncs it to disk and renames it to its pending name.
+    ``bytes``: the shard's size so far."""
 
     def __init__(self, out: Path, split: str, index: int):
         self.path = out / _pending_name(split, index)
-        self._temporary = out / f".{self.path.name}.tmp"
-        self._file = open(self._temporary, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115 (closed by finish/discard)
+        run = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._temporary = out / f".{split}-{index:05d}.{run}.tfrecord.done.tmp"
+        self._file = open(self._temporary, "xb", buffering=WRITE_BUFFER)  # noqa: SIM115 (closed by finish/discard)
         self.bytes = 0
 
     def write(self, record: bytes) -> None:
-        self._file.write(record)
+        with errors_name(self.path):  # a full disk's ENOSPC names no file
+            self._file.write(record)
         self.bytes += len(record)
 
     def finish(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        with errors_name(self.path):
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
         os.replace(self._temporary, self.path)
 
     def discard(self) -> None:
-        self._file.close()
-        self._temporary.unlink(missing_ok=True)
+        """Close and delete the temporary; its own OSErrors (closing flushes again: ENOSPC) are not raised, so
+        the error that made the build stop is the one reported."""
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(OSError):
+            self._temporary.unlink(missing_ok=True)
 
 
 @dataclasses.dataclass
@@ -127,7 +139,8 @@ class Segment:
 
 def load_state(out: Path, split: str, settings: dict) -> tuple[list[Segment], Segment | None]:
     """The complete shards of an unfinished build with these settings (under their pending names), and
-    its tail if the source was read to the end. Removes temporaries and shards the state does not vouch for.
+    its tail if the source was read to the end. Removes temporaries and shards the state does not vouch for:
+    call it holding the output's lock (`deepface.outputs.output_lock`), which makes them a dead run's.
     """
     state_path = out / STATE_FILE
     shards, tail = [], None

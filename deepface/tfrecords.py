@@ -26,8 +26,13 @@ shard, so the shards are the same bytes whatever the number of workers. Neither 
 `deepface.records` writes the bytes TensorFlow's own Example and TFRecordWriter write. The workers run
 under `deepface.parallel.ordered_map`; `deepface.shards` keeps the shards, the build state and the manifest.
 
-Interruptions: a shard is written under a temporary name (``.<split>-00003.tfrecord.done.tmp``) and
-renamed to ``<split>-00003.tfrecord.done`` when complete; ``.build_state.json`` lists the complete
+One build per directory: the build holds the directory's lock (`deepface.outputs.output_lock`) from
+before it reads the old manifest until it returns; a second build into it is refused with one line
+naming the holder. A killed build's lock dies with it.
+
+Interruptions: a shard is written under a temporary name of this run's own
+(``.<split>-00003.<pid>-<random>.tfrecord.done.tmp``) and renamed to ``<split>-00003.tfrecord.done``
+when complete; ``.build_state.json`` lists the complete
 shards and where in the source each ends. A rerun with the same settings keeps them, reads through the
 source up to where they end, and finishes with the same bytes as an uninterrupted build. Once the
 source is read, the shards get their final ``-of-N`` names, then the manifest is written.
@@ -63,6 +68,7 @@ from deepface.errors import DeepFaceError
 from deepface.files import hash_file, local_path
 from deepface.labels import CLASSES_FILE, load_classes
 from deepface.landmarks import LandmarkTable, name_id, read_landmarks
+from deepface.outputs import output_lock
 from deepface.parallel import available_cpus, ordered_map
 from deepface.records import ImageOptions, ImageTask, encode_records
 from deepface.settings import TfrecordsSettings
@@ -214,7 +220,8 @@ def build_tfrecords(
     Raises:
         SettingError: a setting unknown or out of its range, named.
         DeepFaceError: missing or corrupt source or labels, an out_dir holding another
-            build, no image stored, or more than max_bad_fraction of the images skipped.
+            build or being written by another run (its lock), no image stored, or more than
+            max_bad_fraction of the images skipped.
     """
     chosen = TfrecordsSettings.of(settings)
     options = ImageOptions(image_size=chosen.image_size, keep_original=chosen.keep_original,
@@ -233,25 +240,25 @@ def build_tfrecords(
     out = local_path(out_dir)
     if kind == "directory" and out.resolve().is_relative_to(source_path.resolve()):
         raise DeepFaceError(f"out_dir {out_dir} is inside the source directory {source}: choose another directory.")
-    out.mkdir(parents=True, exist_ok=True)
     settings = _settings(source, classes_file, len(classes), split, options, shard_bytes, landmarks)
+    with output_lock(out, "tfrecords"):  # one build per directory; a dead run's leftovers are ours to remove
+        manifest = read_manifest(out)
+        if manifest is not None:
+            if any(manifest.get(key) != value for key, value in settings.items()):
+                raise other_settings(out, "build", manifest, settings, finished=True)
+            logger.info("%s already holds this build (%d records): nothing to do", out, manifest["num_records"])
+            return manifest
 
-    manifest = read_manifest(out)
-    if manifest is not None:
-        if any(manifest.get(key) != value for key, value in settings.items()):
-            raise other_settings(out, "build", manifest, settings, finished=True)
-        logger.info("%s already holds this build (%d records): nothing to do", out, manifest["num_records"])
-        return manifest
-
-    shards, tail = load_state(out, split, settings)
-    if tail is None:
-        if shards:
-            logger.info("resuming: %d complete shards (%d records) in %s; reading past the first %d files of %s",
-                        len(shards), sum(s.records for s in shards), out, shards[-1].end, source)
-        table = read_landmarks(landmarks, split=split) if settings["alignment"] == "landmarks" else None
-        tail = _write_shards(source_path, kind, classes, out, settings, shards, options, shard_bytes, workers, table)
-        save_state(out, settings, shards, tail)
-    manifest = finish_build(out, settings, shards, tail, chosen.max_bad_fraction)
+        shards, tail = load_state(out, split, settings)
+        if tail is None:
+            if shards:
+                logger.info("resuming: %d complete shards (%d records) in %s; reading past the first %d files of %s",
+                            len(shards), sum(s.records for s in shards), out, shards[-1].end, source)
+            table = read_landmarks(landmarks, split=split) if settings["alignment"] == "landmarks" else None
+            tail = _write_shards(source_path, kind, classes, out, settings, shards, options, shard_bytes, workers,
+                                 table)
+            save_state(out, settings, shards, tail)
+        manifest = finish_build(out, settings, shards, tail, chosen.max_bad_fraction)
     logger.info("%d records in %d shards -> %s; skipped %d %s; ignored %d files that are not images",
                 manifest["num_records"], manifest["num_shards"], out, manifest["num_skipped"],
                 manifest["skipped_by_reason"], manifest["ignored_files"]["count"])

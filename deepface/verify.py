@@ -30,6 +30,7 @@ import logging
 import os
 
 from deepface.api import load
+from deepface.contracts import check_model_dir
 from deepface.errors import DeepFaceError
 from deepface.scoring import PRIMARY_SCORE, SCORES
 
@@ -54,7 +55,8 @@ def verify(
     """Score two face images and decide whether they show the same person.
 
     Args:
-        model_dir: a model directory written by training.
+        model_dir: a complete model directory written by training (its manifest.json, every file it lists
+            at its size: `deepface.contracts.check_model_dir`).
         image1, image2: image files (JPEG/PNG; local, file:// or gs://).
         threshold: the decision threshold in ``score`` units; if None, read from ``evaluation_dir``.
         evaluation_dir: an output directory of ``deepface evaluate`` for this model.
@@ -68,8 +70,8 @@ def verify(
         ``{"score", "value", "threshold", "same", "flip", "align"}``.
 
     Raises:
-        DeepFaceError: bad parameters, an unreadable image or one without a face, a threshold.json of
-            another model.
+        DeepFaceError: bad parameters, an incomplete model directory (no manifest: an interrupted or
+            running training), an unreadable image or one without a face, a threshold.json of another model.
     """
     if score not in SCORES:
         raise DeepFaceError(f"unknown score {score!r}; choose one of {sorted(SCORES)}.")
@@ -77,6 +79,7 @@ def verify(
         raise DeepFaceError(
             "no threshold: pass --threshold T or --evaluation DIR (an output of `deepface evaluate`)."
         )
+    check_model_dir(model_dir)  # never a half-written model directory
     verifier = load(model_dir, evaluation_dir if threshold is None else None, threshold=threshold, score=score,
                     flip=flip, align=align, no_face=no_face)
     verifier.no_face_hint = "--no-face center-crop"

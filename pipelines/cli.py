@@ -26,21 +26,16 @@ class PipelinesGroup(UserErrorGroup):
     """Plain click group (its own commands, listed with their short help) with the project's user-error
     handling (one line, exit code 1); not `deepface.cli.LazyGroup`, which lists deepface's stages."""
 
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except Exception as error:
-            from pipelines.submit import connection_failure, unreachable
+    def error_message(self, error: Exception) -> str | None:
+        """A connection failure (an OSError too) as "cannot reach ..."; else as any deepface command."""
+        from pipelines.submit import connection_failure, unreachable
 
-            failure = connection_failure(error)
-            if failure is None:
-                raise
-            where = _failure_url(failure) or "an endpoint"
-            raise click.ClickException(str(unreachable(
-                "a service", where, "check the network, a proxy (HTTPS_PROXY) or firewall in the way, and the "
-                "address given, then try again", failure))) from error
+        failure = connection_failure(error)
+        if failure is None:
+            return super().error_message(error)
+        where = _failure_url(failure) or "an endpoint"
+        return str(unreachable("a service", where, "check the network, a proxy (HTTPS_PROXY) or firewall in the "
+                               "way, and the address given, then try again", failure))
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """List this group's commands with the first sentence of their help, wrapped rather than cut."""

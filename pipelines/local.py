@@ -8,10 +8,19 @@ rerun with the same parameters and the same data reuses every output but the dat
 whose caching is off, `pipelines.pipeline`), and changing e.g. only ``epochs`` reruns only train and
 evaluate (and the fingerprint).
 
+A killed run is not started over: the next run with the same pipeline and parameters runs in the killed
+run's folder, so the tasks that finished there come from the cache and train resumes from its last
+checkpoint; the unfinished task folders of a killed run that is not resumed are removed
+(`pipelines.run_folders`).
+
+The Model Registry step (`pipelines.pipeline.REGISTER_STAGE`) is skipped: a local run sets the pipeline's
+``register`` parameter false (given true, it is refused), as the registry is reached from Vertex AI runs
+only, and the report says so (`LocalRun.skipped`).
+
 kfp.local reports neither which tasks came from the cache nor how long each took, so `run_local` reads
-both from disk: a task ran in this run if it wrote its ``executor_output.json`` in the folder this run
-created (a cached task writes nothing), and kfp.local runs one task at a time, so a task's time is from
-the end of the task that ran before it to that file's modification time.
+both from disk: a task ran in this run if it wrote its ``executor_output.json`` in the run's folder
+after the run started (a cached task writes nothing), and kfp.local runs one task at a time, so a task's
+time is from the end of the task that ran before it to that file's modification time.
 
 kfp.local prints each task's output (stdout and stderr together) on this process's stdout, between its
 own lines. `run_local` writes all of it to ``pipeline_root/logs/run-<timestamp>.log`` (the report's
@@ -42,7 +51,8 @@ from google.protobuf import json_format
 
 from deepface.errors import DeepFaceError
 from pipelines.params import check_parameters
-from pipelines.pipeline import STAGES, CompileOptions, make_pipeline
+from pipelines.pipeline import REGISTER_STAGE, STAGES, CompileOptions, make_pipeline
+from pipelines.run_folders import open_run, run_identity
 
 DEFAULT_PIPELINE_ROOT = "local_outputs"
 # Pipeline outputs (see pipelines.pipeline.Outputs) of each task: artifacts, but the fingerprint's is text.
@@ -61,6 +71,8 @@ _IGNORED_WARNINGS = (r".*have no effect in the current local runner.*", r".*non-
 # Folder under the pipeline root holding the full output of each local run.
 LOG_DIR = "logs"
 _EXECUTOR_OUTPUT = "executor_output.json"  # what a task that ran writes last in its folder
+# Steps a local run skips, and why (the report's lines).
+SKIPPED = {REGISTER_STAGE: "local run"}
 
 # The lines of a run's output, without kfp.local's indentation of task output: kfp.local's own log lines
 # (`_KFP`), the task's Python log lines (`_TASK`, kfp's executor format), TensorFlow's C++ lines (absl:
@@ -201,13 +213,15 @@ class StageRun:
 
 @dataclasses.dataclass(frozen=True)
 class LocalRun:
-    """A finished local run; ``log``: the file with all of its output."""
+    """A finished local run; ``log``: the file with all of its output; ``skipped``: the steps it skipped,
+    with why (`SKIPPED`)."""
 
     pipeline_root: str
     seconds: float
     stages: list[StageRun]
     metrics: dict[str, float]
     log: str = ""
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def format(self) -> str:
         """A report for people: each stage (ran or cached, seconds, outputs) and the evaluation summary."""
@@ -221,6 +235,7 @@ class LocalRun:
                 lines.append(f"{head}  {name}: {uri}")
                 first = False
         lines.append(f"{'total':<{width}} {'':<7} {self.seconds:>8.1f}")
+        lines.extend(f"{name}: skipped ({why})" for name, why in self.skipped.items())
         evaluation = next((stage.outputs.get("evaluation") for stage in self.stages
                            if "evaluation" in stage.outputs), None)
         if evaluation:
@@ -260,7 +275,8 @@ def run_local(
     """Run the whole pipeline locally (default parameters: the embedded synthetic data).
 
     Args:
-        parameters: pipeline parameters to override, e.g. ``{"epochs": 5}`` (names and types checked).
+        parameters: pipeline parameters to override, e.g. ``{"epochs": 5}`` (names and types checked);
+            ``register`` may only be false: the registry step is skipped (see the module docstring).
         pipeline_root: local folder for the outputs and the cache.
         enable_caching: reuse the outputs of tasks whose inputs are unchanged.
         verbose: show every line of the tasks' output (kfp's executor input, TensorFlow's start-up...);
@@ -268,41 +284,51 @@ def run_local(
             goes to ``pipeline_root/logs/run-<timestamp>.log`` (`LocalRun.log`).
 
     Returns:
-        The run: per stage, cached or not, its seconds and output locations; the evaluation metrics.
+        The run: per stage, cached or not, its seconds and output locations; the evaluation metrics; the
+        skipped steps.
     """
     root = Path(pipeline_root)
     if "://" in str(pipeline_root):
         raise DeepFaceError(f"--pipeline-root {pipeline_root}: a local run needs a local folder")
     pipeline = make_pipeline(CompileOptions(train_retries=0))
     values = check_parameters(pipeline_spec_dict(pipeline), parameters or {})
+    if values.get("register"):
+        raise DeepFaceError("register=true: a local run cannot reach the Vertex AI Model Registry; register on "
+                            "Vertex AI (python -m pipelines submit), or leave register out")
+    values["register"] = False
     (root / LOG_DIR).mkdir(parents=True, exist_ok=True)
     log = root / LOG_DIR / f"run-{datetime.datetime.now():%Y-%m-%d-%H-%M-%S-%f}.log"
     init_local(root, enable_caching=enable_caching)
-    before = set(os.listdir(root))
+    identity = run_identity(pipeline_spec_dict(pipeline), values, enable_caching)
+    run_folder = open_run(root, pipeline.pipeline_spec.pipeline_info.name, identity)
     started = time.time()
-    with warnings.catch_warnings(), _run_output(log, verbose=verbose):
-        for pattern in _IGNORED_WARNINGS:
-            warnings.filterwarnings("ignore", message=pattern)
-        try:
-            outputs = pipeline(**values).outputs
-        except RuntimeError as error:
-            raise DeepFaceError(f"the local pipeline failed: {error}; the failing task's log is above, "
-                                f"all of it in {log}") from None
+    try:
+        with warnings.catch_warnings(), _run_output(log, verbose=verbose), run_folder.named():
+            for pattern in _IGNORED_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            try:
+                outputs = pipeline(**values).outputs
+            except RuntimeError as error:
+                raise DeepFaceError(f"the local pipeline failed: {error}; the failing task's log is above, "
+                                    f"all of it in {log}") from None
+        run_folder.complete(identity)
+    finally:
+        run_folder.release()
     seconds = time.time() - started
-    run_dirs = [root / name for name in sorted(set(os.listdir(root)) - before)]
     tasks = {body.task_info.name: task for task, body in pipeline.pipeline_spec.root.dag.tasks.items()}
-    return LocalRun(str(root), seconds, _stage_runs(outputs, tasks, run_dirs, started), _metrics(outputs), str(log))
+    stages = _stage_runs(outputs, tasks, run_folder.path, started)
+    return LocalRun(str(root), seconds, stages, _metrics(outputs), str(log), dict(SKIPPED))
 
 
-def _stage_runs(outputs: Mapping[str, Any], tasks: Mapping[str, str], run_dirs: list[Path],
+def _stage_runs(outputs: Mapping[str, Any], tasks: Mapping[str, str], run_dir: Path,
                 started: float) -> list[StageRun]:
-    """Each stage (``tasks``: display name -> kfp task name) as run in the folders this run created."""
+    """Each stage (``tasks``: display name -> kfp task name) as run in ``run_dir`` since ``started`` (a task
+    that finished there before, in the killed run this one resumed, came from the cache)."""
     ends = {}  # stage -> when it finished, for the stages that ran
     for stage in STAGES:
-        for run_dir in run_dirs:
-            written = run_dir / tasks[stage] / _EXECUTOR_OUTPUT
-            if written.is_file():
-                ends[stage] = written.stat().st_mtime
+        written = run_dir / tasks[stage] / _EXECUTOR_OUTPUT
+        if written.is_file() and written.stat().st_mtime >= started:
+            ends[stage] = written.stat().st_mtime
     seconds, previous_end = {}, started
     for stage, end in sorted(ends.items(), key=lambda item: item[1]):
         seconds[stage], previous_end = max(end - previous_end, 0.0), end

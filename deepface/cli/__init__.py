@@ -4,7 +4,8 @@ Subcommands are loaded lazily (``deepface --help`` does not import TensorFlow). 
 ``COMMANDS`` defines a click command named ``command``.
 
 ``-v`` turns on DEBUG for this project's loggers only (:data:`VERBOSE_LOGGERS`); every other library
-(matplotlib, TensorFlow, urllib3, ...) stays at INFO, the root logger's level.
+(matplotlib, TensorFlow, urllib3, ...) stays at INFO, the root logger's level. A user error or an OS
+error of any command is one line (`UserErrorGroup`); ``-v`` logs its traceback too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 
 import click
 
-from deepface.errors import DeepFaceError
+from deepface.errors import DeepFaceError, system_error_message
 
 # subcommand name -> (module that defines `command`, one-line help shown by `deepface --help`)
 COMMANDS = {
@@ -31,6 +32,8 @@ COMMANDS = {
     "verify": ("deepface.cli.verify", "Say whether two face images show the same person."),
     "model": ("deepface.cli.model", "Build a DeepFace preset and print its summary and parameter count."),
     "import-weights": ("deepface.cli.import_weights", "Import the seed project's tf.keras HDF5 weights."),
+    "serve": ("deepface.cli.serve", "Serve embeddings and verification over HTTP (Vertex AI custom container)."),
+    "embed": ("deepface.cli.embed", "Embed every face image of a folder or archive into .npz shards (resumable)."),
 }
 
 
@@ -51,13 +54,28 @@ def configure_logging(verbose: bool) -> None:
 
 
 class UserErrorGroup(click.Group):
-    """A click group whose user errors (`DeepFaceError`) print one line, ``Error: ...``, exit code 1."""
+    """A click group whose user errors print one line, ``Error: ...``, exit code 1: a `DeepFaceError`, and
+    any `OSError` (a full or read-only disk, refused permission, a file where a directory belongs, too many
+    open files...) or TensorFlow file error, as `deepface.errors.system_error_message` words it: the path
+    and the fix. With ``-v`` the traceback is logged (DEBUG) before that line."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except DeepFaceError as error:  # a user error: one clear line, no traceback
+            logger.debug("traceback of the error below", exc_info=True)
             raise click.ClickException(str(error)) from error
+        except Exception as error:  # the system refused (OSError, TF's file errors): the path and the fix
+            message = self.error_message(error)
+            if message is None:  # a bug: its traceback
+                raise
+            logger.debug("traceback of the error below", exc_info=True)
+            raise click.ClickException(message) from error
+
+    def error_message(self, error: Exception) -> str | None:
+        """The one line for an error the system raised, or None for a bug (shown with its traceback).
+        Subclasses word their own kinds first (e.g. a refused connection, which is an OSError too)."""
+        return system_error_message(error)
 
 
 class LazyGroup(UserErrorGroup):

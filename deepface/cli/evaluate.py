@@ -16,7 +16,7 @@ from deepface.settings import EvaluateSettings, click_options
               help="Images the pairs refer to: lfw.tgz, vggface2_test.tar.gz, or a folder of identity folders.")
 @click.option("--pairs", required=True, metavar="FILE|generate",
               help="LFW pairs.txt, or 'generate' to draw pairs from the identities of --images.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--out", "out_dir", required=True, help="Output directory.")
 @click.option("--landmarks", type=click.Path(exists=True, dir_okay=False), default=None,
               help="loose_landmark_*.csv of the images (e.g. from `deepface landmarks`)  "
                    "[default: run the face detector]")

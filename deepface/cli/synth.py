@@ -9,7 +9,7 @@ from deepface.settings import SynthSettings, click_options
 
 
 @click.command("synth")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--out", "out_dir", required=True, help="Output directory.")
 @click_options(SynthSettings)
 def command(out_dir: str, **settings) -> None:
     """Write a synthetic face dataset laid out like VGGFace2 (tar.gz, lists, bb_landmark) and LFW (lfw.tgz, pairs)."""

@@ -24,6 +24,7 @@ Randomness comes from numpy generators keyed on (seed, split, identity, image), 
 depend on the number of worker processes (`deepface.parallel.ordered_map` runs
 `deepface.synth.jobs.render_identity` over the identities). Bad arguments, a remote or file
 ``out_dir`` and too few LFW people for pairs raise `DeepFaceError` before any file changes.
+The run holds ``out_dir``'s lock (`deepface.outputs.output_lock`): a second synth into it is refused.
 """
 
 
@@ -52,6 +53,7 @@ from deepface.landmarks import (
     landmark_file,
     name_id,
 )
+from deepface.outputs import output_lock
 from deepface.pairs import format_pairs
 from deepface.parallel import available_cpus, ordered_map
 from deepface.settings import SynthSettings
@@ -203,7 +205,8 @@ def make_synthetic_dataset(out_dir: str | os.PathLike, **settings) -> dict:
 
     Raises:
         SettingError: a setting unknown or out of its range, named.
-        DeepFaceError: out_dir remote or a file.
+        DeepFaceError: out_dir remote or a file, or being written by another run
+            (`deepface.outputs.output_lock`).
 
     Example: ``make_synthetic_dataset("data", train_identities=10, seed=1)``.
     """
@@ -219,18 +222,18 @@ def make_synthetic_dataset(out_dir: str | os.PathLike, **settings) -> dict:
                                      options.seed)
 
     started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MD5SUMS).unlink(missing_ok=True)  # the completion marker goes first and comes back last
-    faces: dict[str, tuple[np.ndarray, tuple]] = {}
-    images = _write_archives(out, jobs, workers, faces)
-    for split, list_name in _LISTS.items():
-        write_text(out / list_name, "".join(f"{line}\n" for line in _split_list(jobs[split])))
-    _write_bb_landmark(out / BB_LANDMARK_ARCHIVE, jobs, faces)
-    write_text(out / LFW_LANDMARKS, _landmark_text(_member_paths(jobs["lfw"]), faces))
-    write_text(out / LFW_PAIRS, format_pairs(pairs))
-    md5s = {name: md5_file(out / name)
-            for name in sorted([*_ARCHIVES.values(), *_LISTS.values(), BB_LANDMARK_ARCHIVE, LFW_LANDMARKS, LFW_PAIRS])}
-    write_text(out / MD5SUMS, "".join(f"{md5}  {name}\n" for name, md5 in md5s.items()))
+    with output_lock(out, "synth"):  # one writer per directory (deepface.outputs)
+        (out / MD5SUMS).unlink(missing_ok=True)  # the completion marker goes first and comes back last
+        faces: dict[str, tuple[np.ndarray, tuple]] = {}
+        images = _write_archives(out, jobs, workers, faces)
+        for split, list_name in _LISTS.items():
+            write_text(out / list_name, "".join(f"{line}\n" for line in _split_list(jobs[split])))
+        _write_bb_landmark(out / BB_LANDMARK_ARCHIVE, jobs, faces)
+        write_text(out / LFW_LANDMARKS, _landmark_text(_member_paths(jobs["lfw"]), faces))
+        write_text(out / LFW_PAIRS, format_pairs(pairs))
+        md5s = {name: md5_file(out / name) for name in
+                sorted([*_ARCHIVES.values(), *_LISTS.values(), BB_LANDMARK_ARCHIVE, LFW_LANDMARKS, LFW_PAIRS])}
+        write_text(out / MD5SUMS, "".join(f"{md5}  {name}\n" for name, md5 in md5s.items()))
 
     seconds = time.perf_counter() - started
     total = sum(images.values())

@@ -4,14 +4,23 @@ Each input gets the behaviour its stage promises: skipped and counted in the sta
 clear one-line error (exit code 1) naming the input, never an unexpected exception with a traceback.
 Every command runs in a sandbox whose every file is compared before and after: a command may only
 write inside its output directory (the archives hold absolute, ``..`` and symlinked members that an
-extraction would write elsewhere).
+extraction would write elsewhere). The sandbox holds the command's TMPDIR and HOME too, so a temporary
+file or a cache left in either is caught. A user error's whole output (stdout, stderr and the log records
+the command line prints to stderr) is one line; some user errors also run as real processes, whose whole
+output is one line but for TensorFlow's C++ start-up lines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import matplotlib.cbook
@@ -39,64 +48,166 @@ from helpers.corpus import (
     truncated,
     write_tar,
 )
+from helpers.faults import child_env
 
 from deepface.cli import main
 
 IMAGE_SIZE = "32"
 
 
+# What the libraries write under TMPDIR and HOME, and only there, besides the product's outputs:
+# - TensorFlow's autograph writes the source of each function it converts to TMPDIR/__autograph_generated_file*.py
+#   and deletes them when the process exits (atexit): they are seen in-process only, never left by a process.
+AUTOGRAPH_SOURCE = re.compile(r"tmp/__autograph_generated_file\w+\.py")
+# - a fresh HOME gets Keras's config (~/.keras/keras.json) and matplotlib's font cache and config folder on
+#   their first import; a process writes nothing else there (the image sets MPLCONFIGDIR, and KERAS_HOME is
+#   not set: see tests/README.md).
+LIBRARY_CACHES = [re.compile(pattern) for pattern in (
+    r"home/\.keras", r"home/\.keras/keras\.json",
+    r"home/\.cache", r"home/\.cache/matplotlib", r"home/\.cache/matplotlib/fontlist-v[\d.]+\.json",
+    r"home/\.config", r"home/\.config/matplotlib",
+)]
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Log records to whatever ``sys.stderr`` is when they are emitted (CliRunner swaps it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+@contextlib.contextmanager
+def cli_logging():
+    """Log records as the command line prints them in its own process (`deepface.cli.configure_logging`:
+    INFO and above, to stderr), into the CliRunner's output; pytest's own handlers on the root logger
+    would otherwise keep them out of it."""
+    root = logging.getLogger()
+    handler = _CurrentStderr()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    level, handlers = root.level, root.handlers[:]
+    root.handlers = [handler]  # pytest's alone (not the CLI's) would meet AutoGraph in traced input functions
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.handlers = handlers
+        root.setLevel(level)
+
+
 class Sandbox:
-    """A directory tree for one test: inputs, a working directory and output directories.
+    """A directory tree for one test: inputs, a working directory, output directories, and the
+    command's TMPDIR and HOME.
 
     `invoke` runs a command line and checks that it ended either normally or with a user error, and
-    that it wrote nothing outside the output directory it was given.
+    that it wrote nothing outside the output directory it was given: not in TMPDIR nor HOME either.
     """
 
     def __init__(self, root: Path):
         self.root = root  # everything a command could reach by a relative or absolute escape is inside
         self.inputs = root / "a" / "b" / "inputs"
         self.work = root / "a" / "b" / "work"
-        self.inputs.mkdir(parents=True)
-        self.work.mkdir()
+        self.tmp = root / "tmp"  # the command's TMPDIR
+        self.home = root / "home"  # the command's HOME
+        for folder in (self.inputs, self.work, self.tmp, self.home):
+            folder.mkdir(parents=True)
         (root / "a" / "b" / "outputs").mkdir()
         self.escape = root / "escape_abs"  # the target of absolute member names; must never appear
 
     def out(self, name: str) -> Path:
         return self.root / "a" / "b" / "outputs" / name
 
+    def env(self) -> dict[str, str]:
+        """The environment variables that point a command's temporaries and caches into the sandbox."""
+        return {"TMPDIR": str(self.tmp), "HOME": str(self.home)}
+
     def snapshot(self, exclude: Path | None) -> dict[str, tuple[int, int]]:
         files = {}
         for path in self.root.rglob("*"):
             if exclude is not None and path.is_relative_to(exclude):
                 continue
+            relative = path.relative_to(self.root).as_posix()
+            if AUTOGRAPH_SOURCE.fullmatch(relative) or any(cache.fullmatch(relative) for cache in LIBRARY_CACHES):
+                continue
             stat = path.lstat()  # a directory's own times change when an output directory appears in it
-            files[path.relative_to(self.root).as_posix()] = (
+            files[relative] = (
                 (0, 0) if path.is_dir() else (stat.st_size, stat.st_mtime_ns)
             )
         return files
+
+    @contextlib.contextmanager
+    def _environment(self):
+        """TMPDIR and HOME in the sandbox for an in-process command (tempfile reads TMPDIR anew)."""
+        saved = {name: os.environ.get(name) for name in self.env()}
+        saved_tempdir = tempfile.tempdir
+        os.environ.update(self.env())
+        tempfile.tempdir = None
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            tempfile.tempdir = saved_tempdir
 
     def invoke(self, args: list[str], out: Path | None = None, group=main) -> Result:
         before = self.snapshot(out)
         cwd = os.getcwd()
         os.chdir(self.work)
         try:
-            result = CliRunner().invoke(group, [str(arg) for arg in args])
+            with self._environment(), cli_logging():
+                result = CliRunner().invoke(group, [str(arg) for arg in args])
         finally:
             os.chdir(cwd)
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise AssertionError(f"{args[0]} crashed instead of naming the bad input") from result.exception
         assert "Traceback" not in result.output
-        after = self.snapshot(out)
-        assert after == before, f"{args[0]} wrote outside its output directory: {sorted(set(after) ^ set(before))}"
-        assert not self.escape.exists()
+        self.check_untouched(before, out, args[0])
         return result
 
+    def run(self, args: list[str], out: Path | None = None, module: str = "deepface.cli") -> tuple[int, str]:
+        """The command line as its own process (``python -m module``), TMPDIR and HOME in the sandbox:
+        its exit status and its whole output (stdout and stderr)."""
+        before = self.snapshot(out)
+        done = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=self.work,
+                              env=child_env(**self.env()), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=300)
+        output = done.stdout.decode(errors="replace")
+        self.check_untouched(before, out, args[0])
+        return done.returncode, output
 
-def expect_error(result: Result, *names: str) -> str:
-    """The error line of a command that failed on a user error; it must name each of ``names``."""
-    assert result.exit_code == 1, result.output
-    message = result.output.strip().splitlines()[-1]
-    assert message.startswith("Error: "), result.output
+    def check_untouched(self, before: dict, out: Path | None, command: str) -> None:
+        after = self.snapshot(out)
+        assert after == before, f"{command} wrote outside its output directory: {sorted(set(after) ^ set(before))}"
+        assert not self.escape.exists()
+
+
+# TensorFlow's C++ start-up, printed by a process before TF_CPP_MIN_LOG_LEVEL applies (absl's format).
+TF_STARTUP = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
+                        r"|[IWE]\d{4} [\d:.]+ +\d+ \S+:\d+\] ")
+# A progress record (`deepface.cli.configure_logging`'s format, INFO only, one line): what the stage (or a
+# library, e.g. matplotlib building its font cache in a fresh HOME) did before the bad input was met. Any
+# other line (a WARNING, a traceback, a second line of the error) counts.
+PROGRESS = re.compile(r"\d{4}-\d\d-\d\d [\d:,]+ INFO [\w.]+: ")
+
+
+def expect_error(result: Result | tuple[int, str], *names: str) -> str:
+    """The error line of a command that failed on a user error; it must name each of ``names``. Its whole
+    output (stdout and stderr, log records included) is that one line, but for TensorFlow's start-up
+    lines (a process) and the stage's INFO progress records from before it met the bad input."""
+    exit_code, output = (result.exit_code, result.output) if isinstance(result, Result) else result
+    assert exit_code == 1, output
+    lines = [line for line in output.splitlines()
+             if line.strip() and not TF_STARTUP.match(line) and not PROGRESS.match(line)]
+    assert len(lines) == 1, f"a user error's output is not one line:\n{output}"
+    message = lines[0]
+    assert message.startswith("Error: "), output
     for name in names:
         assert name in message, f"{name!r} not in {message!r}"
     return message
@@ -399,6 +510,29 @@ def test_undecodable_evaluation_images_are_an_error_or_skipped_and_counted(sandb
     assert result.exit_code == 0, result.output
     assert (out / "manifest.json").exists()
     assert "C_0001.jpg" in (out / "scores.csv").read_text()  # the pair left out is listed with its reason
+
+
+def test_user_errors_of_real_processes_are_one_line_and_write_nowhere_else(sandbox, model_dir):
+    """As processes of their own (TMPDIR and HOME in the sandbox, in its snapshot): labels and tfrecords on
+    an archive that is not one, evaluate on a malformed pairs file. Each prints one line in all, names
+    the input, and leaves no file outside its output directory (no temporary, no cache)."""
+    archive = sandbox.inputs / "broken.tar.gz"
+    archive.write_bytes(not_an_archive())
+    labels = sandbox.out("labels")
+    expect_error(sandbox.run(["labels", "--source", archive, "--out", labels], labels), str(archive))
+    good_archive(sandbox)
+    good = sandbox.run(["labels", "--source", sandbox.inputs / "good.tar.gz", "--out", labels], labels)
+    assert good[0] == 0, good[1]
+    records = sandbox.out("tfrecords")
+    expect_error(sandbox.run(["tfrecords", "--source", archive, "--labels", labels, "--out", records,
+                              "--image-size", IMAGE_SIZE, "--workers", "1"], records), str(archive))
+    pairs = sandbox.inputs / "pairs.txt"
+    content, needles = PAIRS_FILES["non-number"]
+    pairs.write_bytes(content)
+    out = sandbox.out("evaluation")
+    expect_error(sandbox.run(["evaluate", "--model", model_dir, "--images", lfw_folder(sandbox.inputs), "--pairs",
+                              pairs, "--out", out, "--no-baseline"], out), *needles)
+    assert not (records / "manifest.json").exists() and not (out / "manifest.json").exists()
 
 
 VERIFY_IMAGES = ["zero_bytes.jpg", "truncated.jpg", "corrupt_header.jpg", "text_named.jpg", "truncated.png"]

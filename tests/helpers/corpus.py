@@ -211,6 +211,9 @@ IMAGE_LISTS = {
     "tab in identity": b"n000001/0001_01.jpg\nn0\t01/0001.jpg\n",
     "only blank lines": b"\n\n  \n",
     "empty": b"",
+    # hostile sizes (issue 14): refused naming the line, quoting at most 80 characters
+    "a 1 MiB line": b"n000001/0001_01.jpg\n" + b"A" * (1 << 20) + b"/0001_01.jpg\n",
+    "a 256-byte identity": b"n000001/0001_01.jpg\n" + b"y" * 256 + b"/0001_01.jpg\n",
 }
 
 CLASSES_FILES = {
@@ -220,6 +223,8 @@ CLASSES_FILES = {
     "not sorted": (b"n000002\nn000001\n", "line 2"),
     "not UTF-8": (b"n000001\n\xff\xfe\n", "not UTF-8"),
     "empty": (b"", "empty"),
+    "a 1 MiB line": (b"n000001\n" + b"b" * (1 << 20) + b"\n", "line 2 is 1048576 bytes long"),
+    "a 256-byte identity": (b"n000001\n" + b"b" * 256 + b"\n", "line 2"),
 }
 
 # Malformed pairs.txt files for LFW-style images of people A, B and C (two images each), and what the
@@ -234,6 +239,11 @@ PAIRS_FILES = {
     "not UTF-8": (b"1\t1\n\xff\t1\t2\nA\t1\tB\t1\n", ("pairs.txt", "UTF-8")),
     "unknown person": (b"1\t1\nZ\t1\t2\nA\t1\tB\t1\n", ("image 1 of Z",)),
     "image number too large": (b"1\t1\nA\t1\t9\nA\t1\tB\t1\n", ("image 9 of A",)),
+    # hostile sizes (issue 14): refused before the rest of the file is read
+    "a 1 MiB line": (b"1\t1\n" + b"A" * (1 << 20) + b"\t1\t2\nA\t1\tB\t1\n", ("pairs.txt line 2 is 1048580 bytes",)),
+    "a 256-byte identity": (b"1\t1\n" + b"A" * 256 + b"\t1\t2\nA\t1\tB\t1\n", ("pairs.txt:2: identity", "256 bytes")),
+    "more pairs than max_pairs": (b"10\t1000000\nA\t1\t2\n", ("pairs.txt:1", "max_pairs=100000")),
+    "more lines than the header": (b"1\t1\nA\t1\t2\nA\t1\tB\t1\nA\t1\t2\n", ("pairs.txt:4", "more lines follow")),
 }
 
 

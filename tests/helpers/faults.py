@@ -42,6 +42,7 @@ CI_KILLS = 10
 POLL_SECONDS = 0.01  # how often a condition is checked while waiting for the child
 DEADLINE_SECONDS = 300.0  # a condition not met by then is a harness failure (the child hangs or died)
 DEEPFACE = [sys.executable, "-m", "deepface.cli"]
+PIPELINES = [sys.executable, "-m", "pipelines"]  # the pipeline commands (run-local, demo...): program=PIPELINES
 
 
 def soak_kills(default: int = 100) -> int:
@@ -92,14 +93,15 @@ class Kill:
 
 
 class Child:
-    """A ``deepface`` command in its own process group, its output in ``log_path``."""
+    """A ``deepface`` command (or another ``program``) in its own process group, its output in ``log_path``."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None):
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 program: list[str] = DEEPFACE):
         self.args = args
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
-            [*DEEPFACE, *args], stdout=self._log, stderr=subprocess.STDOUT, env=env or child_env(),
+            [*program, *args], stdout=self._log, stderr=subprocess.STDOUT, env=env or child_env(),
             start_new_session=True,
         )
 
@@ -128,13 +130,15 @@ class Child:
         return True
 
 
-def run(args: list[str], log_path: Path, env: dict[str, str] | None = None, expect: int = 0) -> str:
-    """Run a ``deepface`` command to its end; returns its log. Fails unless it exits with ``expect``."""
-    child = Child(args, log_path, env)
+def run(args: list[str], log_path: Path, env: dict[str, str] | None = None, expect: int = 0,
+        program: list[str] = DEEPFACE) -> str:
+    """Run a ``deepface`` command (or ``program``) to its end; returns its log. Fails unless it exits with
+    ``expect``."""
+    child = Child(args, log_path, env, program)
     returncode = child.wait(timeout=DEADLINE_SECONDS)
     log = child.log()
     if returncode != expect:
-        raise AssertionError(f"`deepface {' '.join(args)}` exited {returncode}, expected {expect}:\n{log[-4000:]}")
+        raise AssertionError(f"`{' '.join(program[2:] + args)}` exited {returncode}, expected {expect}:\n{log[-4000:]}")
     return log
 
 
@@ -163,6 +167,7 @@ def kill_when(
     env: dict[str, str] | None = None,
     before_start: Callable[[], None] | None = None,
     after_kill: Callable[[], None] | None = None,
+    program: list[str] = DEEPFACE,
 ) -> Kill:
     """Start ``deepface <args>``, poll ``condition()`` and SIGKILL the child as soon as it is truthy.
 
@@ -171,6 +176,7 @@ def kill_when(
             in the returned Kill as ``observed``.
         aim: what the kill is aimed at, for messages and the report.
         before_start / after_kill: set-up and release of the child's data feed.
+        program: the command line before ``args`` (`DEEPFACE`, or `PIPELINES` for a local pipeline run).
 
     Raises:
         HarnessError: the child exited before the condition held (a missed kill point), or the
@@ -178,7 +184,7 @@ def kill_when(
     """
     if before_start:
         before_start()
-    child = Child(args, log_path, env)
+    child = Child(args, log_path, env, program)
     try:
         observed = await_point(child, condition, aim, "kill")
     finally:

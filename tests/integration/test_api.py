@@ -224,7 +224,7 @@ def test_errors_name_the_problem(verifier, model_dir, evaluation_dir, photos, tm
         deepface.load(model_dir, other)
     with pytest.raises(DeepFaceError, match="unknown score"):
         deepface.load(model_dir, score="cos")
-    with pytest.raises(DeepFaceError, match="not found"):
+    with pytest.raises(DeepFaceError, match="has no manifest.json: it is not a complete model directory"):
         deepface.load(tmp_path)
 
 

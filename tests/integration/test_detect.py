@@ -234,7 +234,7 @@ def test_changed_source_under_unfinished_run(photo_archive, tmp_path):
     part = {"file": "part-00000.json", "images": 2, "bytes": 2, "first": "images/x/a.jpg",
             "last": "images/x/b.jpg"}
     (out / landmark_parts.STATE_FILE).write_text(json.dumps({"settings": settings, "parts": [part]}))
-    with pytest.raises(DeepFaceError, match=r"not the source the unfinished run read .*image 0 is images/hopper/"):
+    with pytest.raises(DeepFaceError, match=r"not the source the unfinished run read .*image 0 is 'images/hopper/"):
         detect.detect_landmarks(photo_archive, out, workers=1, split="test")
 
 

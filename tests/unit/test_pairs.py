@@ -61,7 +61,7 @@ def test_format_round_trips_the_canonical_text(tmp_path):
         ("1\t1\nA\t1\tx\nB\t1\tC\t1\n", r"pairs.txt:2: image number 'x'"),
         ("1\t1\nA\t1\t2\nB\t1\tB\t3\n", r"pairs.txt:3: mismatched pair names one identity twice"),
         ("2\t1\nA\t1\t2\nB\t1\tC\t1\n", "promises 2 set.* but 2 lines follow"),
-        ("1\t1\nA\t1\t2\nB\t1\tC\t1\nD\t1\t2\n", "promises 1 set.* but 3 lines follow"),
+        ("1\t1\nA\t1\t2\nB\t1\tC\t1\nD\t1\t2\n", "pairs.txt:4: the header promises 1 set.* but more lines follow"),
         ("2\t1\nA\t1\t2\nB\t1\tC\t1\nD\t1\t2\nE\t3\t4\n", r"pairs.txt:4-5: set 2 holds 2 matched"),
     ],
 )
@@ -315,3 +315,66 @@ def test_generated_pairs_round_trip_to_the_numbered_files_never_a_stray(tmp_path
     for pair, (left, right) in zip(pairs, files):
         assert left == f"lfw/{pair.name1}/{pair.name1}_{pair.number1:04d}.jpg"
         assert right == f"lfw/{pair.name2}/{pair.name2}_{pair.number2:04d}.jpg"
+
+
+# ------------------------------------------------------------------ names a pairs file can hold; caps (issue 14)
+
+LFW_PEOPLE = [f"lfw/{name}/{name}_{k:04d}.jpg" for name in ("John_Smith", "Ann_Lee", "Bo", "Cy_De_La_Cruz")
+              for k in (1, 2, 3)]
+
+
+def test_generated_lfw_pairs_with_underscored_names_round_trip_through_a_file(tmp_path):
+    images = ImageCollection(_write_tree(tmp_path / "lfw", LFW_PEOPLE))
+    pairs = generate_pairs(images, folds=2, pairs_per_fold=2, seed=0)
+    write_pairs(pairs, tmp_path / "pairs.txt")
+    assert read_pairs(tmp_path / "pairs.txt") == pairs
+    files, problems = resolve_pairs(read_pairs(tmp_path / "pairs.txt"), images)
+    assert not problems and all(left and right for left, right in files)
+
+
+def test_generation_refuses_an_identity_folder_with_whitespace_naming_it(tmp_path):
+    people = LFW_PEOPLE + ["lfw/Mary Jones/Mary Jones_0001.jpg", "lfw/Mary Jones/Mary Jones_0002.jpg",
+                           "lfw/Al\tBo/Al\tBo_0001.jpg"]
+    images = ImageCollection(_write_tree(tmp_path / "lfw", people))
+    with pytest.raises(DeepFaceError, match=r"folder 'Al\\tBo' has a tab or a line break \(and 1 other folder"):
+        generate_pairs(images, folds=2, pairs_per_fold=1)
+    with pytest.raises(DeepFaceError, match="'Mary Jones' holds whitespace.*rename its folder"):
+        format_pairs([Pair("Mary Jones", 1, "Mary Jones", 2, 0), Pair("Mary Jones", 1, "Bo", 1, 0)])
+
+
+def test_generation_refuses_more_pairs_than_max_pairs(tmp_path):
+    images = _identity_folder(tmp_path / "ids", identities=20, images=3)
+    with pytest.raises(DeepFaceError, match="make 40 pairs, more than max_pairs=39"):
+        generate_pairs(images, folds=10, pairs_per_fold=2, max_pairs=39)
+
+
+def test_a_header_promising_more_than_max_pairs_is_refused_at_line_1():
+    with pytest.raises(DeepFaceError, match=r"pairs.txt:1: the header '10\\t300' promises 6000 pairs, more than "
+                                            r"max_pairs=5999"):
+        parse_pairs("10\t300\nA\t1\t2\n", max_pairs=5999)
+    assert len(parse_pairs(VIEW2, max_pairs=8)) == 8
+
+
+def test_an_identity_over_255_bytes_is_an_error_naming_the_line():
+    long_name = "é" * 128  # 256 bytes
+    with pytest.raises(DeepFaceError, match=r"pairs.txt:3: identity 'é{80}'…\(256 bytes\) is 256 bytes long"):
+        parse_pairs(f"1\t1\nA\t1\t2\n{long_name}\t1\tB\t1\n", source="pairs.txt")
+
+
+def test_errors_quote_at_most_80_characters_of_a_bad_line(tmp_path):
+    line = "A " * 2000  # 4000 bytes: under the line limit, malformed
+    with pytest.raises(DeepFaceError) as error:
+        parse_pairs(f"1\t1\n{line}\nA\t1\tB\t1\n", source="pairs.txt")
+    message = str(error.value)
+    assert "pairs.txt:2: expected 'name i j'" in message and "…(4000 bytes)" in message
+    assert len(message) < 300
+    (tmp_path / "pairs.txt").write_text(f"1\t1\nA\t1\t2\n{'B' * 5000}\t1\tC\t1\n")
+    with pytest.raises(DeepFaceError, match=r"pairs.txt line 3 is 5006 bytes long, more than the 4096 .*'B{80}'…"):
+        read_pairs(tmp_path / "pairs.txt")
+
+
+def test_max_pairs_default_is_the_evaluation_setting():
+    from deepface.pairs import MAX_PAIRS
+    from deepface.settings import EvaluateSettings
+
+    assert EvaluateSettings().max_pairs == MAX_PAIRS
