@@ -31,6 +31,7 @@ def evaluate(
     pairs_seed: int,
     align: bool,
     no_face: str,
+    max_pairs: int,
     roc_points: int = 100,
 ):
     """Score verification pairs with the LFW 10-fold protocol and publish the results. The parameters are
@@ -61,7 +62,7 @@ def evaluate(
         model.path, os.path.join(data.path, images), pairs_path, evaluation.path,
         landmarks=landmarks_in(data.path, landmarks) if align else None, batch_size=batch_size, flip=flip,
         baseline=baseline, seed=seed, allow_missing=allow_missing, folds=folds, pairs_per_fold=pairs_per_fold,
-        pairs_seed=pairs_seed, align=align, no_face=no_face,
+        pairs_seed=pairs_seed, align=align, no_face=no_face, max_pairs=max_pairs,
     )
     for name, value in sorted(result["summary"].items()):
         if value is not None:  # e.g. no standard error with a single fold

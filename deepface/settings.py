@@ -236,6 +236,10 @@ class FetchSettings(Settings):
         "Never the value, which is never logged or recorded; not with auth_header_env.",
         pattern=r"projects/[A-Za-z0-9_.:-]+/secrets/[A-Za-z0-9_-]+/versions/[A-Za-z0-9_-]+", unset="no secret")
     retries: int = setting(2, "Resume an interrupted transfer this many times before giving up.", minimum=0)
+    copy_gs: bool = setting(
+        False, "Copy a gs:// folder even where it can be read in place. By default a gs:// folder that the Cloud "
+        "Storage FUSE mount /gcs shows (as on Vertex AI) is verified from the MD5s GCS stores, without downloading "
+        "it, and read where it is (lineage starts at the source); only the manifest is written.")
 
     def check(self):
         if self.auth_header_env and self.auth_secret:
@@ -332,6 +336,9 @@ class EvaluateSettings(Settings):
     align: bool | None = setting(None, "Align faces from 5 landmarks.", unset="as the model's training data")
     no_face: str = setting("skip", "When no face is found: the image is unusable (skip), or use its centre crop.",
                            choices=NO_FACE_CHOICES)
+    max_pairs: int = setting(100_000, "Refuse more pairs than this (a pairs file's header or generated folds); "
+                             "memory grows by about 0.2 KiB per pair (LFW: 6,000 pairs).", minimum=2,
+                             maximum=10_000_000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -420,3 +427,66 @@ def _option_keywords(field: Field) -> dict:
     unset = f"  [default: {rule.unset}]" if field.default is None and rule.unset else ""
     return {"type": kind, "default": field.default, "show_default": field.default is not None,
             "help": rule.help + unset}
+
+
+# ----------------------------------------------------------------------------------------------- serving
+# (at the end of the file: `deepface serve` and `deepface embed`, which have no KFP component)
+
+VERTEX_PAYLOAD_BYTES = 1_500_000  # Vertex AI online prediction's request limit ("1.5 MB")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeSettings(Settings):
+    """`deepface.serving.server.serve`: the verification server under Vertex AI's custom-container contract."""
+
+    host: str = setting("0.0.0.0", "Address to listen on (0.0.0.0: every interface, as a container needs).",
+                        kfp=False)
+    port: int | None = setting(None, "Port to listen on (0: a free port, logged).", minimum=0, maximum=65535,
+                               unset="$AIP_HTTP_PORT, else 8080", kfp=False)
+    max_batch_size: int = setting(32, "Most images in one forward pass: concurrent requests share a pass up to "
+                                  "this many images.", minimum=1, kfp=False)
+    max_wait_ms: float = setting(20.0, "How long a pass waits for requests still cutting their faces (ms); "
+                                 "a lone request never waits; 0: run at once.",
+                                 minimum=0, maximum=10_000, kfp=False)
+    max_instances: int = setting(64, "Most instances in one request; more is refused (400).", minimum=1, kfp=False)
+    max_image_bytes: int = setting(1_000_000, "Largest image file in an instance (decoded from base64); larger "
+                                   "is refused (413).", minimum=1, kfp=False)
+    max_request_bytes: int = setting(VERTEX_PAYLOAD_BYTES, "Largest request body; larger is refused (413). "
+                                     "Vertex AI itself refuses more than 1.5 MB.", minimum=1, kfp=False)
+    align: bool | None = setting(None, "Find and align faces.", unset="as the model's training data", kfp=False)
+    no_face: str = setting("skip", "When an image shows no face: refuse the request (skip: 422), or use the "
+                           "image's centre crop.", choices=NO_FACE_CHOICES, kfp=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedSettings(Settings):
+    """`deepface.serving.embed.embed_folder`: the embeddings of every face image of a folder or archive."""
+
+    batch_size: int = setting(64, "Images per forward pass.", minimum=1)
+    shard_size: int = setting(4096, "Images per output shard (memory holds one shard's embeddings; a killed run "
+                              "resumes from the last complete shard).", minimum=1)
+    flip: bool = setting(False, "Average each embedding with that of the mirrored image (as an evaluation "
+                         "with flip did).")
+    align: bool | None = setting(None, "Find and align faces.", unset="as the model's training data")
+    no_face: str = setting("skip", "When no face is found: leave the image out (listed in the manifest), or "
+                           "embed its centre crop.", choices=NO_FACE_CHOICES)
+
+
+# ----------------------------------------------------------------------------------------------- registry
+
+MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"  # a Model Registry display name this pipeline uses
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisterSettings(Settings):
+    """`deepface.registry.register_model` and the pipeline's register step: a new version in the Vertex AI
+    Model Registry, promoted (the ``default`` alias) only when it verifies better than the default version."""
+
+    register: bool = setting(True, "Upload the evaluated model to the Vertex AI Model Registry as a new version of "
+                             "model_name, served by the project image; its 'default' alias moves to it only if its "
+                             "verification accuracy beats the default version's. Local runs skip this step.")
+    model_name: str = setting("deepface", "Display name of the model in the Vertex AI Model Registry; each "
+                              "registered run adds a version of it.", pattern=MODEL_NAME_PATTERN)
+    promote_margin: float = setting(0.0, "How much the new version's verification accuracy must exceed the "
+                                    "default version's for 'default' to move to it (0: any gain).",
+                                    minimum=0.0, below=1.0)

@@ -17,6 +17,7 @@ from deepface.settings import (
     EvaluateSettings,
     FetchSettings,
     PipelineSettings,
+    RegisterSettings,
     SettingError,
     SynthSettings,
     TfrecordsSettings,
@@ -105,7 +106,8 @@ def check_parameters(spec: Mapping[str, Any], values: Mapping[str, Any]) -> dict
 
 # Where each pipeline parameter's default, range and description come from: the first of these settings
 # classes with a field of its name, or the field named in PIPELINE_RENAMED (`components.parameters`).
-PIPELINE_SETTINGS = (PipelineSettings, TrainSettings, TfrecordsSettings, EvaluateSettings, FetchSettings)
+PIPELINE_SETTINGS = (PipelineSettings, TrainSettings, TfrecordsSettings, EvaluateSettings, FetchSettings,
+                     RegisterSettings)
 PIPELINE_RENAMED = {"data_seed": (SynthSettings, "seed"), "train_seed": (TrainSettings, "seed")}
 
 

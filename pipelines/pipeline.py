@@ -1,4 +1,4 @@
-"""The DeepFace pipeline: synth -> fetch -> labels -> tfrecords -> train -> evaluate.
+"""The DeepFace pipeline: synth -> fetch -> labels -> tfrecords -> train -> evaluate [-> register].
 
 Runtime parameters (the Vertex AI console's run form) are the arguments of the pipeline function; their
 defaults are the embedded demo: synthetic data, the ``tiny`` preset, a few epochs, so that a run with no
@@ -21,6 +21,16 @@ stay cached when it did not.
 The image: the components name a placeholder (`components.image.PLACEHOLDER`); `make_pipeline` computes
 the project image's reference (`components.image.image_reference`) and sets it on every task, so that
 importing the components runs no git and every template and local run names the real, immutable image.
+Training gets the flavour its accelerator needs (`components.image.flavour_for`: the ``-gpu`` image for
+``NVIDIA_*``, ``-tpu`` for ``TPU_*``); every other task runs the CPU image.
+
+The Model Registry (`REGISTER_STAGE`): after evaluate, when the ``register`` parameter is true (the default), the
+model becomes a new version of the registry model ``model_name`` in the run's own project and region (Vertex
+AI's run placeholders `RUN_PROJECT` and `RUN_LOCATION`, resolved when the task starts), served by the project
+image (CPU flavour, ``deepface serve``); its ``default`` alias moves to it only if it verifies better than the
+default version (`deepface.registry`). The task sits in a ``dsl.If(register == True)`` group, so it is no
+pipeline output; local runs set ``register`` false (`pipelines.local`), as the registry is reached from
+Vertex AI runs only.
 
 Each component has the name of the ``deepface`` function it calls (``components.train.train`` calls
 ``deepface.train.train``); its task keeps the stage's display name (`STAGES`).
@@ -38,19 +48,28 @@ import components.evaluate
 import components.fetch
 import components.fingerprint
 import components.labels
+import components.register
 import components.synth
 import components.tfrecords
 import components.train
-from components.image import image_reference
+from components.image import flavour_for, image_reference
 from components.parameters import takes_settings
 from deepface.errors import DeepFaceError
-from pipelines.params import PIPELINE_RENAMED, PIPELINE_SETTINGS
+from deepface.settings import RegisterSettings
+from pipelines.params import PIPELINE_RENAMED, PIPELINE_SETTINGS, provenance_labels
 
 PIPELINE_NAME = "deepface-pipeline"
 TRAINING_BACKENDS = ("pipeline", "custom-job")
 # Display names of the tasks. fingerprint and synth take no other task's output; fetch takes both;
 # from there the DAG is a chain, in this order.
 STAGES = ("fingerprint", "synth", "fetch", "labels", "tfrecords", "train", "evaluate")
+# The Model Registry step after evaluate: only when the `register` parameter is true (not among STAGES, which
+# every run runs; no pipeline output, being conditional). Its condition group's name:
+REGISTER_STAGE = "register"
+REGISTER_CONDITION = "register-enabled"
+# Vertex AI's placeholders for the run's own project and region (resolved when the task starts).
+RUN_PROJECT = "{{$.pipeline_google_cloud_project_id}}"
+RUN_LOCATION = "{{$.pipeline_google_cloud_location}}"
 # CPU and memory of the steps other than training (training is a compile option).
 STAGE_RESOURCES = {
     "fingerprint": ("1", "2G"),
@@ -59,6 +78,7 @@ STAGE_RESOURCES = {
     "labels": ("1", "4G"),
     "tfrecords": ("8", "32G"),
     "evaluate": ("8", "32G"),
+    "register": ("4", "16G"),
 }
 _CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")
 _MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
@@ -260,13 +280,14 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
     """The pipeline function for these compile options (see the module docstring)."""
     options.check()
     image = image_reference()
-    train_component = _train_component(options, image)
+    train_image = image_reference(flavour_for(options.accelerator))
+    train_component = _train_component(options, train_image)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Train DeepFace (Taigman et al., 2014) and evaluate it on LFW-style face verification.",
     )
-    @takes_settings(*PIPELINE_SETTINGS, renamed=PIPELINE_RENAMED)
+    @takes_settings(*PIPELINE_SETTINGS, RegisterSettings, renamed=PIPELINE_RENAMED)
     def deepface_pipeline(
         data_uri: str,
         training_images: str,
@@ -288,12 +309,17 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
         align: bool,
         flip: bool,
         auth_secret: str,
+        copy_gs: bool,
+        register: bool,
+        model_name: str,
+        promote_margin: float,
     ) -> Outputs:
-        """DeepFace: fetch data, build labels and TFRecords, train, evaluate face verification.
+        """DeepFace: fetch data, build labels and TFRecords, train, evaluate face verification, register.
 
         The parameters (the run form) are settings of `deepface.settings`: the pipeline's own
-        (`PipelineSettings`) and the stages' (train_seed is `TrainSettings.seed`, data_seed seeds the
-        synthetic data and generated verification pairs); their defaults and descriptions come from there.
+        (`PipelineSettings`, `RegisterSettings`) and the stages' (train_seed is `TrainSettings.seed`, data_seed
+        seeds the synthetic data and generated verification pairs); their defaults and descriptions come from
+        there.
         align applies to training and evaluation alike.
         """
         # Never cached: it reads the data folder's listing on every run (see the module docstring).
@@ -308,7 +334,7 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
         # No task retry: fetch itself resumes interrupted transfers, and a retry would not fix bad input.
         fetch = _configure(components.fetch.fetch(
             synthetic=synth.outputs["data"], data_uri=data_uri, fingerprint=fingerprint.output,
-            auth_secret=auth_secret,
+            auth_secret=auth_secret, copy_gs=copy_gs,
         ), "fetch", image)
         labels = _configure(components.labels.build_labels(data=fetch.outputs["data"]), "labels", image)
         tfrecords = _configure(components.tfrecords.build_tfrecords(
@@ -323,7 +349,7 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
         if options.train_retries:
             train.set_retry(num_retries=options.train_retries, backoff_duration="60s")
         if options.training == "pipeline":
-            train.set_cpu_limit(options.train_cpu).set_memory_limit(options.train_memory).set_container_image(image)
+            train.set_cpu_limit(options.train_cpu).set_memory_limit(options.train_memory).set_container_image(train_image)
             if options.accelerator:
                 train.set_accelerator_type(options.accelerator).set_accelerator_limit(options.accelerator_count)
         evaluate = _configure(components.evaluate.evaluate(
@@ -331,6 +357,12 @@ def make_pipeline(options: CompileOptions = CompileOptions()):
             pairs=verification_pairs, flip=flip, pairs_seed=data_seed, align=align,
             landmarks=verification_landmarks,
         ), "evaluate", image)
+        with dsl.If(register == True, name=REGISTER_CONDITION):  # noqa: E712 - a KFP condition, not a Python test
+            _configure(components.register.register_model(
+                model=train.outputs["model"], evaluation=evaluate.outputs["evaluation"], serving_image=image,
+                model_name=model_name, promote_margin=promote_margin, project=RUN_PROJECT, location=RUN_LOCATION,
+                labels=provenance_labels(image),
+            ), REGISTER_STAGE, image)
         return Outputs(
             fingerprint=fingerprint.output, synthetic=synth.outputs["data"], data=fetch.outputs["data"],
             labels=labels.outputs["labels"], tfrecords=tfrecords.outputs["tfrecords"], model=train.outputs["model"],

@@ -5,7 +5,11 @@ One ``FakeCloud`` HTTP server answers, well enough for the real client libraries
 - Vertex AI REST (``/v1/projects/P/locations/L/...``): create and get pipeline jobs (a job's GET carries
   its metadata context, as Vertex AI's does once the run starts), create schedules and custom jobs;
   the metadata store's contexts as the SDK files a run under an experiment (get or create the default
-  store and the experiment context, add the run's context as its child);
+  store and the experiment context, add the run's context as its child); the Model Registry: upload a
+  model or a new version of one (``models:upload``, a long-running operation answered done; the
+  ``default`` alias moves to a version uploaded with it, and the first version always has it), list
+  models by ``display_name="..."`` (each as its default version, as Vertex AI lists them) and get a
+  version by id or alias (``models/ID@VERSION``, ``models/ID`` for the default);
 - Cloud Storage JSON API (``/storage/v1/b...``, reached through ``STORAGE_EMULATOR_HOST``): the
   aiplatform SDK's check that the pipeline-root bucket exists, bucket creation and its IAM policy;
 - a KFP artifact registry (``POST /PROJECT/REPO`` with a multipart template, as kfp.registry sends);
@@ -23,6 +27,7 @@ import email.parser
 import email.policy
 import hashlib
 import json
+import re
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -55,7 +60,10 @@ class Request:
 class FakeCloud(LoopbackServer):
     """The fake server. Attributes tests may change: ``pipeline_state`` (what a pipeline job reports
     on GET), ``kfp_run_state``, ``buckets`` (buckets that exist), ``kfp_experiments`` (name -> id),
-    ``drop`` (path parts whose requests get no answer). ``contexts``: metadata contexts by name."""
+    ``drop`` (path parts whose requests get no answer). ``contexts``: metadata contexts by name.
+    ``models``: the Model Registry, ``{model resource name: [version, ...]}`` in upload order (each version
+    a Model as the REST API spells it: ``versionId``, ``versionAliases``, ``labels``...); tests may seed it
+    with `add_model_version`."""
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
@@ -65,6 +73,7 @@ class FakeCloud(LoopbackServer):
         self.kfp_experiments: dict[str, str] = {}
         self.drop: set[str] = set()
         self.contexts: dict[str, dict] = {}
+        self.models: dict[str, list[dict]] = {}
         self._jobs: dict[str, dict] = {}
         self._lock = threading.Lock()
         super().__init__("fake-cloud")
@@ -76,6 +85,58 @@ class FakeCloud(LoopbackServer):
     def find(self, method: str, path_part: str) -> list[Request]:
         """Recorded requests with this method whose path contains ``path_part``."""
         return [r for r in self.requests if r.method == method and path_part in r.path]
+
+    # ----- the Model Registry -----
+
+    def add_model_version(self, location: str, display_name: str, *, labels: dict[str, str] | None = None,
+                          parent: str | None = None, default: bool = True, **fields) -> dict:
+        """Store a model version as an upload would (``location``: ``projects/P/locations/L``); returns it."""
+        model = {"displayName": display_name, "labels": dict(labels or {}), **fields}
+        return self._store_version(location, model, parent, default)
+
+    def _store_version(self, location: str, model: dict, parent: str | None, default: bool) -> dict:
+        name = parent or f"{location}/models/{1000 + len(self.models)}"
+        versions = self.models.setdefault(name, [])
+        aliases = [alias for alias in model.get("versionAliases", []) if alias != "default"]
+        if default or not versions:  # the first version of a model is always the default
+            for version in versions:
+                version["versionAliases"] = [a for a in version["versionAliases"] if a != "default"]
+            aliases.insert(0, "default")
+        stored = {**model, "name": name, "versionId": str(len(versions) + 1), "versionAliases": aliases}
+        versions.append(stored)
+        return stored
+
+    def model_version(self, name: str) -> dict | None:
+        """The version ``name`` designates: ``MODEL@ID``, ``MODEL@ALIAS``, or ``MODEL`` (its default)."""
+        model, _, wanted = name.partition("@")
+        wanted = wanted or "default"
+        return next((version for version in self.models.get(model, [])
+                     if wanted == version["versionId"] or wanted in version["versionAliases"]), None)
+
+    def _registry(self, request: Request, parent: str) -> tuple[int, object] | None:
+        """Model Registry requests (None: not one)."""
+        if request.method == "POST" and parent.endswith("/models:upload"):
+            location = parent[:-len("/models:upload")]
+            body = request.json()
+            model = body["model"]
+            stored = self._store_version(location, model, body.get("parentModel") or None,
+                                         "default" in model.get("versionAliases", []))
+            operation = f"{stored['name']}/operations/{len(self.requests)}"
+            return 200, {"name": operation, "done": True, "response": {
+                "@type": "type.googleapis.com/google.cloud.aiplatform.v1.UploadModelResponse",
+                "model": stored["name"], "modelVersionId": stored["versionId"]}}
+        if request.method == "GET" and parent.endswith("/models"):
+            wanted = re.fullmatch(r'display_name="([^"]*)"', request.query.get("filter", [""])[0])
+            listed = [self.model_version(name) for name, versions in sorted(self.models.items())
+                      if name.startswith(parent + "/")
+                      and (not wanted or versions[0]["displayName"] == wanted.group(1))]
+            return 200, {"models": listed} if listed else {}
+        if request.method == "GET" and "/models/" in parent:
+            version = self.model_version(parent)
+            if version is None:
+                return 404, {"error": {"code": 404, "message": f"model {parent} not found", "status": "NOT_FOUND"}}
+            return 200, version
+        return None
 
     # ----- routing -----
 
@@ -96,6 +157,10 @@ class FakeCloud(LoopbackServer):
         parent = request.path[len("/v1/"):]
         if "/metadataStores" in parent:
             return self._metadata(request, parent)
+        if "/models" in parent:
+            answer = self._registry(request, parent)
+            if answer is not None:
+                return answer
         if request.method == "POST" and parent.endswith("/pipelineJobs"):
             job = request.json()
             job_id = request.query["pipelineJobId"][0]

@@ -18,10 +18,18 @@ from helpers.fake_vertex import FakeCloud
 from components import image
 from deepface.errors import DeepFaceError
 from pipelines.cli import main
-from pipelines.pipeline import STAGE_RESOURCES, CompileOptions, compile_pipeline, make_pipeline
+from pipelines.pipeline import (
+    REGISTER_CONDITION,
+    REGISTER_STAGE,
+    STAGE_RESOURCES,
+    CompileOptions,
+    compile_pipeline,
+    make_pipeline,
+)
 
 TASK_OF_STAGE = {"fingerprint": "fingerprint-data", "synth": "make-synthetic-dataset", "fetch": "fetch",
-                 "labels": "build-labels", "tfrecords": "build-tfrecords", "train": "train", "evaluate": "evaluate"}
+                 "labels": "build-labels", "tfrecords": "build-tfrecords", "train": "train", "evaluate": "evaluate",
+                 REGISTER_STAGE: "register-model"}
 SECRETS = {"DEEPFACE_KFP_TOKEN": "kfp-secret-0d9f", "DEEPFACE_REGISTRY_TOKEN": "registry-secret-77ab",
            "FETCH_AUTH": "Authorization: Bearer fetch-secret-1c2e"}
 
@@ -37,7 +45,13 @@ def spec(tmp_path_factory) -> dict:
 
 
 def executor_of(spec: dict, task: str) -> dict:
-    component = spec["root"]["dag"]["tasks"][task]["componentRef"]["name"]
+    if task == "register-model":  # the registry step, inside its condition group
+        condition = next(name for name, body in spec["root"]["dag"]["tasks"].items()
+                         if body["taskInfo"]["name"] == REGISTER_CONDITION)
+        component = spec["components"][spec["root"]["dag"]["tasks"][condition]["componentRef"]["name"]]
+        component = component["dag"]["tasks"][task]["componentRef"]["name"]
+    else:
+        component = spec["root"]["dag"]["tasks"][task]["componentRef"]["name"]
     label = spec["components"][component]["executorLabel"]
     return spec["deploymentSpec"]["executors"][label]["container"]
 
@@ -68,6 +82,7 @@ def test_dag_edges(spec):
         ("fetch", "build-tfrecords"), ("build-labels", "build-tfrecords"),
         ("build-tfrecords", "train"), ("build-labels", "train"),
         ("train", "evaluate"), ("fetch", "evaluate"),
+        ("train", "condition-1"), ("evaluate", "condition-1"),  # the registry step (tests/integration/test_register.py)
     }
     train_inputs = tasks["train"]["inputs"]["artifacts"]
     assert train_inputs["tfrecords"]["taskOutputArtifact"] == {
@@ -78,7 +93,8 @@ def test_dag_edges(spec):
     }
     evaluate_inputs = tasks["evaluate"]["inputs"]["artifacts"]
     assert evaluate_inputs["model"]["taskOutputArtifact"]["producerTask"] == "train"
-    assert {body["taskInfo"]["name"] for body in tasks.values()} == set(TASK_OF_STAGE)
+    assert {body["taskInfo"]["name"] for body in tasks.values()} == set(TASK_OF_STAGE) - {REGISTER_STAGE} | {
+        REGISTER_CONDITION}
 
 
 def test_parameters_have_the_function_defaults_and_descriptions(spec):
@@ -106,11 +122,12 @@ def test_every_component_input_and_output_is_described():
     from components.evaluate import evaluate
     from components.fetch import fetch
     from components.labels import build_labels
+    from components.register import register_model
     from components.synth import make_synthetic_dataset
     from components.tfrecords import build_tfrecords
     from components.train import train
 
-    for component in (make_synthetic_dataset, fetch, build_labels, build_tfrecords, train, evaluate):
+    for component in (make_synthetic_dataset, fetch, build_labels, build_tfrecords, train, evaluate, register_model):
         interface = component.component_spec
         for name, io in {**interface.inputs, **(interface.outputs or {})}.items():
             assert (io.description or "").strip(), f"{component.name}.{name} has no description"
@@ -143,6 +160,23 @@ def test_gpu_option_sets_the_training_accelerator(tmp_path):
     assert train["accelerator"]["resourceCount"] == "2"
     assert train["resourceMemoryLimit"] == "64G"
     assert "accelerator" not in executor_of(spec, "evaluate")["resources"]
+    # Training gets the GPU flavour of the image; every other task keeps the CPU one.
+    assert executor_of(spec, "train")["image"] == image.image_reference("gpu") != image.image_reference()
+    assert all(executor_of(spec, TASK_OF_STAGE[stage])["image"] == image.image_reference()
+               for stage in TASK_OF_STAGE if stage != "train")
+
+
+def test_an_accelerator_without_its_image_flavour_is_refused(tmp_path, monkeypatch):
+    """One explicit image (DEEPFACE_IMAGE) cannot serve a GPU: compiling says which variable to set, and a
+    GPU override that is another flavour's tag is refused too. Nothing is written."""
+    monkeypatch.delenv("DEEPFACE_IMAGE_GPU")
+    with pytest.raises(DeepFaceError, match="set DEEPFACE_IMAGE_GPU too"):
+        compile_pipeline(tmp_path / "gpu.yaml", CompileOptions(accelerator="NVIDIA_L4"))
+    monkeypatch.setenv("DEEPFACE_IMAGE_GPU", "r.example/deepface:0.1.0-g0123456789ab-tpu")
+    with pytest.raises(DeepFaceError, match="is the tpu flavour, but this task needs the gpu image"):
+        compile_pipeline(tmp_path / "gpu.yaml", CompileOptions(accelerator="NVIDIA_L4"))
+    assert not (tmp_path / "gpu.yaml").exists()
+    compile_pipeline(tmp_path / "cpu.yaml", CompileOptions())  # no accelerator: no GPU image needed
 
 
 def test_tpu_custom_job_option(tmp_path):
@@ -154,7 +188,7 @@ def test_tpu_custom_job_option(tmp_path):
     assert [pool["replica_count"] for pool in pools] == [1, 1]  # the chief, then one more worker
     assert pools[0]["machine_spec"] == {"machine_type": "ct5lp-hightpu-4t", "accelerator_type": "TPU_V5_LITEPOD",
                                         "accelerator_count": 4}
-    assert pools[0]["container_spec"]["image_uri"] == image.image_reference()
+    assert pools[0]["container_spec"]["image_uri"] == image.image_reference("tpu")
     args = pools[0]["container_spec"]["args"]
     assert args[args.index("--function_to_execute") + 1] == "train"
     # The custom job reads and writes the same artifacts as the plain training task.
@@ -198,7 +232,7 @@ def test_only_training_retries(spec, tmp_path):
 
 
 def test_caching_is_on_for_every_task_but_the_data_fingerprint(spec):
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = {name: body for name, body in spec["root"]["dag"]["tasks"].items() if "triggerPolicy" not in body}
     assert {name: body["cachingOptions"].get("enableCache") for name, body in tasks.items()} == {
         name: name != "fingerprint-data" or None for name in tasks
     }
@@ -227,6 +261,7 @@ def test_components_name_the_placeholder_and_no_template_does(tmp_path):
     for options in (CompileOptions(), custom_job):
         text = open(compile_pipeline(tmp_path / f"{options.training}.yaml", options), encoding="utf-8").read()
         assert image.PLACEHOLDER not in text and image.image_reference() in text, options.training
+        assert (image.image_reference("tpu") in text) == (options.training == "custom-job")
 
 
 def test_importing_the_components_runs_no_git(tmp_path):
@@ -312,7 +347,7 @@ def test_custom_job_takes_the_run_settings_and_the_options(tmp_path):
     assert parameters["tensorboard"]["defaultValue"] == TENSORBOARD
     # Written into the request: labels (the image tag, then the options'), the scheduling strategy, and a
     # base output directory per run (for AIP_TENSORBOARD_LOG_DIR) that is no parameter value.
-    assert '"labels": {"deepface-image-tag": "0_1_0-test", "team": "faces"}' in request
+    assert '"labels": {"deepface-image-tag": "0_1_0-test-tpu", "team": "faces"}' in request
     assert '"strategy": "STANDARD"' in request
     assert '"output_uri_prefix": "{{$.pipeline_root}}/{{$.pipeline_job_uuid}}/train"' in request
     # Every input the request reads is a parameter of the component (the training component's `labels`
@@ -382,12 +417,12 @@ def test_the_launcher_creates_the_custom_job_with_the_run_settings(tmp_path, mon
         [sent] = fake.find("POST", f"/v1/projects/{PROJECT}/locations/{REGION}/customJobs")
     body = sent.json()
     spec = body["jobSpec"]
-    assert body["labels"] == {"vertex-ai-pipelines-run-billing-id": "42", "deepface-image-tag": "0_1_0-test"}
+    assert body["labels"] == {"vertex-ai-pipelines-run-billing-id": "42", "deepface-image-tag": "0_1_0-test-tpu"}
     assert spec["serviceAccount"] == run["pipeline_service_account"]
     assert spec["scheduling"]["strategy"] in ("STANDARD", 3)  # REST sends enums as numbers: STANDARD is 3
     pools = spec["workerPoolSpecs"]
     assert [int(pool["replicaCount"]) for pool in pools] == [1, 1]
-    assert pools[0]["containerSpec"]["imageUri"] == image.image_reference()
+    assert pools[0]["containerSpec"]["imageUri"] == image.image_reference("tpu")
     assert pools[0]["machineSpec"]["machineType"] == "ct5lp-hightpu-4t"
     assert pools[0]["machineSpec"]["acceleratorCount"] == 4
     if with_run_settings:

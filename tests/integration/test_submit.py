@@ -110,13 +110,26 @@ def test_submit_compiles_by_default_keeps_task_caching_and_can_wait(fake, templa
     assert images == {image_reference()}
     # Each task keeps the template's own caching option (on, but for a task the pipeline never caches).
     def caching(tasks: dict) -> dict:
-        return {name: task["cachingOptions"].get("enableCache") for name, task in tasks.items()}
+        return {name: task.get("cachingOptions", {}).get("enableCache") for name, task in tasks.items()}
 
     template_tasks = yaml.safe_load(open(template_path, encoding="utf-8"))["root"]["dag"]["tasks"]
     assert caching(job["pipelineSpec"]["root"]["dag"]["tasks"]) == caching(template_tasks)
     assert list(caching(template_tasks).values()).count(True) >= 6
     assert fake.find("GET", "/pipelineJobs/")  # waited
     assert "state: PIPELINE_STATE_SUCCEEDED" in result.output
+
+
+def test_submit_cache_turns_caching_on_for_every_task(fake, template_path):
+    """--cache overrides the template: every task, even the one the template never caches (the data's
+    fingerprint), is sent with caching on."""
+    template_tasks = yaml.safe_load(open(template_path, encoding="utf-8"))["root"]["dag"]["tasks"]
+    assert False in {task.get("cachingOptions", {}).get("enableCache", False) for task in template_tasks.values()}
+    result = invoke("submit", *vertex_args(fake, "--template", template_path, "--cache"))
+    assert result.exit_code == 0, result.output
+    tasks = created_job(fake)["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert set(tasks) == set(template_tasks)
+    assert {name: task.get("cachingOptions", {}).get("enableCache", False) for name, task in tasks.items()} == {
+        name: True for name in template_tasks}
 
 
 def test_submit_reports_a_failed_run_when_waiting(fake, template_path):
@@ -351,9 +364,10 @@ def test_submit_files_the_run_under_an_experiment_with_key_and_provenance_labels
     job_id = fake.find("POST", "/pipelineJobs")[0].query["pipelineJobId"][0]
     assert child.json()["childContexts"] == [
         f"projects/{PROJECT}/locations/{REGION}/metadataStores/default/contexts/{job_id}"]
-    # The custom training job compiled for this run carries the run's labels and the TensorBoard.
+    # The custom training job compiled for this run carries the run's labels (its own image's tag: the TPU
+    # flavour) and the TensorBoard.
     request = launcher_request(job["pipelineSpec"])
-    assert '"team": "faces"' in request and f'"deepface-image-tag": "{IMAGE_TAG_LABEL}"' in request
+    assert '"team": "faces"' in request and f'"deepface-image-tag": "{IMAGE_TAG_LABEL}-tpu"' in request
     train = job["pipelineSpec"]["components"]["comp-train"]["inputDefinitions"]["parameters"]
     assert train["tensorboard"]["defaultValue"] == TENSORBOARD
 
