@@ -1,28 +1,32 @@
 """deepface.evaluate / deepface.scoring / deepface.verify / deepface.report on the synthetic LFW and VGGFace2 layouts.
 
-A tiny model is trained through the real stages (labels -> tfrecords -> train) on the synthetic train
-archive, evaluated once on the synthetic LFW pairs (module fixtures), and the tests read that evaluation.
+A tiny model is trained through the real stages (labels -> tfrecords -> `deepface.train.train`) on the
+synthetic train archive, evaluated once on the synthetic LFW pairs (module fixtures), and the tests read that
+evaluation.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
-import dataclasses
+import io
 import json
 import re
 import tarfile
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import tiny_inputs
 
 from deepface import files
 from deepface.embedding import merge_views
 from deepface.errors import DeepFaceError
 from deepface.evaluate import evaluate, protocol_folds
 from deepface.metrics import verification_metrics
-from deepface.pairs import ImageCollection, Pair, read_pairs
+from deepface.pairs import Pair, read_pairs
 from deepface.scoring import SCORES, chi2_distance, cosine_similarity, l2_distance
 from deepface.settings import EvaluateSettings
 from deepface.verify import verify
@@ -72,38 +76,26 @@ def test_a_single_set_file_is_split_into_ten_position_folds():
 # ---------------------------------------------------------------------------------------------- fixtures
 
 
+# `deepface train` with the tiny preset's recipe (Adam, lr 0.001) for 20 epochs of 5 steps beats the untrained
+# baseline on the synthetic LFW pairs (whole frames) by at least this much accuracy (half as much AUC), every
+# score: measured with seeds 0 and 1 (the smallest margins over the three scores: +0.046 and +0.12 accuracy,
+# +0.068 and +0.19 AUC).
+TRAIN_EPOCHS = 20
+TRAIN_SEED = 0
+BEATS_BASELINE_BY = 0.03
+
+
 @pytest.fixture(scope="module")
 def trained_model(synth_dir, tmp_path_factory) -> Path:
-    """A model directory holding a tiny model trained for a few seconds on the synthetic train split.
+    """A model directory written by the product's training (`deepface.train.train`, the tiny preset and its
+    recipe) on the synthetic train split, whole frames (so evaluate and verify need no landmarks)."""
+    from deepface.train import train
 
-    Trained with plain Keras (Adam) rather than ``deepface.train`` (the paper's SGD recipe): in a test's
-    budget the SGD recipe moves the tiny net too little, or kills its ReLUs, depending on the data. The
-    paper's initialisation (N(0, 0.01), biases 0.5) leaves the tiny net's F7 almost constant over images
-    (std ~1e-6), so a He-scale one is used; the baseline is built from this same config (metadata.json),
-    as evaluate does for any model directory.
-    """
-    import keras
-
-    from deepface.data import make_image_dataset
-    from deepface.model import PRESETS, build_classifier, build_embedding_model, compute_feature_max
-
-    train_split = ImageCollection(synth_dir / "vggface2_train.tar.gz")
-    names = sorted(train_split.identities)
-    label_of = {path: k for k, name in enumerate(names) for path in train_split.identities[name].values()}
-    encoded = dict(train_split.read(label_of))
-    images = np.concatenate(list(make_image_dataset([encoded[path] for path in label_of], TINY_SIZE, 64)
-                                 .as_numpy_iterator()))
-    keras.utils.set_random_seed(0)
-    config = dataclasses.replace(PRESETS["tiny"], kernel_stddev=0.1, bias_value=0.0)
-    classifier = build_classifier(config, len(names), seed=0)
-    classifier.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    history = classifier.fit(images, np.array(list(label_of.values())), batch_size=16, epochs=20, verbose=0)
-    model_dir = tmp_path_factory.mktemp("trained")
-    build_embedding_model(classifier, compute_feature_max(classifier, images)).save(model_dir / "embedding.keras")
-    files.write_json(model_dir / "metadata.json", {"preset": config.to_dict(), "num_classes": len(names),
-                                                "image_size": TINY_SIZE})
-    files.write_json(model_dir / "history.json", {"metrics": history.history})
-    return model_dir
+    root = tmp_path_factory.mktemp("trained")
+    tfrecords, labels = tiny_inputs(synth_dir, root, aligned=False)
+    train(tfrecords, labels, root / "model", preset="tiny", epochs=TRAIN_EPOCHS, batch_size=16, seed=TRAIN_SEED,
+          checkpoint_steps=0, feature_max_batches=5, strategy="cpu")
+    return root / "model"
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +107,15 @@ def untrained_model(tmp_path_factory) -> Path:
     build_embedding_model(build_classifier("tiny", NUM_TRAIN_CLASSES, seed=5)).save(model_dir / "embedding.keras")
     files.write_json(model_dir / "metadata.json", {"preset": "tiny", "num_classes": NUM_TRAIN_CLASSES,
                                                 "image_size": TINY_SIZE})
+    return with_manifest(model_dir)
+
+
+def with_manifest(model_dir: Path) -> Path:
+    """``model_dir`` with the manifest training writes last (evaluate refuses a directory without it)."""
+    from deepface.contracts import write_manifest
+
+    write_manifest(model_dir, {"stage": "train", "files": {
+        name: {"bytes": (model_dir / name).stat().st_size} for name in ("embedding.keras", "metadata.json")}})
     return model_dir
 
 
@@ -137,10 +138,11 @@ def test_trained_model_beats_its_untrained_baseline(lfw_evaluation):
     _, result = lfw_evaluation
     for name in SCORES:
         trained, baseline = result["metrics"]["trained"][name], result["metrics"]["baseline"][name]
-        assert trained["accuracy"] > baseline["accuracy"], name
-        assert trained["auc"] > baseline["auc"], name
+        assert trained["accuracy"] >= baseline["accuracy"] + BEATS_BASELINE_BY, (name, trained, baseline)
+        assert trained["auc"] >= baseline["auc"] + BEATS_BASELINE_BY / 2, (name, trained, baseline)
         assert trained["eer"] < baseline["eer"], name
-    assert result["summary"]["accuracy"] > result["summary"]["baseline_accuracy"]
+    assert result["summary"]["accuracy"] >= result["summary"]["baseline_accuracy"] + BEATS_BASELINE_BY
+    assert result["warnings"] == []
 
 
 @pytest.mark.slow
@@ -184,6 +186,39 @@ def test_scores_csv_recomputes_the_metrics_exactly(lfw_evaluation, synth_dir):
             assert json.loads(json.dumps(recomputed)) == result["metrics"][variant][name]
 
 
+class _Tables(HTMLParser):
+    """Every <table> of a page as rows of cell texts (entities decoded), and every <img> src."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tables: list[list[list[str]]] = []
+        self.images: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _figure(number, digits: int = 4) -> str:
+    return "n/a" if number is None else f"{number:.{digits}f}"
+
+
 @pytest.mark.slow
 def test_report_is_one_self_contained_page(lfw_evaluation):
     out_dir, _ = lfw_evaluation
@@ -193,6 +228,74 @@ def test_report_is_one_self_contained_page(lfw_evaluation):
     assert all(src.startswith("data:image/png;base64,") for src in sources)
     assert "untrained baseline" in page and "Training" in page and "tiny" in page
     assert "http://" not in page and "https://" not in page
+
+
+@pytest.mark.slow
+def test_report_tables_say_what_metrics_json_says(lfw_evaluation, trained_model):
+    """Every cell of the metrics table against metrics.json (trained rows are the trained model's, the
+    baseline's the baseline's), the data and model tables against metrics.json and the manifest."""
+    out_dir, _ = lfw_evaluation
+    metrics = files.read_json(out_dir / "metrics.json")
+    manifest = files.read_json(out_dir / "manifest.json")
+    parser = _Tables()
+    parser.feed((out_dir / "report.html").read_text(encoding="utf-8"))
+    metrics_table, data_table, model_table, parameters_table = parser.tables
+
+    fars = list(metrics["metrics"]["trained"]["cosine"]["tar_at_far"])
+    assert fars and metrics_table[0] == ["model", "score", "accuracy (10-fold)", "AUC", "EER",
+                                         *[f"TAR @ FAR {far}" for far in fars], "best threshold", "same if"]
+    expected_rows = []
+    for variant, label in (("trained", "trained"), ("baseline", "untrained baseline")):
+        for name in SCORES:
+            values = metrics["metrics"][variant][name]
+            expected_rows.append([
+                label, name, f"{_figure(values['accuracy'])} \u00b1 {_figure(values['accuracy_sem'])}",
+                _figure(values["auc"]), _figure(values["eer"]),
+                *[_figure(values["tar_at_far"][far]["tar"]) for far in fars],
+                _figure(values["best_threshold"], 6), "\u2265" if values["higher_is_same"] else "\u2264"])
+    assert metrics_table[1:] == expected_rows
+    # the two variants differ, so a swap of trained and baseline rows could not pass the comparison above
+    assert expected_rows[0][2:] != expected_rows[len(SCORES)][2:]
+
+    data = dict(data_table)
+    for name, count in metrics["counts"].items():
+        assert data.pop(name) == json.dumps(count), name
+    assert data.pop("folds from") == metrics["folds_from"]
+    assert data.pop("flip test-time augmentation") == json.dumps(metrics["flip"])
+    assert set(data) == {"image source", "pairs file"}
+    assert json.loads(data["pairs file"])["sha256"] == manifest["pairs"]["sha256"]
+
+    model = dict(model_table)
+    assert model["model directory"] == str(trained_model)
+    assert model["embedding.keras sha256"] == manifest["model_sha256"]
+    assert model["image size"] == json.dumps(metrics["image_size"]) == str(TINY_SIZE)
+    assert json.loads(model["preset"]) == manifest["metadata"]["preset"] and "tiny" in model["preset"]
+    assert model["num_classes"] == json.dumps(manifest["metadata"]["num_classes"]) == str(NUM_TRAIN_CLASSES)
+    assert dict(parameters_table) == {
+        key: value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        for key, value in manifest["parameters"].items()}
+
+
+@pytest.mark.slow
+def test_report_images_decode_at_sane_sizes(lfw_evaluation):
+    """The three embedded PNGs (ROC, histograms, training curves) decode, are of figure sizes (a few
+    hundred to a few thousand pixels, landscape) and are not blank."""
+    from PIL import Image
+
+    out_dir, _ = lfw_evaluation
+    parser = _Tables()
+    parser.feed((out_dir / "report.html").read_text(encoding="utf-8"))
+    assert len(parser.images) == 3
+    for src in parser.images:
+        prefix, encoded = src.split(",", 1)
+        assert prefix == "data:image/png;base64"
+        with Image.open(io.BytesIO(base64.b64decode(encoded, validate=True))) as image:
+            image.load()
+            assert image.format == "PNG"
+            width, height = image.size
+            assert 300 <= width <= 4000 and 200 <= height <= 4000 and width >= height, image.size
+            extrema = image.convert("L").getextrema()
+            assert extrema[1] - extrema[0] > 100, extrema  # drawn lines and text, not one flat colour
 
 
 def _extract(archive: Path, member: str, out_dir: Path) -> Path:

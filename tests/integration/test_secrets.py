@@ -37,6 +37,7 @@ TOKENS = {
     "registry token": "reg-8e2f4a6c0b",
 }
 USER = "reader"
+SECRET_NAME = "projects/p/secrets/release-header/versions/latest"
 
 
 def forms(token: str) -> list[bytes]:
@@ -96,12 +97,11 @@ def test_no_token_reaches_the_logs_manifests_or_artifacts_of_a_run(synth_dir, tm
                                              "--auth-header-env", "FETCH_AUTH_WRONG"], env, outputs, expect=1)
         assert "HTTP 403" in error
         # the same header from (a fake) Secret Manager
-        secret_name = "projects/p/secrets/release-header/versions/latest"
-        with FakeSecretManager({secret_name: f"X-Api-Key: {TOKENS['auth header']}".encode()}) as secrets:
+        with FakeSecretManager({SECRET_NAME: f"X-Api-Key: {TOKENS['auth header']}".encode()}) as secrets:
             run_verbose("deepface.cli", ["fetch", "--source", sources[1], "--out", run_dir / "from-secret",
-                                         "--auth-secret", secret_name],
+                                         "--auth-secret", SECRET_NAME],
                         secret_env(DEEPFACE_SECRET_MANAGER_ENDPOINT=secrets.url), outputs)
-            assert secrets.requests == [f"/v1/{secret_name}:access"]
+            assert secrets.requests == [f"/v1/{SECRET_NAME}:access"]
         assert (run_dir / "from-secret" / "pairs.txt").read_bytes() == release["pairs.txt"]
         requests = [request for request in server.requests if request.method == "GET"]
     # The tokens were really used: the header and the signed query reached the server.
@@ -133,6 +133,36 @@ def test_no_token_reaches_the_logs_manifests_or_artifacts_of_a_run(synth_dir, tm
     assert leaks(outputs) == []
 
 
+@pytest.mark.slow
+def test_no_token_reaches_the_files_or_the_output_of_a_local_pipeline_run(synth_dir, tmp_path):
+    """`python -m pipelines run-local -v` on a data folder behind an HTTP header that the fetch and fingerprint
+    tasks read from (a fake) Secret Manager, the same header also in an environment variable: no token in
+    anything it printed, nor in any file under the pipeline root (kfp.local's executor inputs and outputs,
+    its cache, the run's log, every artifact)."""
+    release = {name: (synth_dir / name).read_bytes()
+               for name in ("vggface2_train.tar.gz", "lfw.tgz", "pairs.txt", "MD5SUMS", "bb_landmark.tar.gz",
+                            "lfw_landmarks.csv", "train_list.txt", "test_list.txt", "vggface2_test.tar.gz")}
+    root, outputs = tmp_path / "runs", {}
+    header = f"X-Api-Key: {TOKENS['auth header']}"
+    with HttpFileServer({f"release/{name}": data for name, data in release.items()},
+                        required_header=("X-Api-Key", TOKENS["auth header"])) as server, \
+            FakeSecretManager({SECRET_NAME: header.encode()}) as secrets:
+        run_verbose("pipelines", ["run-local", "--pipeline-root", root, "--param", f"data_uri={server.url('release/')}",
+                                  "--param", f"auth_secret={SECRET_NAME}", "--param", "epochs=1",
+                                  "--param", "batch_size=16"],
+                    secret_env(DEEPFACE_SECRET_MANAGER_ENDPOINT=secrets.url), outputs)  # FETCH_AUTH: the header too
+        used = {request.headers.get("X-Api-Key") for request in server.requests if request.method == "GET"}
+    # The secret was really read (by the fingerprint and fetch tasks) and its header really sent.
+    assert secrets.requests and set(secrets.requests) == {f"/v1/{SECRET_NAME}:access"}
+    assert used == {TOKENS["auth header"]}
+    files = every_file(root)
+    assert any(name.startswith(".kfp_cache") for name in files), sorted(files)[:20]  # the cache was searched
+    assert any(name.startswith("logs/") for name in files) and any("executor_output" in name for name in files)
+    outputs.update(files)
+    assert len(outputs) > 20
+    assert leaks(outputs) == []
+
+
 # --------------------------------------------------------------------------------------------------
 # Templates and submissions
 
@@ -148,7 +178,15 @@ def test_no_token_reaches_a_compiled_template_an_upload_or_a_kubeflow_run(tmp_pa
                     env, outputs)
         run_verbose("pipelines", ["submit-kfp", "--host", fake.url, "--template", template, "--param", "epochs=2"],
                     env, outputs)
+        # Vertex AI: submit (waiting, so it prints the run's state too) and schedule, with a secret's name
+        vertex = ["--project", "test-proj", "--region", "us-central1", "--pipeline-root", "gs://faces-bucket/runs",
+                  "--api-endpoint", fake.url, "--template", template, "--param", f"auth_secret={SECRET_NAME}"]
+        vertex_env = {**env, "STORAGE_EMULATOR_HOST": fake.url}
+        submitted = run_verbose("pipelines", ["submit", *vertex, "--wait"], vertex_env, outputs)
+        scheduled = run_verbose("pipelines", ["schedule", *vertex, "--cron", "0 3 * * 1"], vertex_env, outputs)
+        assert "PIPELINE_STATE_SUCCEEDED" in submitted and "/pipelines/schedules/" in scheduled
         requests = list(fake.requests)
+    assert fake.find("POST", "/pipelineJobs") and fake.find("POST", "/schedules")
     for number, request in enumerate(requests):
         outputs[f"body of request {number} ({request.method} {request.path})"] = request.body
         outputs[f"URL of request {number}"] = f"{request.path}?{request.query}".encode()
@@ -186,17 +224,21 @@ def pip_installs(text: str) -> list[str]:
 def test_the_image_and_the_virtual_environment_install_from_the_same_constraints():
     dockerfile = " ".join(arguments for name, arguments in dockerfile_instructions() if name == "RUN")
     makefile = (REPOSITORY / "Makefile").read_text()
-    # every pip install of dependencies in the image uses constraints.txt, or pins what it installs
+    # every pip install of dependencies in the image uses the flavour's constraints (constraints.txt, with the
+    # flavour's own pins: docker/flavours.py, tests/unit/test_flavours.py), or pins what it installs
+    flavoured = "-c /tmp/flavour/constraints.txt"
+    assert 'docker/flavours.py write "${FLAVOUR}" /tmp/flavour' in dockerfile
     for command in pip_installs(dockerfile):
-        assert "-c constraints.txt" in command or all("==" in arg for arg in re.findall(r'"([^"]+)"', command)), command
-    assert any("-c constraints.txt" in command for command in pip_installs(dockerfile))
+        assert flavoured in command or all("==" in arg for arg in re.findall(r'"([^"]+)"', command)), command
+    assert any(flavoured in command for command in pip_installs(dockerfile))
     venv_installs = [
         line for line in makefile.splitlines() if "pip install" in line and "/tmp/deepface-lock" not in line
     ]
     assert venv_installs and all("-c constraints.txt" in line for line in venv_installs), venv_installs
 
 
-@pytest.mark.parametrize("constraints", ["constraints.txt", "docker/constraints-cuda.txt"])
+@pytest.mark.parametrize("constraints", [
+    "constraints.txt", "docker/constraints-cuda.txt", "docker/constraints-tpu.txt"])
 def test_every_constraint_is_an_exact_pin(constraints):
     lines = [line.strip() for line in (REPOSITORY / constraints).read_text().splitlines()]
     pins = [line for line in lines if line and not line.startswith("#")]

@@ -494,6 +494,34 @@ def test_killed_training_resumes_where_it_stopped(data, tmp_path):
     assert not (out / "checkpoints").exists() and not half_written.exists()
 
 
+@pytest.mark.parametrize("precision, augment", [("bfloat16", True), ("float16", False)])
+def test_mixed_precision_and_augmented_training_runs_and_saves_a_reloadable_model(data, tmp_path, precision,
+                                                                                  augment):
+    """A whole `train` (tiny preset, one epoch of two steps) in bfloat16 with augmentation, and in float16
+    (with its loss scaling): a finite loss, a complete model directory whose float32 models reload and give
+    finite outputs, and the metadata says the precision and augmentation it ran with."""
+    from deepface.model import load_embedding_model
+
+    out = tmp_path / "model"
+    manifest = train(data["tfrecords"], data["labels"], out, preset="tiny", epochs=1, batch_size=8,
+                     steps_per_epoch=2, checkpoint_steps=0, feature_max_batches=1, strategy="cpu",
+                     precision=precision, augment=augment)
+    assert manifest and (out / "manifest.json").exists()
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["metrics"]["loss"]) == 1 and np.isfinite(history["metrics"]["loss"][0])
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["strategy"]["precision"] == precision
+    assert ('"augment": true' in json.dumps(metadata)) == augment
+    classifier = keras.saving.load_model(out / "classifier.keras")
+    embedding, _ = load_embedding_model(out)
+    images, _ = next(iter(make_dataset(data["tfrecords"], batch_size=4, image_size=IMAGE_SIZE, training=False)))
+    probabilities = classifier.predict(images, verbose=0)
+    assert probabilities.dtype == np.float32 and np.all(np.isfinite(probabilities))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-4)
+    features = embedding.predict(images, verbose=0)
+    assert np.all(np.isfinite(features)) and np.allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-4)
+
+
 # Two replicas on the CPU (two logical devices, set before TensorFlow starts, hence a subprocess).
 # oneDNN's graph rewrites are off: with logical CPU devices they wire a replica's convolution to the
 # wrong input (TensorFlow 2.21).
@@ -502,6 +530,16 @@ import json, sys
 import tensorflow as tf
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+unobserved = TensorFlowTrainer.train_step
+
+def observed_train_step(self, data):  # prints, from inside each replica's step, the batch that replica got
+    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+    tf.print("OBSERVED replica", replica, "images", tf.shape(data[0])[0], "labels", tf.shape(data[1])[0],
+             output_stream=sys.stdout)
+    return unobserved(self, data)
+
+TensorFlowTrainer.train_step = observed_train_step
 from deepface.train import train
 manifest = train(sys.argv[1], sys.argv[2], sys.argv[3],
                  distribution=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), **json.loads(sys.argv[4]))
@@ -521,6 +559,10 @@ def test_two_replicas_split_each_global_batch(data, tmp_path):
         capture_output=True, text=True, timeout=600,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
+    # Seen inside the steps (not what the product writes about itself): each of the 2 x 10 steps ran once
+    # on each replica, each with 4 images and 4 labels.
+    observed = re.findall(r"^OBSERVED replica (\d+) images (\d+) labels (\d+)$", completed.stdout, re.M)
+    assert sorted(observed) == sorted([("0", "4", "4"), ("1", "4", "4")] * 20), completed.stdout[-3000:]
     metadata = json.loads((out / "metadata.json").read_text())
     assert metadata["strategy"]["replicas"] == 2 and metadata["strategy"]["kind"] == "MirroredStrategy"
     assert metadata["batch_size"] == {"global": 8, "per_replica": 4}

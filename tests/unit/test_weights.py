@@ -10,15 +10,14 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+import tf_keras
 from click.testing import CliRunner
 
-tf_keras = pytest.importorskip("tf_keras")
-
-from deepface.cli import main  # noqa: E402
-from deepface.errors import DeepFaceError  # noqa: E402
-from deepface.files import md5_file  # noqa: E402
-from deepface.model import PRESETS, load_embedding_model  # noqa: E402
-from deepface.weights import _read_string_list, import_seed_weights, read_seed_weights  # noqa: E402
+from deepface.cli import main
+from deepface.errors import DeepFaceError
+from deepface.files import md5_file
+from deepface.model import PRESETS, load_embedding_model
+from deepface.weights import _read_string_list, import_seed_weights, read_seed_weights
 
 PRESET = "tiny"
 NUM_CLASSES = 7
