@@ -23,7 +23,13 @@ resumes from that checkpoint.
 A rerun is idempotent: when the model directory is already complete and was made from the same settings
 and data (`deepface.train.export.complete_model`), `train` logs so and returns its manifest without
 building a model or a strategy; a complete model of other settings or data is an error naming each
-difference (``overwrite`` trains again from scratch).
+difference (``overwrite`` trains again from scratch; it removes the old manifest before anything else, so
+a killed overwrite leaves a directory that evaluate and verify refuse).
+
+One run per model directory: once its inputs are checked, the chief holds the directory's lock
+(`deepface.outputs.output_lock`) until it returns; a second run into it is refused with one line naming
+the holder, and the lock dies with a killed run. The inputs must be finished outputs: the TFRecords'
+and the labels' manifests must exist and agree with their files (`deepface.train.inputs`).
 
 The model directory (local or ``gs://``)::
 
@@ -48,13 +54,13 @@ loss, batches, the fit loop) and `deepface.train.export` (the model directory).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import posixpath
 import signal
 import sys
-import tempfile
 from collections.abc import Mapping
 
 import keras
@@ -62,7 +68,8 @@ import tensorflow as tf
 
 from deepface.config import training_recipe
 from deepface.contracts import MANIFEST_FILE, write_manifest
-from deepface.model import get_config
+from deepface.model import ModelConfig, get_config
+from deepface.outputs import output_lock
 from deepface.settings import TrainSettings
 from deepface.train.callbacks import (
     EpochLogger,
@@ -76,6 +83,7 @@ from deepface.train.callbacks import (
 )
 from deepface.train.export import (
     LOGS_SUBDIR,
+    OutputDirs,
     complete_model,
     export_models,
     model_manifest,
@@ -86,8 +94,9 @@ from deepface.train.export import (
     write_model_files,
 )
 from deepface.train.fit import compile_classifier, epoch_batches_fn, fit_remaining, learning_rates, validation_batches
-from deepface.train.inputs import check_batch_size, naming_corrupt_shards, prepare_data
-from deepface.train.strategy import choose_precision, resolve_strategy
+from deepface.train.inputs import TrainingData, check_batch_size, naming_corrupt_shards, prepare_data
+from deepface.train.multi_worker import check_shards_per_worker, worker_checkpoint_dir
+from deepface.train.strategy import StrategyPlan, choose_precision, resolve_strategy, training_workers
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +139,10 @@ def train(
     Raises:
         SettingError: a setting unknown or out of its range, named.
         DeepFaceError: bad input found before any training: missing or empty shards, a class map or an
-            image size that disagrees with the records, an impossible batch size; a model directory that
-            holds a complete model of other settings or data (without overwrite).
+            image size that disagrees with the records, an impossible batch size, a labels directory
+            without its manifest, a class map too large for F8 (`deepface.train.inputs.MAX_F8_BYTES`); a
+            model directory that holds a complete model of other settings or data (without overwrite), or
+            that another run is writing (its lock).
         TrainingInterrupted: SIGTERM while fitting; a checkpoint of the last step was saved first.
 
     Example: ``train("tfrecords", "labels", "model", preset="tiny", epochs=3)``.
@@ -167,8 +178,23 @@ def train(
     precision = choose_precision(chosen.precision, plan.kind)
     replicas = distribution.num_replicas_in_sync
     check_batch_size(batch_size, replicas, data.train_records)
-    if plan.is_chief:
-        start_clean(dirs, chosen.overwrite)
+    check_shards_per_worker(data.train_shards, training_workers(plan.tf_config))
+
+    # One writer per model directory: the chief holds its lock from here until the manifest is written
+    # (a second run into it is refused; the lock dies with a killed run). Other workers write elsewhere.
+    with output_lock(dirs.model_dir, "train") if plan.is_chief else contextlib.nullcontext():
+        if plan.is_chief:
+            start_clean(dirs, chosen.overwrite)
+        return _fit_and_export(chosen, dirs, config, data, plan, distribution, precision,
+                               optimizer=optimizer, batch_size=batch_size, learning_rate=learning_rate)
+
+
+def _fit_and_export(chosen: TrainSettings, dirs: OutputDirs, config: ModelConfig, data: TrainingData,
+                    plan: StrategyPlan, distribution: tf.distribute.Strategy, precision: str, *, optimizer: str,
+                    batch_size: int, learning_rate: float | None) -> dict:
+    """The run once its inputs are checked and its model directory is clean: fit from the last checkpoint,
+    then (chief) write the model directory, its manifest last. Returns the manifest (``{}`` off the chief)."""
+    replicas = distribution.num_replicas_in_sync
     steps = chosen.steps_per_epoch or data.train_records // batch_size
     initial_lr, min_lr, scaling = learning_rates(optimizer, learning_rate, chosen.min_learning_rate, batch_size)
     logger.info(
@@ -196,11 +222,10 @@ def train(
         data.validation_records,
     )
 
-    # Resume only a run of the same settings. Non-chief workers checkpoint (and write their summaries)
-    # into a throw-away directory.
-    checkpoint_dir = dirs.checkpoint_dir if plan.is_chief else tempfile.mkdtemp(prefix="deepface-worker-checkpoints-")
+    # Resume only a run of the same settings. Every worker restores from the chief's checkpoints; the
+    # others write theirs (and their summaries) into a throw-away directory, removed when they return.
     check_run_config(
-        checkpoint_dir,
+        dirs.checkpoint_dir,
         {
             "preset": config.to_dict(),
             "num_classes": len(data.classes),
@@ -223,6 +248,23 @@ def train(
         },
         plan.is_chief,
     )
+    checkpoint_dir = worker_checkpoint_dir(dirs.checkpoint_dir, plan.is_chief)
+    try:
+        return _fit_from_checkpoint(chosen, dirs, checkpoint_dir, config, data, plan, distribution, precision,
+                                    optimizer=optimizer, batch_size=batch_size, initial_lr=initial_lr, min_lr=min_lr,
+                                    learning_rate=learning_rate, steps=steps)
+    finally:
+        if checkpoint_dir != dirs.checkpoint_dir and tf.io.gfile.exists(checkpoint_dir):
+            tf.io.gfile.rmtree(checkpoint_dir)
+
+
+def _fit_from_checkpoint(chosen: TrainSettings, dirs: OutputDirs, checkpoint_dir: str, config: ModelConfig,
+                         data: TrainingData, plan: StrategyPlan, distribution: tf.distribute.Strategy, precision: str,
+                         *, optimizer: str, batch_size: int, initial_lr: float, min_lr: float,
+                         learning_rate: float | None, steps: int) -> dict:
+    """Fit from the last checkpoint in ``dirs.checkpoint_dir`` (writing this worker's checkpoints into
+    ``checkpoint_dir``), then (chief) write the model directory, its manifest last."""
+    replicas = distribution.num_replicas_in_sync
     summaries_dir = dirs.tensorboard_dir if plan.is_chief else posixpath.join(checkpoint_dir, LOGS_SUBDIR)
 
     # The model and its callbacks; a restarted run continues from its last checkpoint.
@@ -248,7 +290,7 @@ def train(
     stop = StopOnSignal(signal.SIGTERM)  # installed while fitting: a preemption's notice
     state = TrainingState(
         model, checkpoint_dir, steps_per_epoch=steps, save_steps=chosen.checkpoint_steps, plateau=plateau,
-        stop=stop,
+        stop=stop, restore_from=dirs.checkpoint_dir,
     )
     state.restore()
     summaries = ScalarSummaries(summaries_dir)
@@ -292,7 +334,6 @@ def train(
         run["start_step"],
     )
     if not plan.is_chief:
-        tf.io.gfile.rmtree(checkpoint_dir)
         return {}
 
     # The model directory (chief only), its manifest last.
@@ -318,6 +359,8 @@ def train(
         min_lr=min_lr,
         monitor=monitor,
         steps_per_epoch=steps,
+        loss_scale=(float(keras.ops.convert_to_numpy(model.optimizer.dynamic_scale))
+                    if isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) else None),
     )
     files = write_model_files(
         dirs,

@@ -121,6 +121,11 @@ class TrainingState(keras.callbacks.Callback):
     step (or at the end of the epoch, for its last step: after validation), logs where it stopped and
     raises `TrainingInterrupted`; a restarted run resumes from that checkpoint, mid-epoch included.
 
+    Under several workers every worker saves (saving may take part in collective operations) but only
+    the chief's checkpoints are kept: the others write into a throw-away ``directory`` and every worker
+    restores from the chief's (``restore_from``), so that all of them resume at the same step with the
+    same weights.
+
     Use: call `restore` before training; before each ``fit`` call `begin_fit` (``fit`` numbers its
     batches from 0 even when an epoch resumes at step ``k``); after the last ``fit``, `stop_if_requested`
     (a signal that came after the last step).
@@ -136,8 +141,13 @@ class TrainingState(keras.callbacks.Callback):
         plateau: ResumableReduceLROnPlateau,
         max_to_keep: int = 2,
         stop: StopOnSignal | None = None,
+        restore_from: str | None = None,
     ):
+        """``directory``: where this process writes its checkpoints; ``restore_from``: where `restore`
+        finds the latest one (default ``directory``; the chief's directory on the other workers)."""
         super().__init__()
+        self.directory = directory
+        self.restore_from = directory if restore_from is None else restore_from
         self.steps_per_epoch = steps_per_epoch
         self.save_steps = save_steps
         self.plateau = plateau
@@ -166,7 +176,8 @@ class TrainingState(keras.callbacks.Callback):
     def restore(self) -> bool:
         """Load the latest checkpoint, if any (logging where the run resumes), and record this run's
         starting point. True if resumed."""
-        latest = self.manager.latest_checkpoint
+        latest = (self.manager.latest_checkpoint if self.restore_from == self.directory
+                  else tf.train.latest_checkpoint(self.restore_from))
         if latest is not None:
             self._checkpoint.restore(latest).assert_existing_objects_matched()
             progress = json.loads(self._progress.numpy().decode("utf-8"))

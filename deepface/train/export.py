@@ -165,20 +165,28 @@ def complete_model(
 
 def start_clean(dirs: OutputDirs, overwrite: bool) -> None:
     """Refuse to retrain over a complete model directory unless asked to (then start from scratch), and
-    delete what a killed run left half-written there (temporaries of atomic writes)."""
+    delete what a killed run left half-written there (temporaries of atomic writes).
+
+    Call it holding the model directory's lock (`deepface.outputs.output_lock`): the temporaries can then
+    only be a dead run's. With ``overwrite``, the manifest goes first, before anything else changes, so a
+    run killed while overwriting leaves a directory that evaluate and verify refuse
+    (`deepface.contracts.check_model_dir`), never the old model looking complete beside new files.
+
+    Raises:
+        DeepFaceError: a complete model is there and ``overwrite`` is off.
+    """
+    manifest_path = posixpath.join(dirs.model_dir, MANIFEST_FILE)
+    if tf.io.gfile.exists(manifest_path):
+        if not overwrite:
+            raise DeepFaceError(
+                f"{dirs.model_dir} already holds a complete trained model ({MANIFEST_FILE} exists): "
+                "choose another output directory, or set overwrite to train again from scratch."
+            )
+        tf.io.gfile.remove(manifest_path)  # first: the directory stops looking complete
+        if tf.io.gfile.exists(dirs.checkpoint_dir):
+            tf.io.gfile.rmtree(dirs.checkpoint_dir)
     if not is_remote(dirs.model_dir) and os.path.isdir(dirs.model_dir):
         remove_temporaries(dirs.model_dir)
-    manifest_path = posixpath.join(dirs.model_dir, MANIFEST_FILE)
-    if not tf.io.gfile.exists(manifest_path):
-        return
-    if not overwrite:
-        raise DeepFaceError(
-            f"{dirs.model_dir} already holds a complete trained model ({MANIFEST_FILE} exists): "
-            "choose another output directory, or set overwrite to train again from scratch."
-        )
-    tf.io.gfile.remove(manifest_path)  # first: the directory stops looking complete
-    if tf.io.gfile.exists(dirs.checkpoint_dir):
-        tf.io.gfile.rmtree(dirs.checkpoint_dir)
 
 
 class ModelDirWriter:
@@ -285,11 +293,13 @@ def model_metadata(
     min_lr: float,
     monitor: str,
     steps_per_epoch: int,
+    loss_scale: float | None = None,
 ) -> dict:
     """The content of ``metadata.json``: the run's ``settings`` as given (``"settings"``, every field of
     `TrainSettings`) and as resolved (the preset's recipe, the strategy and precision the hardware gave,
-    the learning rates: ``learning_rate`` as given, the initial one, the final one and the floor), the
-    data, and the versions of the software.
+    the learning rates: ``learning_rate`` as given, the initial one, the final one and the floor; the
+    final dynamic loss scale of float16 training, None without loss scaling), the data, and the versions
+    of the software.
     """
     return {
         "settings": settings.to_dict(),
@@ -320,7 +330,7 @@ def model_metadata(
             "monitor": monitor,
         },
         "optimizer": {"name": optimizer, "momentum": settings.momentum if optimizer == "sgd" else None,
-                      "weight_decay": settings.weight_decay},
+                      "weight_decay": settings.weight_decay, "loss_scale": loss_scale},
         "label_smoothing": settings.label_smoothing,
         "epochs": settings.epochs,
         "steps_per_epoch": steps_per_epoch,

@@ -20,6 +20,7 @@ from deepface.data import make_dataset
 from deepface.model import ModelConfig, build_classifier
 from deepface.train.callbacks import TrainingState
 from deepface.train.inputs import TrainingData
+from deepface.train.multi_worker import keras_fit_under
 
 # Keras dtype policy of each precision.
 DTYPE_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
@@ -114,7 +115,21 @@ def compile_classifier(
         steps_per_execution=steps_per_execution,
     )
     optimizer.build(model.trainable_variables)
+    build_compiled_state(model, config.image_size)
     return model
+
+
+def build_compiled_state(model: keras.Model, image_size: int) -> None:
+    """Create the compiled metrics' and loss trackers' variables now, in the caller's distribution scope,
+    from symbolic inputs (no data read), as Keras' ``fit`` would on its first batch.
+
+    Every variable a checkpoint restores then exists before the first ``fit``, and ``fit`` has nothing
+    left to build: `fit_remaining` relies on it under several workers
+    (`deepface.train.multi_worker.keras_fit_under`).
+    """
+    images = keras.KerasTensor((None, image_size, image_size, 3), "float32")
+    labels = keras.KerasTensor((None,), "int32")
+    model._symbolic_build(data_batch=(images, labels))  # noqa: SLF001  (Keras' own first-batch build)
 
 
 def epoch_batches_fn(
@@ -188,9 +203,10 @@ def fit_remaining(
         epoch_batches: ``(epoch, skip_steps=...) -> dataset_fn``, e.g. a partial `epoch_batches_fn`.
         fit_args: passed to ``model.fit`` (callbacks, validation data, verbosity).
     """
-    while state.epoch < epochs:
-        skip = state.step
-        state.begin_fit()
-        batches = distribution.distribute_datasets_from_function(epoch_batches(state.epoch, skip_steps=skip))
-        model.fit(batches, initial_epoch=state.epoch, epochs=state.epoch + 1, steps_per_epoch=steps_per_epoch - skip,
-                  shuffle=False, **fit_args)
+    with keras_fit_under(distribution, model):
+        while state.epoch < epochs:
+            skip = state.step
+            state.begin_fit()
+            batches = distribution.distribute_datasets_from_function(epoch_batches(state.epoch, skip_steps=skip))
+            model.fit(batches, initial_epoch=state.epoch, epochs=state.epoch + 1,
+                      steps_per_epoch=steps_per_epoch - skip, shuffle=False, **fit_args)

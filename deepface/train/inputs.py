@@ -8,8 +8,12 @@ against the replicas and the records. `naming_corrupt_shards` turns a checksum f
 the data into an error that names the shard.
 
 Every check raises `DeepFaceError` with what to do: a missing or unfinished manifest, shards missing,
-stray, empty or truncated, a class map or an image size that disagrees with the records, an impossible
-batch size.
+stray, empty or truncated, record counts that disagree with the manifest's totals, a labels directory
+without its manifest or whose manifest disagrees with classes.txt, a class map or an image size that
+disagrees with the records, a class map whose F8 layer would exceed `MAX_F8_BYTES`, an impossible batch
+size. A class map with more classes than there are training records is logged as a warning.
+
+The checks are cheap (sizes, counts, one hash of the small files): no shard is read.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import posixpath
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,6 +36,13 @@ from deepface.errors import DeepFaceError
 from deepface.files import is_remote, tf_path
 from deepface.labels import CLASSES_FILE, load_classes
 from deepface.model import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+# The most bytes of float32 F8 weights (f7_units + 1) x classes a run may build: a class map beyond it is
+# refused before any model is built. Training holds about three times that in accelerator memory
+# (weights, gradients, SGD momentum); 4 GiB is 262,000 classes for the paper preset (F7: 4096 units).
+MAX_F8_BYTES = 4 * 2**30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +107,13 @@ def read_shard_set(tfrecords_dir: str | os.PathLike) -> ShardSet:
             f"{posixpath.join(directory, unlisted[0])} is not listed in {manifest_path}: remove stray shards "
             f"or {rebuild}."
         )
+    totals = {"num_records": sum(records.values()), "num_shards": len(records)}
+    for key, value in totals.items():
+        if key in manifest and manifest[key] != value:
+            raise DeepFaceError(
+                f"{manifest_path} says {key} {manifest[key]} but its shards add up to {value} (an edited or "
+                f"mixed-up manifest): {rebuild}."
+            )
     for shard in shards:
         name, size = posixpath.basename(shard), tf.io.gfile.stat(shard).length
         if records[name] < 1 or size == 0:
@@ -193,6 +212,56 @@ def check_class_map(shard_set: ShardSet, classes_bytes: bytes, classes: Sequence
         )
 
 
+def check_labels_manifest(labels_dir, classes_bytes: bytes, classes: Sequence[str]) -> None:
+    """The labels directory must be a finished output of `deepface labels` whose manifest vouches for this
+    classes.txt (``num_classes`` and ``classes_sha256``).
+
+    Raises:
+        DeepFaceError: no manifest (an interrupted or running labels stage), an unreadable one, or one
+            that disagrees with classes.txt.
+    """
+    path = posixpath.join(tf_path(labels_dir), MANIFEST_FILE)
+    rebuild = "rebuild it with `deepface labels`"
+    if not tf.io.gfile.exists(path):
+        raise DeepFaceError(f"{path} not found: labels_dir must be a finished output of `deepface labels` (its "
+                            f"manifest.json is written last); {rebuild}.")
+    try:
+        manifest = json.loads(read_bytes(path))
+        expected = {"num_classes": manifest["num_classes"], "classes_sha256": manifest["classes_sha256"]}
+    except (ValueError, KeyError, TypeError) as error:
+        raise DeepFaceError(f"{path} is not a labels manifest ({type(error).__name__}: {error}): {rebuild}.") from None
+    found = {"num_classes": len(classes), "classes_sha256": hashlib.sha256(classes_bytes).hexdigest()}
+    differences = [key for key in found if expected[key] != found[key]]
+    if differences:
+        raise DeepFaceError(f"{path} does not vouch for {CLASSES_FILE} beside it ({', '.join(differences)} "
+                            f"differ: the file was changed or the stage interrupted): {rebuild}.")
+
+
+def check_class_count(config: ModelConfig, classes: Sequence[str], train_records: int, labels_dir) -> None:
+    """A class map the model can hold, and records for its classes.
+
+    Raises:
+        DeepFaceError: the F8 layer of ``config`` for these classes would hold more than `MAX_F8_BYTES`
+            of float32 weights (naming labels_dir and preset).
+
+    Logs a warning when there are more classes than training records: at least the difference has no
+    record, and F8 grows with every class all the same.
+    """
+    f8_bytes = (config.f7_units + 1) * len(classes) * 4
+    if f8_bytes > MAX_F8_BYTES:
+        raise DeepFaceError(
+            f"labels_dir {labels_dir}: its {CLASSES_FILE} lists {len(classes):,} classes, for which the F8 layer of "
+            f"preset {config.name!r} would hold {f8_bytes / 2**30:.1f} GiB of weights, more than the "
+            f"{MAX_F8_BYTES / 2**30:g} GiB limit (deepface.train.inputs.MAX_F8_BYTES): pass a class map of the "
+            "identities the records hold, or a smaller preset."
+        )
+    if len(classes) > train_records:
+        logger.warning(
+            "labels_dir %s lists %d classes but the training data holds %d records: at least %d classes have "
+            "no record (check that labels_dir matches the TFRecords)", labels_dir, len(classes), train_records,
+            len(classes) - train_records)
+
+
 def check_image_size(config: ModelConfig, shard_set: ShardSet) -> None:
     if config.image_size != shard_set.image_size:
         raise DeepFaceError(
@@ -237,12 +306,15 @@ class TrainingData:
 def prepare_data(
     tfrecords_dir, labels_dir, config: ModelConfig, *, validation_fraction: float, validation_tfrecords=None
 ) -> TrainingData:
-    """Reads and cross-checks the shards, the class map and the preset; splits off validation shards."""
+    """Reads and cross-checks the shards, the class map (and its labels manifest) and the preset; splits off
+    validation shards. Raises `DeepFaceError` (see the module docstring) before any model is built."""
     shard_set = read_shard_set(tfrecords_dir)
     classes_bytes, classes = read_class_map(labels_dir)
     check_class_map(shard_set, classes_bytes, classes, labels_dir)
+    check_labels_manifest(labels_dir, classes_bytes, classes)
     check_image_size(config, shard_set)
     train_shards, validation_shards = split_validation_shards(shard_set.shards, validation_fraction)
+    check_class_count(config, classes, shard_set.count(train_shards), labels_dir)
     validation_records = shard_set.count(validation_shards)
     validation_manifest_sha256 = None
     if validation_tfrecords is not None:

@@ -91,9 +91,43 @@ def test_mixed_precision_model_trains_one_step():
     assert np.isfinite(history.history["loss"][0])
 
 
+# README's table of presets: weights without F8, and F8's per class.
+README_PARAMETERS = {"tiny": (521_792, 129), "small": (4_461_600, 513)}
+
+
+def weights_by_hand(config) -> tuple[int, int]:
+    """The weights of the paper's topology with ``config``'s sizes, layer by layer, from the layer formulas
+    (a convolution: k*k*in*out + out; a locally connected layer: that at each output position, biases
+    too; a dense layer: in*out + out); the spatial chain worked out here, not by `spatial_sizes`.
+    Returns (weights without F8, F8's weights per class)."""
+    c1 = config.image_size - 11 + 1  # 11x11 valid
+    m2 = (c1 + 1) // 2  # 3x3 max-pool, stride 2, 'same'
+    c3 = m2 - 9 + 1
+    l4 = c3 - 9 + 1
+    l5 = (l4 - 7) // 2 + 1  # 7x7, stride 2
+    l6 = l5 - 5 + 1
+    weights = (
+        11 * 11 * 3 * config.c1_filters + config.c1_filters
+        + 9 * 9 * config.c1_filters * config.c3_filters + config.c3_filters
+        + l4 * l4 * (9 * 9 * config.c3_filters * config.l4_filters + config.l4_filters)
+        + l5 * l5 * (7 * 7 * config.l4_filters * config.l5_filters + config.l5_filters)
+        + l6 * l6 * (5 * 5 * config.l5_filters * config.l6_filters + config.l6_filters)
+        + l6 * l6 * config.l6_filters * config.f7_units + config.f7_units
+    )
+    return weights, config.f7_units + 1
+
+
+@pytest.mark.parametrize("preset", sorted(README_PARAMETERS))
+def test_readme_parameter_counts_hold_layer_by_layer(preset):
+    assert weights_by_hand(df_model.PRESETS[preset]) == README_PARAMETERS[preset]
+    without_f8, per_class = README_PARAMETERS[preset]
+    assert df_model.build_classifier(preset, 7, seed=0).count_params() == without_f8 + 7 * per_class
+
+
 def test_model_cli_prints_parameter_count():
     result = CliRunner().invoke(main, ["model", "--preset", "tiny", "--num-classes", "10", "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
-    assert info["parameters"] == df_model.count_params("tiny", 10)
-    assert info["parameters"] - info["parameters_without_f8"] == 129 * 10
+    without_f8, per_class = README_PARAMETERS["tiny"]
+    assert info["parameters"] == without_f8 + 10 * per_class
+    assert info["parameters_without_f8"] == without_f8
