@@ -13,6 +13,7 @@ only). They need root and the network, so they are an explicit opt-in: ``DEEPFAC
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -267,19 +268,21 @@ DAG_PARAMS = {"synthetic_identities": 6, "synthetic_images_per_identity": 8, "ep
 BUCKET = "deepface-test"
 
 
-def test_the_whole_pipeline_runs_in_the_image_as_the_launcher_runs_it(image, tmp_path):
-    """Every task of the compiled template, in dependency order, runs its container's own command in the
+@pytest.fixture(scope="module")
+def dag_run(image, tmp_path_factory):
+    """Every task of the compiled template, in dependency order, run as its container's own command in the
     image as the image's user, with the executor input the KFP launcher writes (helpers.launcher) and its
-    artifacts under gs://BUCKET/..., i.e. a /gcs/BUCKET mount; the metrics equal kfp.local's run of the same
-    parameters in this environment, to the last digit."""
+    artifacts under gs://BUCKET/..., i.e. a /gcs/BUCKET mount; then kfp.local's run of the same parameters in
+    this environment. Returns ``(bucket folder, executor outputs per task, task logs, the local run)``."""
     import yaml
     from helpers.launcher import run_template
 
     from pipelines.local import run_local
     from pipelines.pipeline import CompileOptions, compile_pipeline
 
-    template = yaml.safe_load(Path(compile_pipeline(tmp_path / "pipeline.yaml", CompileOptions(train_retries=0)))
-                              .read_text())
+    tmp_path = tmp_path_factory.mktemp("dag")
+    template_path = compile_pipeline(tmp_path / "pipeline.yaml", CompileOptions(train_retries=0))
+    template = yaml.safe_load(Path(template_path).read_text())
     bucket = tmp_path / "bucket"
     bucket.mkdir()
     os.chown(bucket, 1000, 1000)  # the mount lets the image's user write, as Vertex AI's /gcs does for its tasks
@@ -298,6 +301,13 @@ def test_the_whole_pipeline_runs_in_the_image_as_the_launcher_runs_it(image, tmp
                                output_file=lambda task: f"/gcs/{BUCKET}/launcher/{task}/executor_output.json")
     finally:
         run("buildah", "rm", container, check=False)
+    local = run_local(DAG_PARAMS, pipeline_root=tmp_path / "local")
+    return bucket, outputs, logs, local
+
+
+def test_the_whole_pipeline_runs_in_the_image_as_the_launcher_runs_it(dag_run):
+    """The metrics of the run in the image equal kfp.local's run of the same parameters, to the last digit."""
+    bucket, outputs, logs, local = dag_run
     assert list(outputs) == ["fingerprint-data", "make-synthetic-dataset", "fetch", "build-labels",
                              "build-tfrecords", "train", "evaluate"]
     # Every artifact was written under the mount, as the image's user.
@@ -306,5 +316,70 @@ def test_the_whole_pipeline_runs_in_the_image_as_the_launcher_runs_it(image, tmp
     assert not [name for name, log in logs.items() if "Traceback" in log]
     [metrics] = outputs["evaluate"]["artifacts"]["metrics"]["artifacts"]
     in_image = {name: value for name, value in metrics["metadata"].items() if isinstance(value, (int, float))}
-    local = run_local(DAG_PARAMS, pipeline_root=tmp_path / "local")
     assert in_image and in_image == local.metrics
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_model_trained_by_the_local_pipeline_is_served_from_the_image(image, dag_run, tmp_path):
+    """``deepface serve`` in the image (as Vertex AI would start it, as the image's user) serves the model and
+    evaluation of the local pipeline's run: a verify request answers what ``deepface.load(...).verify`` says
+    in this environment, to 1e-5. (The image's chroot shares this machine's network.)"""
+    import base64
+
+    import matplotlib.cbook
+    import requests
+    from PIL import Image, ImageOps
+
+    import deepface
+
+    *_, local = dag_run
+    outputs = {name: uri for stage in local.stages for name, uri in stage.outputs.items()}
+    model, evaluation = Path(outputs["model"]), Path(outputs["evaluation"])
+    photo = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    mirrored = tmp_path / "mirrored.jpg"
+    ImageOps.mirror(Image.open(photo)).save(mirrored, quality=95)
+    expected = deepface.load(model, evaluation).verify(photo, mirrored)
+
+    port = free_port()
+    container = run("buildah", "from", "--pull-never", image).stdout.strip()
+    log = open(tmp_path / "server.log", "wb")
+    server = subprocess.Popen(
+        ["buildah", "run", "--isolation", "chroot", "--volume", f"{model}:/srv/model:ro",
+         "--volume", f"{evaluation}:/srv/evaluation:ro", container, "--", "deepface", "serve",
+         "--model", "/srv/model", "--evaluation", "/srv/evaluation", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(600):  # bounded: each round waits on the server process for up to 0.5 s
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = server.wait(timeout=0.5)
+                raise AssertionError(f"the server exited ({code}):\n{(tmp_path / 'server.log').read_text()[-3000:]}")
+        else:
+            raise AssertionError(f"the server never got ready:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
+        instance = {"image_a": base64.b64encode(photo.read_bytes()).decode(),
+                    "image_b": base64.b64encode(mirrored.read_bytes()).decode()}
+        response = requests.post(f"http://127.0.0.1:{port}/predict", json={"instances": [instance]}, timeout=120)
+        assert response.status_code == 200, response.text
+        [answer] = response.json()["predictions"]
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+        run("buildah", "rm", container, check=False)
+    assert answer["score"] == expected["score"] and answer["same"] == expected["same"]
+    assert abs(answer["value"] - expected["value"]) <= 1e-5, (answer, expected)
