@@ -8,6 +8,9 @@ preset, epochs). Prints both accuracies (10-fold mean +- standard error), AUC an
 baselines, side by side.
 
     .venv/bin/python benchmarks/bench_alignment.py [--identities 24] [--images 24] [--epochs 15] [--preset tiny]
+
+``--smoke`` runs the same steps on a few images for two training steps (options given still win): a check
+that the benchmark runs, its accuracies meaningless.
 """
 
 from __future__ import annotations
@@ -17,8 +20,12 @@ import os
 import tempfile
 from pathlib import Path
 
+# --smoke: the fewest images that make LFW pairs (4 identities) and a training of two steps.
+SMOKE = {"identities": 4, "images": 4, "epochs": 1, "batch_size": 8, "steps_per_epoch": 2}
 
-def run(root: Path, data: Path, *, align: bool, preset: str, epochs: int, seed: int) -> dict:
+
+def run(root: Path, data: Path, *, align: bool, preset: str, epochs: int, seed: int, batch_size: int = 32,
+        steps_per_epoch: int | None = None) -> dict:
     """One pipeline run; its evaluation summary."""
     from deepface.config import get_config
     from deepface.evaluate import evaluate
@@ -31,8 +38,8 @@ def run(root: Path, data: Path, *, align: bool, preset: str, epochs: int, seed: 
     build_tfrecords(data / "vggface2_train.tar.gz", out / "labels", out / "tfrecords",
                     image_size=get_config(preset).image_size, align=align,
                     landmarks=data / "bb_landmark.tar.gz" if align else None)
-    train(out / "tfrecords", out / "labels", out / "model", preset=preset, epochs=epochs, batch_size=32,
-          learning_rate=0.001, optimizer="adam", seed=seed, strategy="cpu")
+    train(out / "tfrecords", out / "labels", out / "model", preset=preset, epochs=epochs, batch_size=batch_size,
+          steps_per_epoch=steps_per_epoch, learning_rate=0.001, optimizer="adam", seed=seed, strategy="cpu")
     result = evaluate(out / "model", data / "lfw.tgz", data / "pairs.txt", out / "evaluation",
                       landmarks=data / "lfw_landmarks.csv" if align else None)
     return result["summary"]
@@ -45,7 +52,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps-per-epoch", type=int, default=None, help="default: every record once")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes (a check that the benchmark runs; its figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:  # tiny sizes unless given
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from deepface.synth import make_synthetic_dataset
 
@@ -54,7 +68,8 @@ def main() -> None:
         make_synthetic_dataset(root / "data", train_identities=args.identities, test_identities=args.identities,
                                lfw_identities=args.identities, images_per_identity=args.images, seed=args.seed)
         summaries = {align: run(root, root / "data", align=align, preset=args.preset, epochs=args.epochs,
-                                seed=args.seed) for align in (True, False)}
+                                seed=args.seed, batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch)
+                     for align in (True, False)}
 
     print(f"\nalignment benchmark: {args.identities} identities x {args.images} images, preset {args.preset}, "
           f"{args.epochs} epochs, seed {args.seed}; LFW-protocol pairs of the synthetic LFW")

@@ -11,6 +11,9 @@ The detector's first call (TensorFlow start, weights, tracing) is timed apart: `
 process.
 
     .venv/bin/python benchmarks/bench_detect.py [--repeats 5] [--images 20]
+
+``--smoke`` times one call of each contender, once (options given still win): a check that the benchmark
+runs, its figures meaningless.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import statistics
 import time
 
 LFW_IMAGES = 13_233
+SMOKE = {"repeats": 1, "images": 1}  # --smoke: every contender once
 
 
 def encoded(image, quality: int = 92) -> bytes:
@@ -34,7 +38,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--images", type=int, default=20, help="calls per contender per repeat")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes (a check that the benchmark runs; its figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:  # tiny sizes unless given
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import matplotlib.cbook
     import tensorflow as tf

@@ -21,7 +21,8 @@ its functions in Python, a cost paid once per training run, not per epoch), and 
 new epoch of it inside the graph (``Dataset.reduce``), so Python iteration costs nothing; the repeats
 of all methods are interleaved and each figure is the median.
 Ratios compare images per CPU-second with the baseline.
-Run: ``python benchmarks/bench_input.py [--help]``.
+Run: ``python benchmarks/bench_input.py [--help]``; ``--smoke`` measures every method once on a few small
+records and one core (options given still win): a check that the benchmark runs, its figures meaningless.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 BASELINE = "bare decode, tf.data"
 BATCHED_BASELINE = "bare decode + uint8 batch"
 UNKNOWN_SIZE = "unknown_size"  # subdirectory: the shards without a manifest
+# --smoke: a few records of the tiny preset's size in small batches, one repeat, one core.
+SMOKE = {"records": 32, "image_size": 80, "batch_size": 8, "repeats": 1, "cores": "1"}
 
 
 def write_records(directory: Path, records: int, image_size: int, shards: int = 4, seed: int = 0) -> int:
@@ -166,7 +169,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cores", default="1,2", help="comma-separated CPU counts to pin to")
     parser.add_argument("--measure", metavar="DIR", help=argparse.SUPPRESS)  # child process: one CPU count
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes (a check that the benchmark runs; its figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:  # tiny sizes unless given
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args()
     cores_list = [int(cores) for cores in args.cores.split(",")]
 
     if args.measure:

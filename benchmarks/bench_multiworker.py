@@ -10,7 +10,8 @@ training loss from the chief's result.
 
 On one machine the two workers share its cores and talk over loopback gRPC, so this measures the cost of
 the collective all-reduce, not the speed-up of two machines.
-Run: ``python benchmarks/bench_multiworker.py [--help]``.
+Run: ``python benchmarks/bench_multiworker.py [--help]``. ``--smoke``: the same code paths at tiny sizes (a
+check that the benchmark runs; its figures mean nothing; options given still win).
 """
 
 from __future__ import annotations
@@ -109,7 +110,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=16, help="global batch, the same for 1 and 2 workers")
     parser.add_argument("--timeout", type=float, default=900, help="seconds each training may take")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: a check that the benchmark runs")
     options = parser.parse_args()
+    if options.smoke:  # tiny sizes unless given (two epochs: the first is left out of the rate)
+        parser.set_defaults(identities=4, images=4, epochs=2, batch_size=8, timeout=100)
+        options = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         tfrecords, labels = make_tfrecords(root, options.identities, options.images, shards=4)

@@ -30,6 +30,9 @@ build's fixed cost (starting the pool, the manifest, fsyncs) a small share of ev
 keep_original on 2 workers; with far fewer images that cost would blur the rates.
 
     .venv/bin/python benchmarks/bench_tfrecords.py [--identities 24] [--images-per-identity 300] [--repeats 3]
+
+``--smoke`` runs every contender once on a few small images (options given still win): a check that the
+benchmark runs, its figures meaningless.
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ from deepface.archives import iter_members
 from deepface.labels import build_labels
 from deepface.parallel import available_cpus
 from deepface.tfrecords import build_tfrecords
+
+# --smoke: a few small images, every contender once.
+SMOKE = {"identities": 4, "images_per_identity": 4, "image_size": 64, "repeats": 1}
+# LFW is not measured, but synth writes it: the fewest people whose pairs fill LFW's 10 folds.
+LFW_IDENTITIES = 4
 
 
 def loop_reencode(images: list[bytes], size: int = 152, quality: int = 90) -> None:
@@ -97,17 +105,25 @@ def main() -> None:
     parser.add_argument("--images-per-identity", type=int, default=300)
     parser.add_argument("--image-size", type=int, default=256, help="typical side of the synthetic JPEGs")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes (a check that the benchmark runs; its figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:  # tiny sizes unless given
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     with tempfile.TemporaryDirectory(prefix="bench_tfrecords_") as temporary:
         root = Path(temporary)
         # The data comes from another process, so this one starts like `deepface tfrecords` does (its
         # worker pool's forkserver not yet started by anyone else).
-        subprocess.run([sys.executable, "-m", "deepface.cli", "synth", "--out", str(root / "data"),
-                        "--train-identities", str(args.identities), "--test-identities", "1", "--lfw-identities", "2",
-                        "--images-per-identity", str(args.images_per_identity), "--image-size", str(args.image_size),
-                        "--lfw-image-size", "32"], check=True, capture_output=True)
+        synth = subprocess.run(
+            [sys.executable, "-m", "deepface.cli", "synth", "--out", str(root / "data"),
+             "--train-identities", str(args.identities), "--test-identities", "1",
+             "--lfw-identities", str(LFW_IDENTITIES), "--images-per-identity", str(args.images_per_identity),
+             "--image-size", str(args.image_size), "--lfw-image-size", "32"], capture_output=True, text=True)
+        if synth.returncode:
+            raise SystemExit(f"deepface synth exited {synth.returncode}:\n{synth.stderr[-3000:]}")
         archive = root / "data" / "vggface2_train.tar.gz"
         build_labels(archive, root / "labels")
         images = [member.read() for member in iter_members(archive)]
