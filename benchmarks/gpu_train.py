@@ -1,17 +1,24 @@
-"""Training throughput of DeepFace on an accelerator: images per second and step time, XLA off and on.
+"""Training throughput of DeepFace on an accelerator: images per second and step time in float32 and
+bfloat16, XLA off and on, and whether the input pipeline keeps up.
 
 Builds and compiles the model as `deepface train` does (`deepface.train.compile_classifier`, under the
 strategy `choose_strategy` picks: one GPU here) once per configuration, trains ``warmup + steps`` steps
 with ``model.fit`` and keeps the step times after the warm-up (the first step includes tracing and,
-with XLA, compilation: reported separately). Configurations: XLA off and on, for each data source:
+with XLA, compilation: reported separately). Configurations: each precision, XLA off and on, for each
+data source:
 
 - ``memory``: one synthetic batch (random images and labels) held as a tensor and repeated;
 - ``tfrecords``: the training pipeline of `deepface train` (`epoch_batches_fn`) reading ``--tfrecords``
   (with ``--labels``), or a small synthetic dataset written here through the real stages.
 
-On a GPU machine, the defaults measure the paper's network at batch 256 in bfloat16:
+Then the input pipeline alone: batches of the global batch size from the same TFRecords through
+`epoch_batches_fn` (decoding, augmentation, prefetch), as fast as it delivers them, against the fastest
+training step measured: the accelerator is fed when the pipeline delivers at least that rate.
+
+On a GPU machine, the defaults measure the paper's network at batch 256 in float32 and bfloat16, XLA off
+and on, and the input pipeline (about 5 minutes on one GPU):
 ``python benchmarks/gpu_train.py [--data both] [--json results.json]``.
-Smoke test on a CPU: ``python benchmarks/gpu_train.py --preset tiny --steps 2``.
+On a CPU: ``python benchmarks/gpu_train.py --smoke`` (every code path at tiny sizes).
 """
 
 from __future__ import annotations
@@ -54,12 +61,27 @@ def measure(model, batches, warmup: int, steps: int) -> dict:
     }
 
 
+def input_rate(batches, batch_size: int, count: int) -> dict:
+    """Images per second the input pipeline delivers alone: ``count`` batches after the first (which
+    fills the shuffle buffer and starts the threads)."""
+    iterator = iter(batches)
+    start = time.perf_counter()
+    next(iterator)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(count):
+        next(iterator)
+    seconds = time.perf_counter() - start
+    return {"img_per_s": count * batch_size / seconds, "batches": count, "first_batch_s": first}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--num-classes", type=int, default=8631, help="F8 classes (VGGFace2: 8631)")
     parser.add_argument("--batch-size", type=int, default=256, help="global batch size")
-    parser.add_argument("--precision", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--precision", default="float32,bfloat16",
+                        help="comma-separated: float32, bfloat16, float16")
     parser.add_argument("--jit", default="both", choices=["off", "on", "both"], help="XLA compilation")
     parser.add_argument("--data", default="memory", choices=["memory", "tfrecords", "both"])
     parser.add_argument("--tfrecords", help="TFRecord directory (default: synthetic records written here)")
@@ -67,8 +89,18 @@ def main() -> int:
     parser.add_argument("--strategy", default="auto", help="as `deepface train --strategy`")
     parser.add_argument("--steps", type=int, default=20, help="measured steps per configuration")
     parser.add_argument("--warmup", type=int, default=3, help="steps before measuring (the first compiles)")
+    parser.add_argument("--input-batches", type=int, default=30, help="batches timed for the input pipeline")
+    parser.add_argument("--skip-input", action="store_true", help="do not measure the input pipeline alone")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--smoke", action="store_true", help="every code path at tiny sizes (seconds on a CPU)")
     args = parser.parse_args()
+    if args.smoke:
+        args.preset, args.num_classes, args.batch_size, args.steps, args.warmup = "tiny", 4, 8, 2, 1
+        args.data, args.input_batches = "memory", 2  # the input pipeline alone still reads TFRecords
+    precisions = args.precision.split(",")
+    if not set(precisions) <= {"float32", "bfloat16", "float16"}:
+        parser.error(f"--precision: float32, bfloat16 or float16, got {args.precision}")
+    started = time.perf_counter()
 
     from deepface.model import get_config
     from deepface.train.fit import compile_classifier, epoch_batches_fn
@@ -82,7 +114,7 @@ def main() -> int:
     devices = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
     print(f"Strategy {plan.kind} ({distribution.num_replicas_in_sync} replica(s)); GPUs: {devices or 'none'}; "
           f"TensorFlow {tf.__version__}; preset {config.name}, {args.num_classes} classes, batch {args.batch_size}, "
-          f"{args.precision}; {args.warmup} + {args.steps} steps per configuration.", flush=True)
+          f"{', '.join(precisions)}; {args.warmup} + {args.steps} steps per configuration.", flush=True)
 
     sources = ["memory", "tfrecords"] if args.data == "both" else [args.data]
     jits = [False, True] if args.jit == "both" else [args.jit == "on"]
@@ -93,47 +125,72 @@ def main() -> int:
             per_replica = args.batch_size // distribution.num_replicas_in_sync
             batch = synthetic_batch(per_replica, config.image_size, args.num_classes)
             feeds["memory"] = lambda: in_memory_batches(distribution, batch)
-        if "tfrecords" in sources:
+        if "tfrecords" in sources or not args.skip_input:
             if args.tfrecords:
                 tfrecords, labels = args.tfrecords, args.labels
             else:
-                tfrecords, labels = make_tfrecords(Path(tmp), config.image_size)
+                size = dict(identities=4, images_per_identity=4) if args.smoke else {}
+                tfrecords, labels = make_tfrecords(Path(tmp), config.image_size, **size)
             data = prepare_data(tfrecords, labels, config, validation_fraction=0.0)
             pipeline = epoch_batches_fn(
                 data, 0, global_batch_size=args.batch_size, steps_per_epoch=args.warmup + args.steps, seed=0,
                 shuffle_buffer=10_000, augment=False,
             )
             feeds["tfrecords"] = lambda: distribution.distribute_datasets_from_function(pipeline)
-        for source in sources:
-            for jit in jits:
-                with distribution.scope():
-                    model = compile_classifier(
-                        config, args.num_classes, precision=args.precision,
-                        learning_rate=0.01 * args.batch_size / 128, momentum=0.9, weight_decay=0.0,
-                        label_smoothing=0.0, jit_compile=jit, steps_per_execution=1, seed=0,
-                    )
-                result = {"data": source, "xla": jit, **measure(model, feeds[source](), args.warmup, args.steps)}
-                result["img_per_s"] = args.batch_size / result["median_step_s"]
-                results.append(result)
-                print(f"  {source:9s} XLA {'on ' if jit else 'off'}: {result['img_per_s']:9.1f} img/s, "
-                      f"{result['median_step_s'] * 1000:8.1f} ms/step (first step {result['first_step_s']:.1f} s)",
-                      flush=True)
-                del model
-                keras.backend.clear_session()  # free the previous configuration's memory
+        for source, precision, jit in ((s, p, j) for s in sources for p in precisions for j in jits):
+            with distribution.scope():
+                model = compile_classifier(
+                    config, args.num_classes, precision=precision,
+                    learning_rate=0.01 * args.batch_size / 128, momentum=0.9, weight_decay=0.0,
+                    label_smoothing=0.0, jit_compile=jit, steps_per_execution=1, seed=0,
+                )
+            result = {"data": source, "precision": precision, "xla": jit,
+                      **measure(model, feeds[source](), args.warmup, args.steps)}
+            result["img_per_s"] = args.batch_size / result["median_step_s"]
+            results.append(result)
+            print(f"  {source:9s} {precision:8s} XLA {'on ' if jit else 'off'}: {result['img_per_s']:9.1f} img/s, "
+                  f"{result['median_step_s'] * 1000:8.1f} ms/step (first step {result['first_step_s']:.1f} s)",
+                  flush=True)
+            del model
+            keras.backend.clear_session()  # free the previous configuration's memory
+        feeding = None
+        if not args.skip_input:
+            input_pipeline = epoch_batches_fn(
+                data, 0, global_batch_size=args.batch_size, steps_per_epoch=args.input_batches + 1, seed=0,
+                shuffle_buffer=10_000, augment=True,
+            )
+            feeding = input_rate(distribution.distribute_datasets_from_function(input_pipeline), args.batch_size,
+                                 args.input_batches)
 
     print()
     header = (f"{'data':9s} {'XLA':4s} {'img/s':>9s} {'ms/step':>9s} {'min':>8s} {'max':>8s} {'first step s':>12s} "
-              f"{'vs XLA off':>10s}")
+              f"{'vs XLA off':>10s} {'precision':>9s} {'vs float32':>10s}")
     print(header)
     print("-" * len(header))
+    def like(result, **changes):  # the result of the configuration of ``result`` with ``changes``
+        return next((r for r in results if all(r[key] == changes.get(key, result[key])
+                                               for key in ("data", "precision", "xla"))), None)
+
     for result in results:
-        off = next((r for r in results if r["data"] == result["data"] and not r["xla"]), result)
+        off, float32 = like(result, xla=False), like(result, precision="float32")
         print(f"{result['data']:9s} {'on' if result['xla'] else 'off':4s} {result['img_per_s']:9.1f} "
               f"{result['median_step_s'] * 1000:9.1f} {result['min_step_s'] * 1000:8.1f} "
               f"{result['max_step_s'] * 1000:8.1f} "
-              f"{result['first_step_s']:12.1f} {result['img_per_s'] / off['img_per_s']:10.2f}")
+              f"{result['first_step_s']:12.1f} {result['img_per_s'] / off['img_per_s']:10.2f} "
+              f"{result['precision']:>9s} {result['img_per_s'] / float32['img_per_s'] if float32 else 1:10.2f}")
+    if feeding:
+        fastest = max(results, key=lambda r: r["img_per_s"])
+        fed = feeding["img_per_s"] >= fastest["img_per_s"]
+        print(f"\ninput pipeline alone (TFRecords, batch {args.batch_size}, augmented): "
+              f"{feeding['img_per_s']:.0f} img/s against the fastest step, {fastest['img_per_s']:.0f} img/s "
+              f"({fastest['precision']}, XLA "
+              f"{'on' if fastest['xla'] else 'off'}, {fastest['data']}): "
+              f"{'fed' if fed else 'NOT fed: the input is the bottleneck'} "
+              f"({feeding['img_per_s'] / fastest['img_per_s']:.2f}x)")
+    print(f"total {time.perf_counter() - started:.0f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "devices": devices, "results": results}, indent=2))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "devices": devices, "results": results,
+                                               "input": feeding}, indent=2))
     return 0
 
 

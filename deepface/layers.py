@@ -1,8 +1,8 @@
 """Keras 3 layers of DeepFace: the locally connected layer (Keras 3 dropped LocallyConnected2D) and the
 feature normalisation of the paper's representation.
 
-The project runs Keras 3 on the TensorFlow backend; LocallyConnected2D uses one TensorFlow matmul flag
-(``transpose_a``) for speed, everything else is ``keras.ops``.
+The project runs Keras 3 on the TensorFlow backend; LocallyConnected2D uses TensorFlow directly where
+Keras has no equivalent: the matmul flag ``transpose_a``, the patch gather's custom gradient, and XLA for it.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ class LocallyConnected2D(keras.layers.Layer):
     How it computes: the input is laid out batch-innermost, ``(rows * cols * channels, batch)``, and one
     gather with indices fixed at build time forms every patch at once as ``(positions, patch, batch)``;
     a single batched matmul with positions as the batch applies the kernels. The backward pass is the
-    same matmuls plus one segment sum (the gather's gradient). No large tensor is ever transposed, and
-    its memory is one patch tensor. benchmarks/bench_layers.py measures its speed against tf.keras's
-    implementation=1 (3025 slices for L4) and extract_patches + einsum.
+    same matmuls plus the gather's gradient, written here as col2im: one shifted add per kernel offset
+    (``_col2im``, compiled with XLA) instead of TensorFlow's segment sum over every patch element. No
+    large tensor is ever transposed, and its memory is one patch tensor. benchmarks/bench_layers.py
+    measures it against tf.keras's implementation=1 (3025 slices for L4) and the alternatives we rejected.
 
     Args:
         filters: number of output channels.
@@ -79,6 +80,7 @@ class LocallyConnected2D(keras.layers.Layer):
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.input_spec = keras.layers.InputSpec(ndim=4)
         self._indices = None  # patch gather indices, computed on first call
+        self._col2im_compiled = tf.function(self._col2im, jit_compile=True)
 
     def output_grid(self, rows: int, cols: int) -> tuple[int, int]:
         """(out_rows, out_cols) for an input of (rows, cols)."""
@@ -120,14 +122,40 @@ class LocallyConnected2D(keras.layers.Layer):
         z = np.arange(channels)[None, None, None, None, :]
         return ((r * cols + c) * channels + z).reshape(-1).astype("int32")
 
+    def _col2im(self, grad_patches, rows: int, cols: int, channels: int):
+        """The patch gather's gradient: (positions * patch, batch) -> (rows * cols * channels, batch), every
+        patch element added back to the input element it came from.
+
+        Offset (i, j) of every patch lands on input rows ``r * stride + i``: on the rows of stride phase
+        ``i % stride``, shifted by ``i // stride``. Each phase sums its offsets' padded slices; the phases
+        are then interleaved back into rows (and the same for columns). The sums run in float32 (XLA on
+        a CPU adds bfloat16 elementwise slowly, and one rounding at the end is more accurate).
+        """
+        (kr, kc), (sr, sc) = self.kernel_size, self.strides
+        grad = tf.reshape(tf.cast(grad_patches, "float32"), (self.out_rows, self.out_cols, kr, kc, channels, -1))
+        phase_rows, phase_cols = -(-rows // sr), -(-cols // sc)  # rows and columns of each phase
+        zero = tf.zeros((phase_rows, phase_cols, channels, tf.shape(grad)[-1]), grad.dtype)
+        phases = [[tf.add_n([zero] + [
+            tf.pad(grad[:, :, i, j], [[i // sr, phase_rows - self.out_rows - i // sr],
+                                      [j // sc, phase_cols - self.out_cols - j // sc], [0, 0], [0, 0]])
+            for i in range(p, kr, sr) for j in range(q, kc, sc)]) for q in range(sc)] for p in range(sr)]
+        image = tf.stack([tf.stack(row, axis=2) for row in phases], axis=1)  # (rows/sr, sr, cols/sc, sc, ...)
+        image = tf.reshape(image, (phase_rows * sr, phase_cols * sc, channels, -1))[:rows, :cols]
+        return tf.cast(tf.reshape(image, (rows * cols * channels, -1)), grad_patches.dtype)
+
     def extract_patches(self, inputs):
         """(batch, rows, cols, channels) -> (out_rows * out_cols, kernel_rows * kernel_cols * channels, batch)."""
         _, rows, cols, channels = inputs.shape
         if self._indices is None:
             self._indices = self._patch_indices(rows, cols, channels)
-        batch_innermost = ops.reshape(ops.transpose(inputs, (1, 2, 3, 0)), (rows * cols * channels, -1))
-        patches = ops.take(batch_innermost, self._indices, axis=0)  # (positions * patch, batch)
-        return ops.reshape(patches, (self.out_rows * self.out_cols, self.kernel.shape[1], -1))
+
+        @tf.custom_gradient
+        def gather(batch_innermost):  # (rows * cols * channels, batch) -> (positions * patch, batch)
+            return tf.gather(batch_innermost, self._indices), lambda grad: self._col2im_compiled(
+                grad, rows, cols, channels)
+
+        batch_innermost = tf.reshape(tf.transpose(inputs, (1, 2, 3, 0)), (rows * cols * channels, -1))
+        return tf.reshape(gather(batch_innermost), (self.out_rows * self.out_cols, self.kernel.shape[1], -1))
 
     def call(self, inputs):
         patches = self.extract_patches(inputs)

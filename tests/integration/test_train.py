@@ -709,12 +709,14 @@ def test_cli_reports_bad_input_in_one_line(data, tmp_path):
 @pytest.mark.slow
 def test_gpu_benchmark_smoke_runs_on_cpu(tmp_path):
     results_file = tmp_path / "results.json"
-    command = [sys.executable, "benchmarks/gpu_train.py", "--preset", "tiny", "--steps", "2",
-               "--json", str(results_file)]
+    command = [sys.executable, "benchmarks/gpu_train.py", "--smoke", "--json", str(results_file)]
     completed = subprocess.run(command, cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=600,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(results_file.read_text())["results"]
-    assert [(result["data"], result["xla"]) for result in results] == [("memory", False), ("memory", True)]
+    # float32 and bfloat16, each with XLA off and on; then the input pipeline against the fastest step.
+    assert [(result["data"], result["precision"], result["xla"]) for result in results] == [
+        ("memory", "float32", False), ("memory", "float32", True),
+        ("memory", "bfloat16", False), ("memory", "bfloat16", True)]
     assert all(result["img_per_s"] > 0 and result["steps"] == 2 for result in results)
-    assert "vs XLA off" in completed.stdout
+    assert re.search(r"input pipeline alone .* img/s against the fastest step, .*: (fed|NOT fed)", completed.stdout)

@@ -5,10 +5,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from deepface.layers import FeatureNormalization, LocallyConnected2D
-
-tf_keras = pytest.importorskip("tf_keras")
 
 SHAPES = {
     # name: (input rows, cols, channels), filters, kernel, strides
@@ -17,6 +16,7 @@ SHAPES = {
     "L6": ((25, 25, 16), 16, 5, 1),
     "stride3_nonsquare_1channel": ((11, 17, 1), 3, 4, 3),
     "rect_kernel_rect_stride": ((12, 9, 2), 5, (3, 2), (2, 1)),
+    "stride_larger_than_kernel": ((10, 11, 2), 3, 2, 3),  # input rows no patch covers: zero gradient
 }
 
 
@@ -35,20 +35,27 @@ def _pair_of_layers(shape, filters, kernel, strides):
 def test_matches_tf_keras_outputs_and_gradients(name):
     shape, filters, kernel, strides = SHAPES[name]
     reference, ours = _pair_of_layers(shape, filters, kernel, strides)
+    # the same layout: kernel [positions, receptive field, filters], bias [rows, cols, filters] (tf_keras's)
     assert [w.shape for w in ours.get_weights()] == [tuple(w.shape) for w in reference.get_weights()]
+    assert tuple(ours.bias.shape) == tuple(reference.bias.shape) == reference.compute_output_shape((None, *shape))[1:]
     x = tf.constant(np.random.default_rng(1).standard_normal((3, *shape)), tf.float32)
     upstream = None
     results = []
-    for layer, kernel_var in ((reference, reference.kernel), (ours, ours.kernel.value)):
+    for layer, kernel_var, bias_var in ((reference, reference.kernel, reference.bias),
+                                        (ours, ours.kernel.value, ours.bias.value)):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = layer(x)
             if upstream is None:
                 upstream = tf.constant(np.random.default_rng(2).standard_normal(y.shape), tf.float32)
             loss = tf.reduce_sum(y * upstream)
-        results.append((y, *tape.gradient(loss, [x, kernel_var])))
-    for expected, actual in zip(results[0], results[1]):
-        np.testing.assert_allclose(actual.numpy(), expected.numpy(), atol=1e-5, rtol=1e-5)
+        results.append((y, *tape.gradient(loss, [x, kernel_var, bias_var])))
+    # outputs, then the gradients of the input, the kernel and the bias (position by position)
+    for what, expected, actual in zip(("output", "input grad", "kernel grad", "bias grad"), results[0], results[1]):
+        assert actual.shape == expected.shape, what
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), atol=1e-5, rtol=1e-5, err_msg=what)
+    # a bias gradient is the upstream gradient summed over the batch at its own position and filter
+    np.testing.assert_allclose(results[1][3].numpy(), upstream.numpy().sum(axis=0), atol=1e-5, rtol=1e-5)
 
 
 def test_output_shape_and_errors():
@@ -84,6 +91,24 @@ def test_mixed_precision(policy):
     reference.build(x.shape)
     reference.set_weights(layer.get_weights())
     np.testing.assert_allclose(np.asarray(y, np.float32), reference(x), atol=0.05)
+
+
+def test_bfloat16_input_gradient_matches_float32():
+    """The gather's gradient (col2im, summed in float32) under mixed_bfloat16 agrees with float32."""
+    x = tf.constant(np.random.default_rng(0).standard_normal((2, 13, 12, 3)), tf.float32)
+    layers = [LocallyConnected2D(4, 5, strides=2, dtype=policy) for policy in ("float32", "mixed_bfloat16")]
+    for layer in layers:
+        layer.build(x.shape)
+    layers[1].set_weights(layers[0].get_weights())
+    grads = []
+    for layer in layers:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.cast(layer(x), tf.float32) ** 2)
+        grads.append(tape.gradient(loss, x))
+    assert grads[1].dtype == tf.float32
+    scale = float(tf.reduce_max(tf.abs(grads[0])))
+    np.testing.assert_allclose(grads[1].numpy() / scale, grads[0].numpy() / scale, atol=0.03)
 
 
 def test_xla_compiles_and_matches_eager():
