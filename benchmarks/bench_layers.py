@@ -26,8 +26,8 @@ variant), next to tf.linalg.matmul 4096x4096 in float32 and bfloat16 (the machin
 - gradient: ours, segment-sum, ours with the whole step under XLA (jit_compile);
 - precision: float32, mixed_bfloat16, mixed_bfloat16 with L4-L6 computing in float32;
 - batch: 32, 64, 128 (images per second);
-- optimizer: Keras' SGD with momentum against the same update as one fused op per weight
-  (tf.raw_ops.ResourceApplyKerasMomentum; the same arithmetic);
+- optimizer: the product's SGD with momentum (deepface.train.momentum.MomentumSGD: one fused op per
+  weight) against Keras' SGD (the same arithmetic in five elementwise passes);
 - threads: TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS, one process per setting, alternated.
 
     python benchmarks/bench_layers.py [--batch 32] [--rounds 5] [--skip-model] [--shapes L4,L5,L6]
@@ -232,25 +232,6 @@ def run_child(args, memory_limit_gb, env=None):
 # ------------------------------------------------------------------------------------------------------
 
 
-def fused_sgd():
-    """Keras' SGD whose momentum update is one op per weight (tf.raw_ops.ResourceApplyKerasMomentum:
-    ``m = m * momentum - lr * g; w += m``, Keras' arithmetic) instead of five elementwise passes."""
-    import keras
-
-    class FusedSGD(keras.optimizers.SGD):
-        def update_step(self, gradient, variable, learning_rate):
-            if self.momentum == 0 or self.nesterov:
-                return super().update_step(gradient, variable, learning_rate)
-            momentum = self.momentums[self._get_variable_index(variable)]
-            handle = variable.handle if isinstance(variable, tf.Variable) else variable.value.handle
-            tf.raw_ops.ResourceApplyKerasMomentum(
-                var=handle, accum=momentum.value.handle, lr=tf.cast(learning_rate, variable.dtype),
-                grad=tf.cast(gradient, variable.dtype), momentum=tf.cast(self.momentum, variable.dtype),
-                use_locking=False, use_nesterov=False)
-
-    return FusedSGD
-
-
 # name: (gather gradient, dtype policy, L4-L6 dtype, step under XLA, optimizer)
 MODEL_VARIANTS = {
     "ours": ("ours", "float32", None, False, "sgd"),
@@ -258,13 +239,13 @@ MODEL_VARIANTS = {
     "ours, step xla": ("ours", "float32", None, True, "sgd"),
     "bf16": ("ours", "mixed_bfloat16", None, False, "sgd"),
     "bf16, L4-L6 f32": ("ours", "mixed_bfloat16", "float32", False, "sgd"),
-    "fused sgd": ("ours", "float32", None, False, "fused-sgd"),
+    "keras sgd": ("ours", "float32", None, False, "keras-sgd"),
 }
 GROUPS = {  # group: [(variant, batch multiple)]; the first is the reference of the ratios
     "gradient": [("ours", 1), ("segment-sum", 1), ("ours, step xla", 1)],
     "precision": [("ours", 1), ("bf16", 1), ("bf16, L4-L6 f32", 1)],
     "batch": [("ours", 1), ("ours", 2), ("ours", 4)],
-    "optimizer": [("ours", 1), ("fused sgd", 1)],
+    "optimizer": [("ours", 1), ("keras sgd", 1)],
 }
 
 
@@ -273,6 +254,7 @@ def build_model(preset, num_classes, variant):
 
     import deepface.model
     from deepface.layers import LocallyConnected2D
+    from deepface.train.momentum import MomentumSGD
 
     gradient, policy, local_dtype, jit, optimizer = MODEL_VARIANTS[variant]
     cls = LocallyConnected2D if gradient == "ours" else gather_gradient_layer(gradient)
@@ -289,7 +271,7 @@ def build_model(preset, num_classes, variant):
         model = deepface.model.build_classifier(preset, num_classes, seed=0, dtype_policy=policy)
     finally:
         deepface.model.LocallyConnected2D = original
-    sgd = fused_sgd() if optimizer == "fused-sgd" else keras.optimizers.SGD
+    sgd = keras.optimizers.SGD if optimizer == "keras-sgd" else MomentumSGD
     model.compile(optimizer=sgd(0.001, momentum=0.9), loss="sparse_categorical_crossentropy", jit_compile=jit)
     return model
 

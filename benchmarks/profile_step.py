@@ -8,7 +8,7 @@ round (a shared machine's load then weighs on all of them alike); the table show
 - each layer (C1 ... F8): its forward alone, and forward + backward with a ``GradientTape`` (the gradients
   of its weights and, except for C1 whose input is the image, of its input), on the activations a batch
   really gives it; backward = the difference. F8 includes the loss;
-- ``optimizer``: the compiled model's optimizer (SGD with momentum, the paper's) applying one step of
+- ``optimizer``: the compiled model's optimizer (the product's SGD with momentum, `MomentumSGD`) applying one step of
   gradients to every weight;
 - ``full step``: ``model.train_on_batch`` of the compiled model (what ``fit`` runs, Keras included);
 - ``input``: batches from TFRecords through `deepface.data.make_dataset` (the training pipeline), made
@@ -171,12 +171,13 @@ def main() -> int:
         PEAK_SIZE = 256
 
     from deepface.model import build_classifier, get_config
+    from deepface.train.momentum import MomentumSGD
 
     config = get_config(args.preset)
     policy = {"float32": "float32", "bfloat16": "mixed_bfloat16"}[args.precision]
     model = build_classifier(config, args.num_classes, seed=0, dtype_policy=policy)
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss=loss_fn, jit_compile=args.jit)
+    model.compile(optimizer=MomentumSGD(0.01, momentum=0.9), loss=loss_fn, jit_compile=args.jit)
     rng = np.random.default_rng(0)
     size = config.image_size
     images = tf.constant(rng.random((args.batch, size, size, 3)), tf.float32)

@@ -1,7 +1,7 @@
 """The model, the loss, the learning rates and the batches of a training run, and the loop that fits them.
 
-- `compile_classifier`: the classifier compiled (SGD with momentum, the paper's, or Adam; mixed precision
-  as asked) in the current distribution scope, its optimizer built so that a checkpoint can be restored;
+- `compile_classifier`: the classifier compiled (SGD with momentum, the paper's, as `MomentumSGD`, or Adam;
+  mixed precision as asked) in the current distribution scope, its optimizer built so that a checkpoint can be restored;
 - `learning_rates`: the initial rate and its floor (SGD's scaled linearly with the global batch);
 - `epoch_batches_fn`, `validation_batches`: the input pipelines (each epoch its own deterministic
   pipeline, seeded by `epoch_seed`);
@@ -20,6 +20,7 @@ from deepface.data import make_dataset
 from deepface.model import ModelConfig, build_classifier
 from deepface.train.callbacks import TrainingState
 from deepface.train.inputs import TrainingData
+from deepface.train.momentum import MomentumSGD
 from deepface.train.multi_worker import keras_fit_under
 
 # Keras dtype policy of each precision.
@@ -103,8 +104,7 @@ def compile_classifier(
     if optimizer == "adam":
         optimizer = keras.optimizers.Adam(learning_rate=learning_rate, weight_decay=weight_decay or None)
     else:
-        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
-                                         weight_decay=weight_decay or None)
+        optimizer = MomentumSGD(learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay or None)
     if precision == "float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(
