@@ -28,7 +28,6 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-import threading
 
 __version__ = "0.1.0"
 
@@ -87,7 +86,6 @@ def __getattr__(name: str):
 # ------------------------------------------------------------------------ custom layers for Keras loads
 
 _LAYERS = "deepface.layers"
-_hook_lock = threading.Lock()
 
 
 def _register_layers() -> None:
@@ -105,54 +103,10 @@ def _register_layers() -> None:
                         "before loading a DeepFace model", type(error).__name__, error)
 
 
-class _AfterKeras:
-    """Loader wrapper: runs Keras's loader, then `_register_layers`. The module gets Keras's own loader
-    back before its code runs, so ``keras.__loader__`` and ``keras.__spec__`` look as without the hook."""
-
-    def __init__(self, loader):
-        self.loader = loader
-
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module) -> None:
-        module.__loader__ = self.loader
-        if getattr(module, "__spec__", None) is not None:
-            module.__spec__.loader = self.loader
-        self.loader.exec_module(module)  # an error here propagates, as without the hook
-        _register_layers()
-
-
-class _KerasImportHook:
-    """A `sys.meta_path` finder that answers only for the top-level module ``keras``: it asks the finders
-    after it for Keras's spec and returns it with its loader wrapped in `_AfterKeras`.
-
-    Python calls finders under the import lock of the module being found, so two threads never load Keras
-    twice; a plain ``importlib.util.find_spec("keras")`` (TensorFlow makes some) gets the wrapped spec too,
-    which is harmless: the wrapper acts only when the module is executed. The finder stays in place once
-    Keras is loaded (Python asks finders only for modules not in `sys.modules`, so it is then never asked
-    for Keras again; for any other name it returns None after one comparison): removing an entry of
-    `sys.meta_path` while another thread iterates over it could make that thread skip a finder.
-    """
-
-    _deepface_keras_hook = True  # a marker that survives reloading this module (class identity does not)
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "keras" or path is not None:
-            return None
-        for finder in list(sys.meta_path):
-            if getattr(finder, "_deepface_keras_hook", False) or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is None:
-                continue
-            if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                spec.loader = _AfterKeras(spec.loader)
-            return spec
-        return None
-
-    def invalidate_caches(self) -> None:
-        pass
+def _after_keras(module, execute) -> None:
+    """Run Keras's own import, then `_register_layers` (a `deepface.import_hooks` ``around``)."""
+    execute()  # an error here propagates, as without the hook
+    _register_layers()
 
 
 def _install_hook() -> None:
@@ -160,9 +114,9 @@ def _install_hook() -> None:
     if "keras" in sys.modules:
         _register_layers()
         return
-    with _hook_lock:
-        if not any(getattr(finder, "_deepface_keras_hook", False) for finder in sys.meta_path):
-            sys.meta_path.insert(0, _KerasImportHook())
+    from deepface import import_hooks
+
+    import_hooks.install("keras", _after_keras)
 
 
 _install_hook()

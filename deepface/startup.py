@@ -24,6 +24,8 @@ import re
 import sys
 import threading
 
+from deepface import import_hooks
+
 # The start-up lines (matched on whole lines, bytes): absl's notice, and INFO lines of the files that print
 # at load time.
 NOISE = re.compile(
@@ -79,50 +81,13 @@ class _FilteredStderr:
         return False
 
 
-class _QuietLoader:
-    """Runs TensorFlow's own loader with fd 2 filtered; hands the module its own loader back first."""
-
-    def __init__(self, loader):
-        self.loader = loader
-
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module) -> None:
-        module.__loader__ = self.loader
-        if getattr(module, "__spec__", None) is not None:
-            module.__spec__.loader = self.loader
-        with _FilteredStderr():
-            self.loader.exec_module(module)
-            # Finding the devices is when CUDA is initialised (and says so): inside the filter, once. It does
-            # not fix them: visible devices and memory growth can still be set afterwards.
-            module.config.list_physical_devices()
-
-
-class _TensorFlowImportHook:
-    """A `sys.meta_path` finder answering only for the top-level ``tensorflow``, with `_QuietLoader`."""
-
-    _deepface_tensorflow_hook = True
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "tensorflow" or path is not None:
-            return None
-        for finder in list(sys.meta_path):
-            if getattr(finder, "_deepface_tensorflow_hook", False) or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is None:
-                continue
-            if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                spec.loader = _QuietLoader(spec.loader)
-            return spec
-        return None
-
-    def invalidate_caches(self) -> None:
-        pass
-
-
-_lock = threading.Lock()
+def _import_quietly(module, execute) -> None:
+    """Run TensorFlow's own import with fd 2 filtered (an `deepface.import_hooks` ``around``)."""
+    with _FilteredStderr():
+        execute()
+        # Finding the devices is when CUDA is initialised (and says so): inside the filter, once. It does
+        # not fix them: visible devices and memory growth can still be set afterwards.
+        module.config.list_physical_devices()
 
 
 def install() -> None:
@@ -130,6 +95,4 @@ def install() -> None:
     docstring). Does nothing when TensorFlow is already imported or ``TF_CPP_MIN_LOG_LEVEL`` is 0 or unset."""
     if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip() in ("", "0"):
         return
-    with _lock:
-        if not any(getattr(finder, "_deepface_tensorflow_hook", False) for finder in sys.meta_path):
-            sys.meta_path.insert(0, _TensorFlowImportHook())
+    import_hooks.install("tensorflow", _import_quietly)
