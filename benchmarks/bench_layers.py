@@ -7,12 +7,16 @@ deepface.layers at batch 2 before it is timed (the tests check our layer against
 
 - seed:           tf_keras LocallyConnected2D(implementation=1), the seed project's layer;
 - ours:           deepface.layers.LocallyConnected2D (patch gather + batched matmul with positions as the
-                  batch; the gather's gradient is col2im, one shifted add per kernel offset, under XLA);
+                  batch, one output row at a time forward and backward; the patches' gradient added back
+                  by col2im over kernel columns under XLA and an in-place add of the rows it covers);
 - ours+xla:       the same, the whole forward + backward under tf.function(jit_compile=True);
 - call-xla:       only the layer's call under XLA (its gradient compiled with it);
 - bf16:           ours under the mixed_bfloat16 policy (checked to bfloat16 tolerance);
-- segment-sum:    the gather's own gradient (TensorFlow's UnsortedSegmentSum; our previous version);
-- col2im-no-xla:  our col2im without XLA;
+- col2im:         every patch at once (one 500 MB patch tensor for L4 at batch 32), the gather's gradient
+                  as col2im over every kernel offset under XLA (our previous version);
+- segment-sum:    every patch at once, the gather's own gradient (TensorFlow's UnsortedSegmentSum; the
+                  version before);
+- col2im-no-xla:  col2im without XLA;
 - scatter-nd:     the gradient as tf.scatter_nd (adds duplicates);
 - sorted-segsum:  the gradient as a permutation gather + sorted segment_sum;
 - 0/1-matmul:     the gradient as two matmuls (einsum) against fixed 0/1 row and column selection matrices;
@@ -23,7 +27,8 @@ Train step of the `paper` model (SGD momentum, batch 32), in child processes who
 interleaved (one step of each per round, medians and the median of the per-round ratios to the first
 variant), next to tf.linalg.matmul 4096x4096 in float32 and bfloat16 (the machine's peak):
 
-- gradient: ours, segment-sum, ours with the whole step under XLA (jit_compile);
+- gradient: ours, col2im, segment-sum, ours with the whole step under XLA (jit_compile);
+- layout: ours (blocks of output rows) against col2im (every position at once), alone (try --batch 128);
 - precision: float32, mixed_bfloat16, mixed_bfloat16 with L4-L6 computing in float32;
 - batch: 32, 64, 128 (images per second);
 - optimizer: the product's SGD with momentum (deepface.train.momentum.MomentumSGD: one fused op per
@@ -87,22 +92,27 @@ def per_offset(x, kernel, k, s, out_rows, out_cols):
 
 
 def gather_gradient_layer(kind: str):
-    """deepface.layers.LocallyConnected2D with another gradient for its patch gather (``kind``)."""
-    from deepface.layers import LocallyConnected2D
+    """deepface.layers.LocallyConnected2D gathering every patch at once, with ``kind`` as the gather's gradient."""
+    from deepface.layers import LocallyConnected2D, col2im
 
     class Variant(LocallyConnected2D):
+        def apply_kernels(self, inputs):
+            return tf.linalg.matmul(self.kernel.value, self.extract_patches(inputs), transpose_a=True)
+
         def extract_patches(self, inputs):
             _, rows, cols, channels = inputs.shape
-            if self._indices is None:
-                self._indices = self._patch_indices(rows, cols, channels)
-            size, indices = rows * cols * channels, self._indices
+            size, indices = rows * cols * channels, self._patch_indices(rows, cols, channels)
             flat = tf.reshape(tf.transpose(inputs, (1, 2, 3, 0)), (size, -1))
             shape = (self.out_rows * self.out_cols, self.kernel.shape[1], -1)
             if kind == "segment-sum":  # tf.gather's own gradient
                 return tf.reshape(tf.gather(flat, indices), shape)
-            if kind == "col2im-no-xla":
+            if kind in ("col2im", "col2im-no-xla"):
+                shape_in = (self.out_rows, self.out_cols, -1, tf.shape(flat)[1])
+
+                @tf.function(jit_compile=kind == "col2im")
                 def scatter(grad):
-                    return self._col2im(grad, rows, cols, channels)
+                    return tf.reshape(col2im(tf.reshape(grad, shape_in), kernel=self.kernel_size, strides=self.strides,
+                                             rows=rows, cols=cols, channels=channels), (size, -1))
             elif kind == "scatter-nd":
                 def scatter(grad):
                     return tf.scatter_nd(indices[:, None], grad, (size, tf.shape(grad)[1]))
@@ -137,7 +147,7 @@ def gather_gradient_layer(kind: str):
     return Variant
 
 
-GATHER_GRADIENTS = ("segment-sum", "col2im-no-xla", "scatter-nd", "sorted-segsum", "0/1-matmul")
+GATHER_GRADIENTS = ("col2im", "segment-sum", "col2im-no-xla", "scatter-nd", "sorted-segsum", "0/1-matmul")
 
 
 def make_variant(shapes, name, variant, grads):
@@ -235,6 +245,7 @@ def run_child(args, memory_limit_gb, env=None):
 # name: (gather gradient, dtype policy, L4-L6 dtype, step under XLA, optimizer)
 MODEL_VARIANTS = {
     "ours": ("ours", "float32", None, False, "sgd"),
+    "col2im": ("col2im", "float32", None, False, "sgd"),
     "segment-sum": ("segment-sum", "float32", None, False, "sgd"),
     "ours, step xla": ("ours", "float32", None, True, "sgd"),
     "bf16": ("ours", "mixed_bfloat16", None, False, "sgd"),
@@ -242,7 +253,8 @@ MODEL_VARIANTS = {
     "keras sgd": ("ours", "float32", None, False, "keras-sgd"),
 }
 GROUPS = {  # group: [(variant, batch multiple)]; the first is the reference of the ratios
-    "gradient": [("ours", 1), ("segment-sum", 1), ("ours, step xla", 1)],
+    "gradient": [("ours", 1), ("col2im", 1), ("segment-sum", 1), ("ours, step xla", 1)],
+    "layout": [("ours", 1), ("col2im", 1)],
     "precision": [("ours", 1), ("bf16", 1), ("bf16, L4-L6 f32", 1)],
     "batch": [("ours", 1), ("ours", 2), ("ours", 4)],
     "optimizer": [("ours", 1), ("keras sgd", 1)],

@@ -1,6 +1,6 @@
 """Mixed precision that trains: the tiny preset trained in bfloat16 verifies as well as in float32 (the
-evaluate stage's 10-fold accuracy, within its fold standard error), and float16 trains under dynamic loss
-scaling with a finite loss. Same data, seed and recipe for every precision; the model directory is float32
+evaluate stage's 10-fold accuracy, over eight seeds), and float16 trains under dynamic loss scaling with a
+finite loss. Same data, seed and recipe for every precision; the model directory is float32
 whatever the training precision, so evaluate loads it as it is.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import keras
 import pytest
@@ -15,13 +16,16 @@ import pytest
 from deepface.evaluate import evaluate
 from deepface.train import train
 
-pytestmark = pytest.mark.slow  # five short trainings and four evaluations: about two minutes on 2 cores
+pytestmark = pytest.mark.slow  # 17 short trainings and 16 evaluations: about four minutes on 2 cores
 
 SETTINGS = dict(preset="tiny", optimizer="adam", learning_rate=0.001, epochs=4, batch_size=8, seed=3,
                 checkpoint_steps=0, feature_max_batches=2, strategy="cpu")
 
 
-SEEDS = (3, 4)  # one tiny model's accuracy moves by a few points with its seed: compare means over two
+# A tiny model's accuracy moves with its seed far more than the fold standard error says (over seeds 3-10 in
+# float32: 0.48 to 0.86, standard deviation 0.12, against a fold standard error of about 0.02), and
+# bfloat16 rounding sends training down another path: the precisions are compared seed by seed, over eight.
+SEEDS = tuple(range(3, 11))
 
 
 @pytest.fixture(scope="module")
@@ -45,21 +49,24 @@ def test_the_model_directory_is_float32_whatever_the_training_precision(trained,
 
 
 def test_bfloat16_verifies_as_well_as_float32(trained, synth_dir, tmp_path):
-    """The mean verification accuracy over `SEEDS` of bfloat16 training is float32's within the fold standard
-    error (of the mean over the seeds, the larger of the two precisions')."""
+    """The mean over `SEEDS` of (bfloat16 accuracy - float32 accuracy), each pair trained from the same seed,
+    is within its allowance: twice its standard error over the seeds, or the fold standard error of the
+    mean accuracy if that is larger. A bfloat16 path that trains worse (or not at all) moves the mean by
+    more than that; the allowance itself must stay small enough to see it."""
     summaries = {key: evaluate(model_dir, synth_dir / "lfw.tgz", synth_dir / "pairs.txt", tmp_path / f"{key}",
                                landmarks=synth_dir / "lfw_landmarks.csv", baseline=False, batch_size=64)["summary"]
                  for key, (_, model_dir) in trained.items()}
-    mean, sem = {}, {}
-    for precision in ("float32", "bfloat16"):
-        runs = [summaries[precision, seed] for seed in SEEDS]
-        mean[precision] = sum(run["accuracy"] for run in runs) / len(runs)
-        sem[precision] = math.sqrt(sum(run["accuracy_sem"] ** 2 for run in runs)) / len(runs)
-    allowed = max(sem.values())
-    assert 0 < allowed < 0.05, summaries
-    print(f"verification accuracy over seeds {SEEDS}: float32 {mean['float32']:.4f} +- {sem['float32']:.4f}, "
-          f"bfloat16 {mean['bfloat16']:.4f} +- {sem['bfloat16']:.4f}")
-    assert abs(mean["float32"] - mean["bfloat16"]) <= allowed, summaries
+    accuracy = {key: summary["accuracy"] for key, summary in summaries.items()}
+    differences = [accuracy["bfloat16", seed] - accuracy["float32", seed] for seed in SEEDS]
+    mean = statistics.mean(differences)
+    fold_sem = max(math.sqrt(sum(summaries[precision, seed]["accuracy_sem"] ** 2 for seed in SEEDS)) / len(SEEDS)
+                   for precision in ("float32", "bfloat16"))
+    allowed = max(fold_sem, 2 * statistics.stdev(differences) / math.sqrt(len(SEEDS)))
+    print(f"over seeds {SEEDS}: float32 {statistics.mean(accuracy['float32', s] for s in SEEDS):.4f}, bfloat16 "
+          f"{statistics.mean(accuracy['bfloat16', s] for s in SEEDS):.4f}, mean difference {mean:+.4f}, "
+          f"allowed {allowed:.4f}")
+    assert 0 < allowed < 0.15, accuracy
+    assert abs(mean) <= allowed, accuracy
 
 
 def test_float16_trains_under_dynamic_loss_scaling(train_inputs, tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
+import deepface.layers
 from deepface.layers import FeatureNormalization, LocallyConnected2D
 
 SHAPES = {
@@ -32,7 +33,12 @@ def _pair_of_layers(shape, filters, kernel, strides):
 
 
 @pytest.mark.parametrize("name", SHAPES)
-def test_matches_tf_keras_outputs_and_gradients(name):
+@pytest.mark.parametrize("block", ["default", "one row"])
+def test_matches_tf_keras_outputs_and_gradients(name, block, monkeypatch):
+    """Forward and every gradient, with the layer's blocks of output rows (one for the small shapes, one
+    row for L4, three and seven rows for L5 and L6) and with one row per block."""
+    if block == "one row":
+        monkeypatch.setattr(deepface.layers, "BLOCK_PATCH_ELEMENTS", 1)
     shape, filters, kernel, strides = SHAPES[name]
     reference, ours = _pair_of_layers(shape, filters, kernel, strides)
     # the same layout: kernel [positions, receptive field, filters], bias [rows, cols, filters] (tf_keras's)
@@ -94,7 +100,7 @@ def test_mixed_precision(policy):
 
 
 def test_bfloat16_input_gradient_matches_float32():
-    """The gather's gradient (col2im, summed in float32) under mixed_bfloat16 agrees with float32."""
+    """The input's gradient under mixed_bfloat16 (bfloat16 matmuls, summed in float32) agrees with float32's."""
     x = tf.constant(np.random.default_rng(0).standard_normal((2, 13, 12, 3)), tf.float32)
     layers = [LocallyConnected2D(4, 5, strides=2, dtype=policy) for policy in ("float32", "mixed_bfloat16")]
     for layer in layers:
