@@ -20,6 +20,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from _common import parse_args
+
 # --smoke: the fewest images that make LFW pairs (4 identities) and a training of two steps.
 SMOKE = {"identities": 4, "images": 4, "epochs": 1, "batch_size": 8, "steps_per_epoch": 2}
 
@@ -54,12 +56,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="default: every record once")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes (a check that the benchmark runs; its figures mean nothing)")
-    args = parser.parse_args()
-    if args.smoke:  # tiny sizes unless given
-        parser.set_defaults(**SMOKE)
-        args = parser.parse_args()
+    args = parse_args(parser, SMOKE)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from deepface.synth import make_synthetic_dataset
 

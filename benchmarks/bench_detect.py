@@ -24,6 +24,8 @@ import os
 import statistics
 import time
 
+from _common import parse_args
+
 LFW_IMAGES = 13_233
 SMOKE = {"repeats": 1, "images": 1}  # --smoke: every contender once
 
@@ -38,12 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--images", type=int, default=20, help="calls per contender per repeat")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes (a check that the benchmark runs; its figures mean nothing)")
-    args = parser.parse_args()
-    if args.smoke:  # tiny sizes unless given
-        parser.set_defaults(**SMOKE)
-        args = parser.parse_args()
+    args = parse_args(parser, SMOKE)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import matplotlib.cbook
     import tensorflow as tf

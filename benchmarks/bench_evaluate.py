@@ -30,6 +30,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+from _common import parse_args
 
 # --smoke: the tiny preset on the fewest LFW identities that make pairs, every row timed once.
 SMOKE = {"preset": "tiny", "identities": 4, "batch_size": 16, "repeats": 1}
@@ -125,12 +126,7 @@ def main() -> None:
     parser.add_argument("--identities", type=int, default=40, help="synthetic LFW identities (10 images each)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes (a check that the benchmark runs; its figures mean nothing)")
-    args = parser.parse_args()
-    if args.smoke:  # tiny sizes unless given
-        parser.set_defaults(**SMOKE)
-        args = parser.parse_args()
+    args = parse_args(parser, SMOKE)
 
     embedding = bench_embedding(args.preset, args.identities, args.batch_size, args.repeats)
     metrics = bench_metrics(max(args.repeats, 5))

@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import parse_args
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 BASELINE = "bare decode, tf.data"
@@ -169,12 +171,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cores", default="1,2", help="comma-separated CPU counts to pin to")
     parser.add_argument("--measure", metavar="DIR", help=argparse.SUPPRESS)  # child process: one CPU count
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes (a check that the benchmark runs; its figures mean nothing)")
-    args = parser.parse_args()
-    if args.smoke:  # tiny sizes unless given
-        parser.set_defaults(**SMOKE)
-        args = parser.parse_args()
+    args = parse_args(parser, SMOKE)
     cores_list = [int(cores) for cores in args.cores.split(",")]
 
     if args.measure:

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import requests
+from _common import parse_args
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -172,12 +173,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=48)
     parser.add_argument("--per-request", type=int, default=16)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes (a check that the benchmark runs; its figures mean nothing)")
-    args = parser.parse_args()
-    if args.smoke:  # tiny sizes unless given
-        parser.set_defaults(**SMOKE)
-        args = parser.parse_args()
+    args = parse_args(parser, SMOKE)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         serving, images = build_export(root, args.preset)

@@ -48,6 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import parse_args
 from PIL import Image, ImageOps
 
 from deepface.archives import iter_members
@@ -105,12 +106,7 @@ def main() -> None:
     parser.add_argument("--images-per-identity", type=int, default=300)
     parser.add_argument("--image-size", type=int, default=256, help="typical side of the synthetic JPEGs")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes (a check that the benchmark runs; its figures mean nothing)")
-    args = parser.parse_args()
-    if args.smoke:  # tiny sizes unless given
-        parser.set_defaults(**SMOKE)
-        args = parser.parse_args()
+    args = parse_args(parser, SMOKE)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     with tempfile.TemporaryDirectory(prefix="bench_tfrecords_") as temporary:

@@ -56,7 +56,8 @@ SERVING_COMMAND = ("deepface",)
 SERVING_ARGS = ("serve",)
 DEFAULT_ALIAS = "default"
 GCS_MOUNT = "/gcs"  # Vertex AI's Cloud Storage FUSE mount: /gcs/BUCKET/PATH is gs://BUCKET/PATH
-_PROJECT = re.compile(r"([a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")
+# A Google Cloud project ID (optionally domain-scoped), matched whole; pipelines.submit checks --project with it.
+PROJECT_ID = re.compile(r"([a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")
 _LOCATION = re.compile(r"[a-z]+(-[a-z0-9]+)+")
 _LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
@@ -194,7 +195,7 @@ def register_model(
 
 
 def _check_target(project: str, location: str, serving_image: str) -> None:
-    if not project or "{{" in project or not _PROJECT.fullmatch(project):
+    if not project or "{{" in project or not PROJECT_ID.fullmatch(project):
         raise DeepFaceError(f"project={project!r}: give the Google Cloud project id of the Model Registry (on Vertex "
                             "AI the pipeline passes the run's own project)")
     if not location or "{{" in location or not _LOCATION.fullmatch(location):

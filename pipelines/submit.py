@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from deepface.errors import DeepFaceError
+from deepface.registry import PROJECT_ID
 from pipelines.params import check_labels, check_parameters, provenance_labels
 from pipelines.pipeline import PIPELINE_NAME, CompileOptions, compile_pipeline
 
@@ -41,7 +42,6 @@ CONSOLE = "https://console.cloud.google.com/vertex-ai"
 # Images that only Vertex AI can run (the launcher of create_custom_training_job_from_component).
 VERTEX_ONLY_IMAGES = ("gcr.io/ml-pipeline/google-cloud-pipeline-components",)
 
-_PROJECT = re.compile(r"^([a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _SERVICE_ACCOUNT = re.compile(r"^[a-z0-9-]+@[a-z0-9.-]+$")
 _NETWORK = re.compile(r"^projects/[0-9]+/global/networks/[A-Za-z0-9_-]+$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -140,7 +140,7 @@ def check_project_region(project: str | None, region: str | None) -> None:
 
     if not project:
         raise DeepFaceError("missing --project (or $GOOGLE_CLOUD_PROJECT): the Google Cloud project to run in")
-    if not _PROJECT.match(project):
+    if not PROJECT_ID.fullmatch(project):
         raise DeepFaceError(f"--project {project!r} is not a Google Cloud project ID (e.g. my-project-123)")
     if not region:
         raise DeepFaceError("missing --region (or $GOOGLE_CLOUD_REGION): the Vertex AI region, e.g. us-central1")

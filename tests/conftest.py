@@ -88,3 +88,15 @@ def tiny_model(synth_dir: Path, root: Path, *, aligned: bool) -> Path:
     train(tfrecords, labels, root / "model", preset="tiny", epochs=1, batch_size=8,
           steps_per_epoch=2, checkpoint_steps=0, feature_max_batches=1, strategy="cpu")
     return root
+
+
+@pytest.fixture(scope="module")
+def tiny_evaluated(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(model_dir, evaluation_dir)``: `tiny_model` on whole frames and its evaluation on the synthetic LFW
+    (for what serves and registers a model: only its interface matters)."""
+    from deepface.evaluate import evaluate
+
+    model_dir = tiny_model(synth_dir, tmp_path_factory.mktemp("model"), aligned=False) / "model"
+    evaluation = tmp_path_factory.mktemp("eval")
+    evaluate(model_dir, synth_dir / "lfw.tgz", synth_dir / "pairs.txt", evaluation, baseline=False)
+    return model_dir, evaluation

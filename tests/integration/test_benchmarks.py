@@ -100,7 +100,8 @@ def run_smoke(script: Path, cwd: Path) -> tuple[int, str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", sorted(BENCHMARKS.glob("*.py")), ids=lambda path: path.name)
+@pytest.mark.parametrize("script", sorted(p for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")),
+                         ids=lambda path: path.name)
 def test_benchmark_smoke_run(script, tmp_path):
     expected = RESULTS.get(script.name)
     assert expected, f"benchmarks/{script.name}: add the lines its --smoke run prints to RESULTS in {__file__}"

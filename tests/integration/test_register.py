@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_model
 from helpers.fake_vertex import FakeCloud
 from kfp.dsl import Dataset, Model
 
@@ -34,14 +33,8 @@ IMAGE = "us-central1-docker.pkg.dev/test-proj/deepface/deepface-pipeline:0.1.0-t
 
 
 @pytest.fixture(scope="module")
-def trained(synth_dir, tmp_path_factory) -> tuple[Path, Path]:
-    """``(model_dir, evaluation_dir)``: the tiny model on whole frames and its evaluation on the synthetic LFW."""
-    from deepface.evaluate import evaluate
-
-    model_dir = tiny_model(synth_dir, tmp_path_factory.mktemp("model"), aligned=False) / "model"
-    evaluation = tmp_path_factory.mktemp("eval")
-    evaluate(model_dir, synth_dir / "lfw.tgz", synth_dir / "pairs.txt", evaluation, baseline=False)
-    return model_dir, evaluation
+def trained(tiny_evaluated) -> tuple[Path, Path]:
+    return tiny_evaluated
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ import matplotlib.cbook
 import numpy as np
 import pytest
 import requests
-from conftest import tiny_model
 from PIL import Image
 
 import deepface
@@ -43,14 +42,8 @@ POLL = 0.05  # seconds between readiness checks (a wait on the server process, w
 
 
 @pytest.fixture(scope="module")
-def trained(synth_dir, tmp_path_factory) -> tuple[Path, Path]:
-    """``(model_dir, evaluation_dir)``: the tiny model on whole frames and its evaluation on the synthetic LFW."""
-    from deepface.evaluate import evaluate
-
-    model_dir = tiny_model(synth_dir, tmp_path_factory.mktemp("model"), aligned=False) / "model"
-    evaluation = tmp_path_factory.mktemp("eval")
-    evaluate(model_dir, synth_dir / "lfw.tgz", synth_dir / "pairs.txt", evaluation, baseline=False)
-    return model_dir, evaluation
+def trained(tiny_evaluated) -> tuple[Path, Path]:
+    return tiny_evaluated
 
 
 @pytest.fixture(scope="module")
