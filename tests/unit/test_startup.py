@@ -52,3 +52,16 @@ def test_cuda_lines_are_noise_only_where_there_is_no_driver(monkeypatch, tmp_pat
     assert startup._is_noise(line)
     monkeypatch.setattr(startup, "NVIDIA_DRIVER", str(tmp_path))  # a driver is loaded: the line is a clue
     assert not startup._is_noise(line)
+
+
+@pytest.mark.skipif(os.path.exists(startup.NVIDIA_DRIVER), reason="a GPU machine: CUDA's lines are kept there")
+def test_the_command_line_filters_them_without_a_level_in_the_environment():
+    """`deepface ...` sets the level itself (`configure_logging`), after ``import deepface`` has looked for it:
+    a user's shell without TF_CPP_MIN_LOG_LEVEL still gets no start-up lines."""
+    program = ("import sys; from deepface.cli import configure_logging; configure_logging(False); "
+               "import tensorflow as tf; tf.constant(1) + 1; print('after the import', file=sys.stderr)")
+    env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
+    completed = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                               env={**env, "PYTHONPATH": ROOT}, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stderr == "after the import\n"
