@@ -22,7 +22,7 @@ def _pair(value, name: str) -> tuple[int, int]:
     return value
 
 
-# Patch elements per image that `LocallyConnected2D` gathers at a time in float32: one output row of L4
+# Patch elements per image that `LocallyConnected2D` gathers at a time: one output row of L4
 # (55 x 1296), 9 MB at batch 32, stays in cache; several rows of L5 and L6 (benchmarks/bench_layers.py).
 BLOCK_PATCH_ELEMENTS = 72_000
 

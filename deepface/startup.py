@@ -81,8 +81,17 @@ class _FilteredStderr:
         return False
 
 
+def _level_set() -> bool:
+    """Whether ``TF_CPP_MIN_LOG_LEVEL`` asks for fewer lines than all (set, and not 0)."""
+    return os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip() not in ("", "0")
+
+
 def _import_quietly(module, execute) -> None:
-    """Run TensorFlow's own import with fd 2 filtered (an `deepface.import_hooks` ``around``)."""
+    """Run TensorFlow's own import (an `deepface.import_hooks` ``around``), with fd 2 filtered when the
+    level is set at that moment: the command line sets it after ``import deepface`` installed the hook."""
+    if not _level_set():
+        execute()
+        return
     with _FilteredStderr():
         execute()
         # Finding the devices is when CUDA is initialised (and says so): inside the filter, once. It does
@@ -92,7 +101,8 @@ def _import_quietly(module, execute) -> None:
 
 def install() -> None:
     """Filter TensorFlow's start-up lines when it is imported later in this process (see the module
-    docstring). Does nothing when TensorFlow is already imported or ``TF_CPP_MIN_LOG_LEVEL`` is 0 or unset."""
-    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip() in ("", "0"):
+    docstring), if ``TF_CPP_MIN_LOG_LEVEL`` is then set and not 0. Does nothing when TensorFlow is already
+    imported."""
+    if "tensorflow" in sys.modules:
         return
     import_hooks.install("tensorflow", _import_quietly)

@@ -45,13 +45,8 @@ logger = logging.getLogger(__name__)
 
 def configure_logging(verbose: bool) -> None:
     """Log INFO and above to stderr; with ``verbose``, DEBUG too, but only from :data:`VERBOSE_LOGGERS`.
-
-    TensorFlow's log level defaults to 2 here, after ``import deepface`` ran `deepface.startup.install`
-    (which filters TensorFlow's start-up lines only under a level set), so it is installed again."""
-    from deepface import startup
-
+    TensorFlow's log level defaults to 2 (`deepface.startup` reads it when TensorFlow is imported)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    startup.install()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in VERBOSE_LOGGERS:  # NOTSET: inherit the root's INFO (also undoes an earlier -v in this process)
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.NOTSET)
