@@ -27,6 +27,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _common import parse_args
+
+# --smoke: tiny sizes (two epochs: the first is left out of the rate).
+SMOKE = {"identities": 4, "images": 4, "epochs": 2, "batch_size": 8, "timeout": 100}
 EPOCH_RATE = re.compile(r"Epoch (\d+)/\d+: .* \(([0-9.]+) img/s\)")
 
 
@@ -110,11 +114,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=16, help="global batch, the same for 1 and 2 workers")
     parser.add_argument("--timeout", type=float, default=900, help="seconds each training may take")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: a check that the benchmark runs")
-    options = parser.parse_args()
-    if options.smoke:  # tiny sizes unless given (two epochs: the first is left out of the rate)
-        parser.set_defaults(identities=4, images=4, epochs=2, batch_size=8, timeout=100)
-        options = parser.parse_args()
+    options = parse_args(parser, SMOKE)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         tfrecords, labels = make_tfrecords(root, options.identities, options.images, shards=4)

@@ -35,7 +35,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _common import parse_args  # noqa: E402
 
+# --smoke: every code path at tiny sizes (the tiny preset).
+SMOKE = {"preset": "tiny", "num_classes": 4, "batch_size": 8, "steps": 1, "warmup": 1, "rounds": 1}
 GOAL = 0.90  # TFRecord rate / in-memory rate
 
 
@@ -119,10 +122,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=2, help="measured steps per source and round")
     parser.add_argument("--warmup", type=int, default=1, help="steps per source and round before measuring")
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--smoke", action="store_true", help="every code path at tiny sizes (the tiny preset)")
-    args = parser.parse_args()
-    if args.smoke:
-        args.preset, args.num_classes, args.batch_size, args.steps, args.warmup, args.rounds = "tiny", 4, 8, 1, 1, 1
+    args = parse_args(parser, SMOKE)
 
     from deepface.model import get_config
     from deepface.train.fit import compile_classifier, epoch_batches_fn

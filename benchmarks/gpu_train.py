@@ -34,7 +34,12 @@ from pathlib import Path
 
 import keras  # noqa: E402  (after bench_train, which quiets TF's logs)
 import tensorflow as tf  # noqa: E402
+from _common import parse_args  # noqa: E402
 from bench_train import in_memory_batches, make_tfrecords, timed_fit
+
+# --smoke: every code path at tiny sizes (seconds on a CPU); the input pipeline alone still reads TFRecords.
+SMOKE = {"preset": "tiny", "num_classes": 4, "batch_size": 8, "steps": 2, "warmup": 1, "data": "memory",
+         "input_batches": 2}
 
 
 def synthetic_batch(batch_size: int, image_size: int, num_classes: int, seed: int = 0) -> tuple:
@@ -92,11 +97,7 @@ def main() -> int:
     parser.add_argument("--input-batches", type=int, default=30, help="batches timed for the input pipeline")
     parser.add_argument("--skip-input", action="store_true", help="do not measure the input pipeline alone")
     parser.add_argument("--json", help="also write the results to this JSON file")
-    parser.add_argument("--smoke", action="store_true", help="every code path at tiny sizes (seconds on a CPU)")
-    args = parser.parse_args()
-    if args.smoke:
-        args.preset, args.num_classes, args.batch_size, args.steps, args.warmup = "tiny", 4, 8, 2, 1
-        args.data, args.input_batches = "memory", 2  # the input pipeline alone still reads TFRecords
+    args = parse_args(parser, SMOKE)
     precisions = args.precision.split(",")
     if not set(precisions) <= {"float32", "bfloat16", "float16"}:
         parser.error(f"--precision: float32, bfloat16 or float16, got {args.precision}")

@@ -37,7 +37,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _common import parse_args  # noqa: E402
 
+# --smoke: every code path at tiny sizes (seconds); the matmul peak at 256 (see main).
+SMOKE = {"preset": "tiny", "num_classes": 10, "batch": 4, "rounds": 2, "input_steps": 1}
 PEAK_SIZE = 4096
 
 
@@ -163,10 +166,8 @@ def main() -> int:
     parser.add_argument("--input-steps", type=int, default=4, help="batches timed per round for the input")
     parser.add_argument("--jit", action="store_true", help="compile the full step with XLA")
     parser.add_argument("--skip-input", action="store_true")
-    parser.add_argument("--smoke", action="store_true", help="every code path at tiny sizes (seconds)")
-    args = parser.parse_args()
+    args = parse_args(parser, SMOKE)
     if args.smoke:
-        args.preset, args.num_classes, args.batch, args.rounds, args.input_steps = "tiny", 10, 4, 2, 1
         global PEAK_SIZE
         PEAK_SIZE = 256
 
